@@ -1,1 +1,12 @@
+//! docpipe: a document pipeline for investigators. See README.md for the architecture.
 
+pub mod amqp;
+pub mod blob;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod logging;
+pub mod runner;
+pub mod schema;
+pub mod stages;

@@ -1,1 +1,61 @@
-fn main(){}
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use docpipe::cli::{self, Cli, Command};
+use docpipe::config::{Config, LogFormat};
+use docpipe::stages::Registry;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("docpipe: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if cli.json_logs {
+        config.log.format = LogFormat::Json;
+    }
+    docpipe::logging::init(&config.log);
+    let ok = std::process::ExitCode::SUCCESS;
+    match cli.command {
+        Command::Process(args) => cli::process::run(Arc::new(config), Registry::builtin(), args).await,
+        Command::Submit(args) => cli::submit::run(&config, args).await,
+        Command::Results(args) => cli::results::run(&config, args).await,
+        Command::Worker(args) => {
+            if let Some(threads) = args.threads {
+                config.worker.threads = threads.max(1);
+            }
+            if let Some(concurrency) = args.concurrency {
+                config.worker.concurrency = concurrency.max(1);
+            }
+            let stages = cli::select_stages(&config, &args.stages)?;
+            docpipe::amqp::worker::run(Arc::new(config), Registry::builtin(), stages, cli::shutdown_signal()).await?;
+            Ok(ok)
+        }
+        Command::Declare => {
+            let connection = docpipe::amqp::connect(&config).await.context("connecting to the broker")?;
+            let channel = connection.create_channel().await?;
+            docpipe::amqp::topology::declare(&channel, &config).await?;
+            connection.close(200, "declared").await?;
+            println!("declared exchanges and queues with prefix `{}`", config.broker.prefix);
+            Ok(ok)
+        }
+        Command::Dlq(args) => cli::dlq::run(&config, args).await,
+        Command::Schema(args) => {
+            std::fs::create_dir_all(&args.out)?;
+            for (name, text) in docpipe::schema::json_schemas() {
+                std::fs::write(args.out.join(name), text)?;
+            }
+            println!("wrote {}", args.out.display());
+            Ok(ok)
+        }
+    }
+}

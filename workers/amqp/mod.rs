@@ -1,0 +1,136 @@
+//! RabbitMQ transport: connection, topology, confirmed publishing.
+
+pub mod topology;
+pub mod worker;
+
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::publisher_confirm::Confirmation;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("AMQP: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("broker refused the publish to {exchange}/{routing_key} (nack)")]
+    Nacked { exchange: String, routing_key: String },
+    #[error("no confirm from the broker within {0:?}")]
+    ConfirmTimeout(Duration),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// Message `type` property of jobs, stage-to-stage hand-offs and results.
+pub const JOB_TYPE: &str = "docpipe.job.v1";
+pub const HANDOFF_TYPE: &str = "docpipe.handoff.v1";
+pub const RESULT_TYPE: &str = "docpipe.result.v1";
+
+/// Headers docpipe sets.
+pub const H_ATTEMPT: &str = "x-docpipe-attempt";
+pub const H_RETRY_STEP: &str = "x-docpipe-retry-step";
+pub const H_STAGE: &str = "x-docpipe-stage";
+pub const H_ERROR_KIND: &str = "x-docpipe-error-kind";
+pub const H_REASON: &str = "x-docpipe-reason";
+pub const H_DEAD_AT: &str = "x-docpipe-dead-lettered-at";
+
+pub async fn connect(config: &Config) -> Result<Connection, TransportError> {
+    let url = config.broker_url()?;
+    let properties = ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio)
+        .with_connection_name(format!("docpipe-{}", std::process::id()).into());
+    Ok(Connection::connect(&url, properties).await?)
+}
+
+/// A channel in confirm mode: every publish waits for the broker's ack.
+pub async fn confirm_channel(connection: &Connection) -> Result<Channel, TransportError> {
+    let channel = connection.create_channel().await?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    Ok(channel)
+}
+
+/// Publish and wait for the broker to confirm it stored the message.
+pub async fn publish(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+    timeout: Duration,
+) -> Result<(), TransportError> {
+    let confirm = channel
+        .basic_publish(exchange, routing_key, BasicPublishOptions::default(), body, properties.with_delivery_mode(2))
+        .await?;
+    match tokio::time::timeout(timeout, confirm).await {
+        Err(_) => Err(TransportError::ConfirmTimeout(timeout)),
+        Ok(Err(e)) => Err(e.into()),
+        Ok(Ok(Confirmation::Nack(_))) => {
+            Err(TransportError::Nacked { exchange: exchange.into(), routing_key: routing_key.into() })
+        }
+        Ok(Ok(_)) => Ok(()),
+    }
+}
+
+pub fn json_properties(kind: &str) -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type(ShortString::from("application/json"))
+        .with_type(ShortString::from(kind))
+}
+
+pub fn header_str(headers: &Option<FieldTable>, key: &str) -> Option<String> {
+    match headers.as_ref()?.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+pub fn header_u32(headers: &Option<FieldTable>, key: &str) -> Option<u32> {
+    match headers.as_ref()?.inner().get(key)? {
+        AMQPValue::LongUInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::LongLongInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::ShortInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::ShortUInt(n) => Some(u32::from(*n)),
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+pub fn set_header(headers: &mut FieldTable, key: &str, value: impl Into<String>) {
+    headers.insert(ShortString::from(key), AMQPValue::LongString(LongString::from(value.into())));
+}
+
+/// Routing key of a result: `<case>.<batch>`, dots and wildcards in ids replaced.
+pub fn result_routing_key(case_id: &str, batch_id: &str) -> String {
+    format!("{}.{}", routing_word(case_id), routing_word(batch_id))
+}
+
+pub fn routing_word(id: &str) -> String {
+    id.chars().map(|c| if matches!(c, '.' | '*' | '#') || c.is_whitespace() { '_' } else { c }).collect()
+}
+
+/// Doubling back-off for reconnection.
+pub struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            next: Duration::from_millis(config.broker.reconnect_min_ms),
+            max: Duration::from_millis(config.broker.reconnect_max_ms),
+        }
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+}

@@ -1,0 +1,319 @@
+//! The worker: consume stage queues, run stages on engine threads, publish what they produced,
+//! and only then ack. Reconnects when the broker goes away; drains on shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::topology::{declare, Names};
+use super::*;
+use crate::blob::FileStore;
+use crate::config::Config;
+use crate::error::ErrorKind;
+use crate::runner::{next_stage, Outcome, Runner};
+use crate::schema::{check_version, Job, JobResult, SCHEMA_VERSION};
+use crate::stages::Registry;
+
+/// A job between stages: the job and the result so far. Internal to docpipe.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Handoff {
+    pub schema_version: u32,
+    pub job: Job,
+    pub result: JobResult,
+}
+
+struct Ctx {
+    runner: Runner,
+    names: Names,
+    confirm_timeout: Duration,
+}
+
+/// Run a worker for `stages` until `shutdown` resolves. Returns after in-flight jobs finished
+/// (or, past the grace period, were left unacked for the broker to requeue).
+pub async fn run(
+    config: Arc<Config>,
+    registry: Registry,
+    stages: Vec<String>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let store = Arc::new(FileStore::new(config.blobs.dir.clone()));
+    let worker_id = crate::runner::worker_id(&config);
+    let runner = Runner::start(config.clone(), &registry, &stages, store, worker_id.clone())?;
+    let ctx = Arc::new(Ctx {
+        runner,
+        names: Names::new(&config),
+        confirm_timeout: Duration::from_secs(config.broker.confirm_timeout_secs),
+    });
+    tokio::pin!(shutdown);
+    let mut backoff = Backoff::new(&config);
+    tracing::info!(worker = %worker_id, stages = ?stages, "worker starting");
+    loop {
+        let connection = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            connected = connect(&config) => connected,
+        };
+        let connection = match connection {
+            Ok(c) => c,
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach broker");
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep(delay) => continue,
+                }
+            }
+        };
+        backoff = Backoff::new(&config);
+        match session(&ctx, &config, &connection, &stages, &mut shutdown).await {
+            Ok(()) => {
+                let _ = connection.close(200, "shutdown").await;
+                tracing::info!("worker stopped");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "broker connection lost; reconnecting");
+                let _ = connection.close(320, "reconnecting").await;
+            }
+        }
+    }
+}
+
+/// One connection's life. Ok means shutdown was requested; Err means the connection was lost.
+async fn session(
+    ctx: &Arc<Ctx>,
+    config: &Config,
+    connection: &Connection,
+    stages: &[String],
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<(), TransportError> {
+    let (lost_tx, mut lost_rx) = tokio::sync::mpsc::unbounded_channel();
+    connection.on_error(move |e| {
+        let _ = lost_tx.send(e);
+    });
+    let setup = connection.create_channel().await?;
+    declare(&setup, config).await?;
+    let _ = setup.close(200, "declared").await;
+
+    let mut consumers = Vec::new();
+    let mut streams = Vec::new();
+    for stage in stages {
+        let channel = confirm_channel(connection).await?;
+        channel.basic_qos(config.broker.prefetch, BasicQosOptions::default()).await?;
+        let consumer = channel
+            .basic_consume(&ctx.names.stage_queue(stage), "", BasicConsumeOptions::default(), FieldTable::default())
+            .await?;
+        consumers.push((channel.clone(), consumer.tag()));
+        let stage = stage.clone();
+        streams.push(consumer.map(move |d| (stage.clone(), channel.clone(), d)).boxed());
+    }
+    let mut deliveries = futures_util::stream::select_all(streams);
+    let mut tasks = JoinSet::new();
+    tracing::info!("consuming");
+
+    loop {
+        tokio::select! {
+            _ = shutdown.as_mut() => break,
+            Some(error) = lost_rx.recv() => {
+                tasks.abort_all();
+                return Err(error.into());
+            }
+            next = deliveries.next() => match next {
+                Some((stage, channel, Ok(delivery))) => {
+                    let ctx = ctx.clone();
+                    tasks.spawn(async move { handle(&ctx, &stage, &channel, delivery).await });
+                }
+                Some((_, _, Err(error))) => {
+                    tasks.abort_all();
+                    return Err(error.into());
+                }
+                None => {
+                    tasks.abort_all();
+                    return Err(TransportError::Amqp(lapin::Error::InvalidConnectionState(connection.status().state())));
+                }
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+
+    // Shutdown: take no more deliveries, let in-flight jobs finish within the grace period.
+    tracing::info!(in_flight = tasks.len(), "shutdown requested: draining");
+    for (channel, tag) in &consumers {
+        let _ = channel.basic_cancel(tag.as_str(), BasicCancelOptions::default()).await;
+    }
+    let grace = Duration::from_secs(config.worker.shutdown_grace_secs);
+    let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(left = tasks.len(), "grace period over: unfinished jobs return to their queues");
+        tasks.abort_all();
+    }
+    for (channel, _) in &consumers {
+        let _ = channel.close(200, "shutdown").await; // unacked deliveries are requeued by the broker
+    }
+    Ok(())
+}
+
+/// Handle one delivery end to end. Ack only after every publish it caused is confirmed.
+async fn handle(ctx: &Ctx, stage: &str, channel: &Channel, delivery: Delivery) {
+    let attempt = header_u32(delivery.properties.headers(), H_ATTEMPT).unwrap_or(1);
+    let span = tracing::info_span!("job", stage, attempt, job_id = tracing::field::Empty);
+    let done = process(ctx, stage, channel, &delivery, attempt).instrument(span.clone()).await;
+    let _enter = span.enter();
+    match done {
+        Ok(()) => {
+            if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                tracing::warn!(error = %e, "ack failed; the broker will redeliver (results are idempotent)");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "publish failed; returning the message to its queue");
+            let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+        }
+    }
+}
+
+async fn process(ctx: &Ctx, stage: &str, channel: &Channel, delivery: &Delivery, attempt: u32) -> Result<(), TransportError> {
+    let (job, mut result) = match decode(delivery.properties.kind().as_ref(), &delivery.data) {
+        Ok(decoded) => decoded,
+        Err(reason) => {
+            tracing::warn!(error_kind = "bad_message", %reason, "unreadable message to dead-letter queue");
+            return dead_letter(ctx, channel, delivery, stage, ErrorKind::BadMessage, &reason, attempt).await;
+        }
+    };
+    tracing::Span::current().record("job_id", tracing::field::display(job.job_id));
+    let plan = ctx.runner.plan(&job, &mut result);
+    let job = Arc::new(job);
+    match ctx.runner.run_stage(stage, &job, &mut result, attempt).await {
+        Outcome::Recorded => {
+            if let Some(report) = result.stages.last().filter(|r| r.stage == stage) {
+                tracing::info!(status = ?report.status, error_kind = report.error.as_ref().map(|e| e.kind.as_str()), "stage done");
+            }
+            forward(ctx, channel, delivery, &plan, &job, result).await
+        }
+        Outcome::Transient(error) if (attempt as usize) <= ctx.runner.config().retry.backoff_ms.len() => {
+            tracing::info!(error_kind = %error.kind, reason = %error.reason, "transient failure; retrying after delay");
+            retry(ctx, channel, delivery, stage, attempt).await
+        }
+        Outcome::Transient(error) => {
+            let reason = format!("gave up after {attempt} attempts: {}", error.reason);
+            tracing::warn!(error_kind = "retries_exhausted", %reason, "to dead-letter queue");
+            dead_letter(ctx, channel, delivery, stage, ErrorKind::RetriesExhausted, &reason, attempt).await?;
+            result.fail_stage(stage, attempt, ErrorKind::RetriesExhausted, &reason);
+            publish_result(ctx, channel, delivery, result).await
+        }
+        Outcome::Crashed(error) => {
+            tracing::error!(error_kind = %error.kind, reason = %error.reason, "stage crashed; to dead-letter queue");
+            dead_letter(ctx, channel, delivery, stage, error.kind, &error.reason, attempt).await?;
+            result.fail_stage(stage, attempt, error.kind, &error.reason);
+            publish_result(ctx, channel, delivery, result).await
+        }
+    }
+}
+
+fn decode(kind: Option<&ShortString>, body: &[u8]) -> Result<(Job, JobResult), String> {
+    let value = check_version(body).map_err(|e| e.to_string())?;
+    let (job, result) = if kind.map(|k| k.as_str()) == Some(HANDOFF_TYPE) {
+        let handoff: Handoff = serde_json::from_value(value).map_err(|e| format!("bad hand-off: {e}"))?;
+        (handoff.job, handoff.result)
+    } else {
+        let job: Job = serde_json::from_value(value).map_err(|e| format!("bad job: {e}"))?;
+        let result = JobResult::start(&job);
+        (job, result)
+    };
+    let sha = &job.document.sha256;
+    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err("document.sha256 is not 64 lower-case hex digits".into());
+    }
+    Ok((job, result))
+}
+
+/// Pass the job to its next stage, or publish the result when there is none.
+async fn forward(
+    ctx: &Ctx,
+    channel: &Channel,
+    delivery: &Delivery,
+    plan: &[String],
+    job: &Job,
+    result: JobResult,
+) -> Result<(), TransportError> {
+    let Some(next) = next_stage(plan, &result) else {
+        return publish_result(ctx, channel, delivery, result).await;
+    };
+    let handoff = Handoff { schema_version: SCHEMA_VERSION, job: job.clone(), result };
+    let body = serde_json::to_vec(&handoff).expect("hand-off serializes");
+    let properties = reply_properties(&delivery.properties, json_properties(HANDOFF_TYPE));
+    publish(channel, &ctx.names.work_exchange(), next, &body, properties, ctx.confirm_timeout).await
+}
+
+async fn publish_result(ctx: &Ctx, channel: &Channel, delivery: &Delivery, mut result: JobResult) -> Result<(), TransportError> {
+    result.settle();
+    let body = serde_json::to_vec(&result).expect("result serializes");
+    let mut headers = FieldTable::default();
+    set_header(&mut headers, "case_id", result.case_id.clone());
+    set_header(&mut headers, "batch_id", result.batch_id.clone());
+    let properties = json_properties(RESULT_TYPE)
+        .with_message_id(ShortString::from(result.idempotency_key.clone()))
+        .with_headers(headers);
+    let properties = match delivery.properties.correlation_id() {
+        Some(id) => properties.with_correlation_id(id.clone()),
+        None => properties,
+    };
+    let key = result_routing_key(&result.case_id, &result.batch_id);
+    publish(channel, &ctx.names.results_exchange(), &key, &body, properties.clone(), ctx.confirm_timeout).await?;
+    if let Some(reply_to) = delivery.properties.reply_to() {
+        publish(channel, "", reply_to.as_str(), &body, properties, ctx.confirm_timeout).await?;
+    }
+    tracing::info!(status = ?result.status, "result published");
+    Ok(())
+}
+
+/// Send the same message through the delay queue for this attempt; it comes back to the stage queue.
+async fn retry(ctx: &Ctx, channel: &Channel, delivery: &Delivery, stage: &str, attempt: u32) -> Result<(), TransportError> {
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    set_header(&mut headers, H_ATTEMPT, (attempt + 1).to_string());
+    set_header(&mut headers, H_RETRY_STEP, (attempt - 1).to_string());
+    let properties = delivery.properties.clone().with_headers(headers);
+    publish(channel, &ctx.names.retry_exchange(), stage, &delivery.data, properties, ctx.confirm_timeout).await
+}
+
+/// Park the message, unchanged, in the dead-letter queue with why it is there.
+async fn dead_letter(
+    ctx: &Ctx,
+    channel: &Channel,
+    delivery: &Delivery,
+    stage: &str,
+    kind: ErrorKind,
+    reason: &str,
+    attempt: u32,
+) -> Result<(), TransportError> {
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    set_header(&mut headers, H_STAGE, stage);
+    set_header(&mut headers, H_ERROR_KIND, kind.as_str());
+    set_header(&mut headers, H_REASON, reason);
+    set_header(&mut headers, H_ATTEMPT, attempt.to_string());
+    set_header(&mut headers, H_DEAD_AT, Utc::now().to_rfc3339());
+    let properties = delivery.properties.clone().with_headers(headers);
+    publish(channel, &ctx.names.dead_exchange(), stage, &delivery.data, properties, ctx.confirm_timeout).await
+}
+
+/// Carry the case system's correlation id and reply address to the next message.
+fn reply_properties(from: &BasicProperties, to: BasicProperties) -> BasicProperties {
+    let to = match from.correlation_id() {
+        Some(id) => to.with_correlation_id(id.clone()),
+        None => to,
+    };
+    match from.reply_to() {
+        Some(r) => to.with_reply_to(r.clone()),
+        None => to,
+    }
+}

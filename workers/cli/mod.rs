@@ -1,0 +1,93 @@
+//! Command-line front end. Each sub-command lives in its own module.
+
+pub mod dlq;
+pub mod inputs;
+pub mod process;
+pub mod results;
+pub mod submit;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// docpipe: OCR, language identification, local translation and summaries for seized and
+/// incoming documents, with chain of custody on every output.
+#[derive(Debug, Parser)]
+#[command(name = "docpipe", version)]
+pub struct Cli {
+    /// Pipeline configuration file. Without it, the built-in default (the repository's pipeline.toml).
+    #[arg(long, short, env = "DOCPIPE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Log as JSON lines (overrides log.format).
+    #[arg(long, global = true)]
+    pub json_logs: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Process files and folders in this process, without a broker (the embedded mode).
+    /// Writes one result per document to <out>/results.jsonl.
+    Process(process::Args),
+    /// Hash files and folders, store large ones in the blob store, and publish one job each.
+    Submit(submit::Args),
+    /// Collect a batch's results into JSON lines; exits when the batch is complete.
+    Results(results::Args),
+    /// Run a worker that consumes stage queues from RabbitMQ.
+    Worker(WorkerArgs),
+    /// Declare exchanges and queues (idempotent).
+    Declare,
+    /// Inspect or replay the dead-letter queue.
+    Dlq(dlq::Args),
+    /// Write the JSON Schema files of the message contract.
+    Schema(SchemaArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// Stages to serve, comma-separated (default: every stage in the pipeline).
+    #[arg(long, value_delimiter = ',')]
+    pub stages: Vec<String>,
+    /// Engine threads per stage (overrides worker.threads).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Jobs in flight per stage (overrides worker.concurrency).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SchemaArgs {
+    /// Directory to write job.schema.json and result.schema.json into.
+    #[arg(long, default_value = "schemas")]
+    pub out: PathBuf,
+}
+
+/// Resolve `--stages` against the pipeline: empty means all; unknown names are an error.
+pub fn select_stages(config: &crate::config::Config, requested: &[String]) -> anyhow::Result<Vec<String>> {
+    if requested.is_empty() {
+        return Ok(config.stage_names());
+    }
+    for name in requested {
+        anyhow::ensure!(
+            config.stage(name).is_some(),
+            "--stages: no stage named `{name}` (pipeline has: {})",
+            config.stage_names().join(", ")
+        );
+    }
+    Ok(requested.to_vec())
+}
+
+/// Resolves when the process receives SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("signal received");
+}

@@ -1,0 +1,193 @@
+//! `docpipe process`: the embedded mode. Same stages, same result documents, no broker.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use futures_util::StreamExt;
+
+use super::inputs::{self, Input};
+use crate::blob::{BlobStore, LocalFiles};
+use crate::config::Config;
+use crate::error::ErrorKind;
+use crate::runner::{Outcome, Runner};
+use crate::schema::{Content, DocumentRef, Job, JobOptions, JobResult, JobStatus, SCHEMA_VERSION};
+use crate::stages::Registry;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Files and folders to process (folders are walked).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Output directory: results.jsonl (one result per document) and unreadable.jsonl.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Case id written into every result (default: defaults.case_id).
+    #[arg(long)]
+    pub case: Option<String>,
+    /// Batch id (default: a new UUID).
+    #[arg(long)]
+    pub batch: Option<String>,
+    /// Stages to run, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub stages: Vec<String>,
+    /// Language to translate into (default: defaults.target_language).
+    #[arg(long)]
+    pub target_language: Option<String>,
+}
+
+/// Counts printed at the end and used by tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub complete: usize,
+    pub partial: usize,
+    pub failed: usize,
+    pub unreadable: usize,
+}
+
+pub async fn run(config: Arc<Config>, registry: Registry, args: Args) -> anyhow::Result<std::process::ExitCode> {
+    let summary = process(config, registry, args).await?;
+    println!(
+        "{} documents: {} complete, {} partial, {} failed; {} unreadable",
+        summary.complete + summary.partial + summary.failed,
+        summary.complete,
+        summary.partial,
+        summary.failed,
+        summary.unreadable
+    );
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+pub async fn process(config: Arc<Config>, registry: Registry, args: Args) -> anyhow::Result<Summary> {
+    let stages = super::select_stages(&config, &args.stages)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let (found, unreadable) = inputs::walk(&args.paths);
+    let mut summary = Summary { unreadable: unreadable.len(), ..Default::default() };
+    let mut skipped = std::fs::File::create(args.out.join("unreadable.jsonl"))?;
+    for u in &unreadable {
+        eprintln!("unreadable: {}: {}", u.path.display(), u.reason);
+        serde_json::to_writer(&mut skipped, u)?;
+        skipped.write_all(b"\n")?;
+    }
+
+    let files = Arc::new(LocalFiles::default());
+    let store: Arc<dyn BlobStore> = files.clone();
+    let runner = Arc::new(Runner::start(config.clone(), &registry, &config.stage_names(), store, crate::runner::worker_id(&config))?);
+    let template = Template {
+        case_id: args.case.unwrap_or_else(|| config.defaults.case_id.clone()),
+        batch_id: args.batch.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        batch_total: found.len() as u64,
+        stages,
+        target_language: args.target_language.unwrap_or_else(|| config.defaults.target_language.clone()),
+    };
+
+    let out_path = args.out.join("results.jsonl");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&out_path)?);
+    let bar = inputs::progress(found.len() as u64, "process");
+    let mut results = futures_util::stream::iter(found)
+        .map(|input| process_one(&runner, &files, &template, input))
+        .buffer_unordered(config.worker.concurrency);
+    while let Some(outcome) = results.next().await {
+        match outcome {
+            Ok(result) => {
+                match result.status {
+                    JobStatus::Complete => summary.complete += 1,
+                    JobStatus::Partial => summary.partial += 1,
+                    JobStatus::Failed => summary.failed += 1,
+                }
+                serde_json::to_writer(&mut out, &result)?;
+                out.write_all(b"\n")?;
+            }
+            Err(u) => {
+                eprintln!("unreadable: {}: {}", u.path.display(), u.reason);
+                serde_json::to_writer(&mut skipped, &u)?;
+                skipped.write_all(b"\n")?;
+                summary.unreadable += 1;
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    out.flush()?;
+    eprintln!("results in {}", out_path.display());
+    Ok(summary)
+}
+
+struct Template {
+    case_id: String,
+    batch_id: String,
+    batch_total: u64,
+    stages: Vec<String>,
+    target_language: String,
+}
+
+async fn process_one(
+    runner: &Runner,
+    files: &LocalFiles,
+    template: &Template,
+    input: Input,
+) -> Result<JobResult, inputs::Unreadable> {
+    let path = input.path.clone();
+    let hashed = tokio::task::spawn_blocking(move || inputs::hash_file(&path)).await.expect("hashing task");
+    let (sha256, size) = hashed.map_err(|e| inputs::Unreadable { path: input.path.clone(), reason: e.to_string() })?;
+    let key = files.add(&sha256, input.path.clone());
+    let job = Arc::new(Job {
+        schema_version: SCHEMA_VERSION,
+        job_id: uuid::Uuid::new_v4(),
+        case_id: template.case_id.clone(),
+        batch_id: template.batch_id.clone(),
+        batch_total: Some(template.batch_total),
+        submitted_at: Utc::now(),
+        document: DocumentRef {
+            sha256,
+            size,
+            filename: input.path.display().to_string(),
+            declared_media_type: None,
+            content: Content::Blob { key },
+        },
+        stages: template.stages.clone(),
+        options: JobOptions { target_language: template.target_language.clone(), ..Default::default() },
+    });
+    let mut result = JobResult::start(&job);
+    if size > runner.config().limits.max_document_bytes {
+        let reason = format!("{size} bytes is over limits.max_document_bytes ({})", runner.config().limits.max_document_bytes);
+        result.fail_stage(&runner.config().stages[0].name, 0, ErrorKind::TooLarge, &reason);
+        result.settle();
+        return Ok(result);
+    }
+    let plan = runner.plan(&job, &mut result);
+    for stage in &plan {
+        run_with_retries(runner, stage, &job, &mut result).await;
+    }
+    result.settle();
+    Ok(result)
+}
+
+/// In-process retries follow the same back-off schedule as the broker's delay queues.
+async fn run_with_retries(runner: &Runner, stage: &str, job: &Arc<Job>, result: &mut JobResult) {
+    let backoff = runner.config().retry.backoff_ms.clone();
+    let mut attempt = 1u32;
+    loop {
+        match runner.run_stage(stage, job, result, attempt).await {
+            Outcome::Recorded => return,
+            Outcome::Transient(e) if (attempt as usize) <= backoff.len() => {
+                tracing::info!(job_id = %job.job_id, stage, attempt, error_kind = %e.kind, "transient failure; retrying");
+                tokio::time::sleep(Duration::from_millis(backoff[attempt as usize - 1])).await;
+                attempt += 1;
+            }
+            Outcome::Transient(e) => {
+                let reason = format!("gave up after {attempt} attempts: {}", e.reason);
+                result.fail_stage(stage, attempt, ErrorKind::RetriesExhausted, &reason);
+                return;
+            }
+            Outcome::Crashed(e) => {
+                tracing::error!(job_id = %job.job_id, stage, error_kind = %e.kind, "stage crashed");
+                result.fail_stage(stage, attempt, e.kind, &e.reason);
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! `docpipe results`: drain a batch's results queue into JSON lines, one per job.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+
+use super::inputs;
+use crate::amqp::topology::{declare, declare_batch_queue};
+use crate::amqp::connect;
+use crate::config::Config;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Batch id printed by `docpipe submit`.
+    #[arg(long)]
+    pub batch: String,
+    /// Directory for <batch>.jsonl (default: standard output).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Results to wait for (default: batch_total from the results themselves).
+    #[arg(long)]
+    pub expect: Option<u64>,
+    /// Give up after this many seconds without a new result (0: wait for ever).
+    #[arg(long, default_value_t = 0)]
+    pub idle_timeout: u64,
+    /// Keep the batch's results queue after the batch is complete.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Exit status 3 when the idle timeout ended collection before the batch was complete.
+pub async fn run(config: &Config, args: Args) -> anyhow::Result<std::process::ExitCode> {
+    let (seen, expected) = collect(config, args).await?;
+    let complete = expected.is_some_and(|n| seen >= n);
+    eprintln!("{seen} results collected{}", expected.map(|n| format!(" of {n}")).unwrap_or_default());
+    Ok(if complete { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(3) })
+}
+
+/// Collect results; returns how many distinct jobs were seen and how many were expected.
+pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option<u64>)> {
+    let connection = connect(config).await.context("connecting to the broker")?;
+    let channel = connection.create_channel().await?;
+    declare(&channel, config).await?;
+    let queue = declare_batch_queue(&channel, config, &args.batch).await?;
+    channel.basic_qos(256, BasicQosOptions::default()).await?;
+    let mut consumer = channel.basic_consume(&queue, "", BasicConsumeOptions::default(), FieldTable::default()).await?;
+
+    let mut out: Box<dyn Write> = match &args.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            let path = dir.join(format!("{}.jsonl", crate::amqp::routing_word(&args.batch)));
+            Box::new(std::io::BufWriter::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?))
+        }
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut seen = HashSet::new();
+    let mut expected = args.expect;
+    let bar = inputs::progress(expected.unwrap_or(0), "results");
+    let idle = (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
+    while expected.is_none_or(|n| (seen.len() as u64) < n) {
+        let next = match idle {
+            Some(limit) => match tokio::time::timeout(limit, consumer.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => consumer.next().await,
+        };
+        let Some(delivery) = next else { break };
+        let delivery = delivery?;
+        let value: serde_json::Value = serde_json::from_slice(&delivery.data).context("a result is not JSON")?;
+        let key = value.get("idempotency_key").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
+        if expected.is_none() {
+            expected = value.get("batch_total").and_then(|n| n.as_u64());
+            bar.set_length(expected.unwrap_or(0));
+        }
+        // A redelivered job yields a second, equivalent result: keep the first.
+        if seen.insert(key) {
+            out.write_all(&delivery.data)?;
+            out.write_all(b"\n")?;
+            out.flush()?;
+            bar.inc(1);
+        }
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+    }
+    bar.finish_and_clear();
+    let complete = expected.is_some_and(|n| seen.len() as u64 >= n);
+    if complete && !args.keep {
+        channel.queue_delete(&queue, QueueDeleteOptions::default()).await?;
+    }
+    connection.close(200, "collected").await?;
+    Ok((seen.len() as u64, expected))
+}

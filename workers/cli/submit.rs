@@ -1,0 +1,166 @@
+//! `docpipe submit`: hash on arrival, keep a content-addressed copy, publish one job per file.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use base64::Engine as _;
+use chrono::Utc;
+use lapin::options::BasicPublishOptions;
+use lapin::publisher_confirm::Confirmation;
+use lapin::types::ShortString;
+
+use super::inputs;
+use crate::amqp::topology::{declare, declare_batch_queue, Names};
+use crate::amqp::{confirm_channel, connect, json_properties, JOB_TYPE};
+use crate::blob::{key_for, BlobStore, FileStore};
+use crate::config::Config;
+use crate::schema::{Content, DocumentRef, Job, JobOptions, SCHEMA_VERSION};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Files and folders to submit (folders are walked).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Case id the documents belong to.
+    #[arg(long)]
+    pub case: String,
+    /// Batch id (default: a new UUID, printed at the end).
+    #[arg(long)]
+    pub batch: Option<String>,
+    /// Stages to run, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub stages: Vec<String>,
+    /// Language to translate into (default: defaults.target_language).
+    #[arg(long)]
+    pub target_language: Option<String>,
+    /// Tesseract languages to try first, comma-separated (e.g. rus,chi_sim).
+    #[arg(long, value_delimiter = ',')]
+    pub ocr_languages: Vec<String>,
+}
+
+/// What a submission did.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub batch_id: String,
+    pub published: usize,
+    pub not_submitted: Vec<inputs::Unreadable>,
+}
+
+/// Exit status 2 when some files could not be submitted (they are listed on stderr).
+pub async fn run(config: &Config, args: Args) -> anyhow::Result<std::process::ExitCode> {
+    let submitted = submit(config, args).await?;
+    for u in &submitted.not_submitted {
+        eprintln!("not submitted: {}: {}", u.path.display(), u.reason);
+    }
+    println!("batch {}", submitted.batch_id);
+    println!("{} jobs published, {} files not submitted", submitted.published, submitted.not_submitted.len());
+    println!("collect results with: docpipe results --batch {}", submitted.batch_id);
+    Ok(if submitted.not_submitted.is_empty() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(2) })
+}
+
+struct Stored {
+    path: PathBuf,
+    sha256: String,
+    size: u64,
+}
+
+pub async fn submit(config: &Config, args: Args) -> anyhow::Result<Submitted> {
+    let stages = super::select_stages(config, &args.stages)?;
+    let batch_id = args.batch.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let store = Arc::new(FileStore::new(config.blobs.dir.clone()));
+
+    // Pass 1: hash and keep a verified copy of everything, so the batch size is known before
+    // the first job leaves and a file changing afterwards cannot change what was submitted.
+    let (found, mut not_submitted) = inputs::walk(&args.paths);
+    let bar = inputs::progress(found.len() as u64, "hash");
+    let mut stored = Vec::with_capacity(found.len());
+    for input in found {
+        bar.inc(1);
+        if input.size > config.limits.max_document_bytes {
+            not_submitted.push(inputs::Unreadable {
+                path: input.path,
+                reason: format!("too_large: {} bytes is over limits.max_document_bytes", input.size),
+            });
+            continue;
+        }
+        let (store, path) = (store.clone(), input.path.clone());
+        let copied = tokio::task::spawn_blocking(move || -> anyhow::Result<(String, u64)> {
+            let bytes = std::fs::read(&path)?;
+            let sha256 = crate::blob::sha256_hex(&bytes);
+            store.put(&sha256, &bytes)?;
+            Ok((sha256, bytes.len() as u64))
+        })
+        .await?;
+        match copied {
+            Ok((sha256, size)) => stored.push(Stored { path: input.path, sha256, size }),
+            Err(e) => not_submitted.push(inputs::Unreadable { path: input.path, reason: format!("{e:#}") }),
+        }
+    }
+    bar.finish_and_clear();
+
+    // Pass 2: publish, keeping a window of unconfirmed publishes for throughput.
+    let connection = connect(config).await.context("connecting to the broker")?;
+    let channel = confirm_channel(&connection).await?;
+    declare(&channel, config).await?;
+    declare_batch_queue(&channel, config, &batch_id).await?;
+    let exchange = Names::new(config).jobs_exchange();
+    let total = stored.len() as u64;
+    let bar = inputs::progress(total, "publish");
+    let mut pending = Vec::new();
+    for item in stored {
+        let content = if item.size <= config.blobs.inline_max_bytes {
+            let bytes = store.get(&key_for(&item.sha256))?;
+            Content::Inline { base64: base64::engine::general_purpose::STANDARD.encode(bytes) }
+        } else {
+            Content::Blob { key: key_for(&item.sha256) }
+        };
+        let job = Job {
+            schema_version: SCHEMA_VERSION,
+            job_id: uuid::Uuid::new_v4(),
+            case_id: args.case.clone(),
+            batch_id: batch_id.clone(),
+            batch_total: Some(total),
+            submitted_at: Utc::now(),
+            document: DocumentRef {
+                sha256: item.sha256,
+                size: item.size,
+                filename: item.path.display().to_string(),
+                declared_media_type: None,
+                content,
+            },
+            stages: stages.clone(),
+            options: JobOptions {
+                target_language: args.target_language.clone().unwrap_or_else(|| config.defaults.target_language.clone()),
+                ocr_languages: args.ocr_languages.clone(),
+                summary_sentences: None,
+            },
+        };
+        let body = serde_json::to_vec(&job)?;
+        let properties = json_properties(JOB_TYPE)
+            .with_message_id(ShortString::from(job.job_id.to_string()))
+            .with_delivery_mode(2);
+        let confirm = channel.basic_publish(&exchange, "", BasicPublishOptions::default(), &body, properties).await?;
+        pending.push(confirm);
+        if pending.len() >= 256 {
+            wait_confirms(&mut pending, config).await?;
+        }
+        bar.inc(1);
+    }
+    wait_confirms(&mut pending, config).await?;
+    bar.finish_and_clear();
+    connection.close(200, "submitted").await?;
+    Ok(Submitted { batch_id, published: total as usize, not_submitted })
+}
+
+async fn wait_confirms(pending: &mut Vec<lapin::publisher_confirm::PublisherConfirm>, config: &Config) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(config.broker.confirm_timeout_secs);
+    for confirm in pending.drain(..) {
+        match tokio::time::timeout(timeout, confirm).await {
+            Err(_) => anyhow::bail!("the broker did not confirm a job within {timeout:?}"),
+            Ok(result) => anyhow::ensure!(!matches!(result?, Confirmation::Nack(_)), "the broker refused a job (nack)"),
+        }
+    }
+    Ok(())
+}

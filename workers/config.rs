@@ -1,0 +1,312 @@
+//! pipeline.toml, then `DOCPIPE_SECTION__KEY` environment overrides, then command-line flags.
+//! Unknown keys are refused, and every error names the key.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The embedded default: the repository's pipeline.toml, compiled in.
+pub const EMBEDDED: &str = include_str!("../pipeline.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{origin}: not valid TOML: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("{origin}: key `{key}`: {message}")]
+    Key { origin: String, key: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("broker password file {path}: {source}")]
+    Password { path: PathBuf, source: std::io::Error },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub broker: BrokerConfig,
+    pub retry: RetryConfig,
+    pub worker: WorkerConfig,
+    pub blobs: BlobConfig,
+    pub limits: LimitsConfig,
+    pub defaults: DefaultsConfig,
+    pub log: LogConfig,
+    /// Stages in pipeline order. The first reads the document bytes and is every job's entry.
+    #[serde(rename = "stage")]
+    pub stages: Vec<StageConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// AMQP URL, normally without a password.
+    pub url: String,
+    /// File holding the broker password; `DOCPIPE_BROKER_PASSWORD` wins over it.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Every exchange and queue name starts with this.
+    pub prefix: String,
+    /// Unacknowledged deliveries per consumer.
+    pub prefetch: u16,
+    /// Deliveries of one message before the broker dead-letters it (guards crash loops).
+    pub delivery_limit: u32,
+    /// Seconds to wait for a publisher confirm.
+    pub confirm_timeout_secs: u64,
+    /// First and largest pause between reconnection attempts.
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Delay before each retry of a transient failure; its length is the number of retries.
+    pub backoff_ms: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Engine threads per stage (each owns its engines).
+    pub threads: usize,
+    /// Jobs handled at once per stage; also bounds the engine queue.
+    pub concurrency: usize,
+    /// Seconds to let in-flight jobs finish on SIGTERM before they are requeued.
+    pub shutdown_grace_secs: u64,
+    /// Identifier written into provenance; empty means host name and process id.
+    #[serde(default)]
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobConfig {
+    /// Directory of the content-addressed store; relative paths are relative to the working directory.
+    pub dir: PathBuf,
+    /// Documents up to this size travel inline in the job message; larger ones by claim check.
+    pub inline_max_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest document accepted by submit and process.
+    pub max_document_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsConfig {
+    pub case_id: String,
+    pub target_language: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// tracing filter, e.g. `info` or `docpipe=debug`; `RUST_LOG` wins over it.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    pub name: String,
+    /// Wall-clock limit for one document in this stage.
+    pub timeout_secs: u64,
+}
+
+impl Config {
+    /// Load `path` (or the embedded default) and apply environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (origin, text) = match path {
+            Some(path) => (
+                path.display().to_string(),
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?,
+            ),
+            None => ("embedded pipeline.toml".to_owned(), EMBEDDED.to_owned()),
+        };
+        Self::from_toml(&origin, &text, std::env::vars())
+    }
+
+    /// Parse `text`, apply overrides from `env`, then check the values.
+    pub fn from_toml(
+        origin: &str,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut value: toml::Value =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax { origin: origin.into(), message: e.message().into() })?;
+        for (var, raw) in env {
+            apply_env(&mut value, &var, &raw)?;
+        }
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Key {
+            origin: origin.into(),
+            key: e.path().to_string(),
+            message: e.inner().to_string(),
+        })?;
+        config.check(origin)?;
+        Ok(config)
+    }
+
+    fn check(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: &str| {
+            Err(ConfigError::Key { origin: origin.into(), key: key.into(), message: message.into() })
+        };
+        if self.stages.is_empty() {
+            return bad("stage", "at least one stage is needed");
+        }
+        for (i, stage) in self.stages.iter().enumerate() {
+            if self.stages[..i].iter().any(|s| s.name == stage.name) {
+                return bad(&format!("stage[{i}].name"), "duplicate stage name");
+            }
+            if stage.timeout_secs == 0 {
+                return bad(&format!("stage[{i}].timeout_secs"), "must be at least 1");
+            }
+        }
+        if self.worker.threads == 0 {
+            return bad("worker.threads", "must be at least 1");
+        }
+        if self.worker.concurrency == 0 {
+            return bad("worker.concurrency", "must be at least 1");
+        }
+        if self.broker.prefetch == 0 {
+            return bad("broker.prefetch", "must be at least 1");
+        }
+        if self.broker.prefix.is_empty() || self.broker.prefix.contains(char::is_whitespace) {
+            return bad("broker.prefix", "must be a non-empty name without spaces");
+        }
+        Ok(())
+    }
+
+    pub fn stage(&self, name: &str) -> Option<&StageConfig> {
+        self.stages.iter().find(|s| s.name == name)
+    }
+
+    pub fn stage_names(&self) -> Vec<String> {
+        self.stages.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// The broker URL with the password from the environment or the password file.
+    pub fn broker_url(&self) -> Result<String, ConfigError> {
+        let password = match std::env::var("DOCPIPE_BROKER_PASSWORD") {
+            Ok(p) => Some(p),
+            Err(_) => match &self.broker.password_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .map_err(|source| ConfigError::Password { path: path.clone(), source })?
+                        .trim_end_matches(['\r', '\n'])
+                        .to_owned(),
+                ),
+                None => None,
+            },
+        };
+        Ok(match password {
+            Some(password) => with_password(&self.broker.url, &password),
+            // RabbitMQ's built-in guest account, which it only admits from localhost.
+            None if self.broker.url.contains("://guest@") => with_password(&self.broker.url, "guest"),
+            None => self.broker.url.clone(),
+        })
+    }
+}
+
+/// Put `password` after the user name in an AMQP URL, percent-encoding what needs it.
+fn with_password(url: &str, password: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((user, host)) = rest.split_once('@') else { return url.to_owned() };
+    let user = user.split(':').next().unwrap_or(user);
+    let encoded: String = password
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("{scheme}://{user}:{encoded}@{host}")
+}
+
+/// `DOCPIPE_BROKER__PREFETCH=8` sets `broker.prefetch`. Values parse as TOML, else as a string.
+fn apply_env(root: &mut toml::Value, var: &str, raw: &str) -> Result<(), ConfigError> {
+    let Some(path) = var.strip_prefix("DOCPIPE_") else { return Ok(()) };
+    if !path.contains("__") {
+        return Ok(()); // DOCPIPE_CONFIG, DOCPIPE_BROKER_PASSWORD and the like are not overrides
+    }
+    let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    let mut node = root;
+    for key in &keys[..keys.len() - 1] {
+        node = node
+            .as_table_mut()
+            .and_then(|t| t.get_mut(key))
+            .ok_or_else(|| ConfigError::Env { var: var.into(), message: format!("no section `{key}`") })?;
+    }
+    let table = node
+        .as_table_mut()
+        .ok_or_else(|| ConfigError::Env { var: var.into(), message: "does not name a key in a section".into() })?;
+    table.insert(keys[keys.len() - 1].clone(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_toml("test", text, env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn embedded_default_loads() {
+        let config = load(EMBEDDED, &[]).unwrap();
+        assert_eq!(config.stages[0].name, "intake");
+        assert_eq!(config.defaults.target_language, "en");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = EMBEDDED.replace("prefetch =", "prefetchh =");
+        let err = load(&text, &[]).unwrap_err().to_string();
+        assert!(err.contains("broker"), "{err}");
+        assert!(err.contains("prefetchh"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let text = EMBEDDED.replace("threads = 2", "threads = \"two\"");
+        let err = load(&text, &[]).unwrap_err().to_string();
+        assert!(err.contains("worker.threads"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let config = load(EMBEDDED, &[("DOCPIPE_BROKER__PREFETCH", "9"), ("DOCPIPE_BLOBS__DIR", "/x/y")]).unwrap();
+        assert_eq!(config.broker.prefetch, 9);
+        assert_eq!(config.blobs.dir, PathBuf::from("/x/y"));
+        let err = load(EMBEDDED, &[("DOCPIPE_NOPE__X", "1")]).unwrap_err().to_string();
+        assert!(err.contains("DOCPIPE_NOPE__X"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let err = load(&EMBEDDED.replace("threads = 2", "threads = 0"), &[]).unwrap_err().to_string();
+        assert!(err.contains("worker.threads"), "{err}");
+    }
+
+    #[test]
+    fn password_is_spliced_into_url() {
+        assert_eq!(with_password("amqp://bob@h:5672/%2f", "p@ss w"), "amqp://bob:p%40ss%20w@h:5672/%2f");
+    }
+}

@@ -1,0 +1,159 @@
+//! Engine threads: each owns its stage instance and pulls work from a bounded channel, so
+//! CPU-heavy work never blocks the async runtime. A panic is caught and reported; a stage that
+//! overruns its time limit is abandoned and its thread replaced, so capacity stays constant.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use tokio::sync::oneshot;
+
+use crate::blob::{sha256_hex, BlobError, BlobStore};
+use crate::error::{ErrorKind, StageError};
+use crate::schema::{Content, Job, JobResult};
+use crate::stages::{Stage, StageFactory, StageInput, StageOutput};
+
+struct Task {
+    job: Arc<Job>,
+    result: Arc<JobResult>,
+    span: tracing::Span,
+    abandoned: Arc<AtomicBool>,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// A stage's outcome, plus the media type sniffed from the bytes when they were read, which
+/// the result keeps even when the stage fails.
+pub struct Reply {
+    pub detected_media_type: Option<String>,
+    pub outcome: Result<StageOutput, StageError>,
+}
+
+/// Threads running one stage.
+pub struct EnginePool {
+    stage: String,
+    tx: flume::Sender<Task>,
+    rx: flume::Receiver<Task>,
+    factory: StageFactory,
+    store: Arc<dyn BlobStore>,
+}
+
+impl EnginePool {
+    pub fn start(stage: &str, factory: StageFactory, store: Arc<dyn BlobStore>, threads: usize, depth: usize) -> Self {
+        let (tx, rx) = flume::bounded(depth);
+        let pool = Self { stage: stage.to_owned(), tx, rx, factory, store };
+        for _ in 0..threads {
+            pool.spawn_thread();
+        }
+        pool
+    }
+
+    fn spawn_thread(&self) {
+        let (rx, factory, store) = (self.rx.clone(), self.factory.clone(), self.store.clone());
+        std::thread::Builder::new()
+            .name(format!("stage-{}", self.stage))
+            .spawn(move || engine_loop(rx, factory, store))
+            .expect("spawn engine thread");
+    }
+
+    /// Run the stage on one document, within `limit`.
+    pub async fn run(&self, job: Arc<Job>, result: Arc<JobResult>, limit: Duration) -> Reply {
+        let (reply, answer) = oneshot::channel();
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let task = Task { job, result, span: tracing::Span::current(), abandoned: abandoned.clone(), reply };
+        let started = tokio::time::Instant::now();
+        let failed = |kind, reason: String| Reply { detected_media_type: None, outcome: Err(StageError::new(kind, reason)) };
+        if self.tx.send_async(task).await.is_err() {
+            return failed(ErrorKind::Internal, "engine threads have stopped".into());
+        }
+        // The limit counts from submission so a full queue cannot hide a hung engine.
+        match tokio::time::timeout_at(started + limit, answer).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => failed(ErrorKind::Internal, "engine thread dropped the task".into()),
+            Err(_) => {
+                abandoned.store(true, Ordering::SeqCst);
+                self.spawn_thread();
+                failed(ErrorKind::Timeout, format!("stage {} exceeded its {}s limit", self.stage, limit.as_secs_f32()))
+            }
+        }
+    }
+}
+
+fn engine_loop(rx: flume::Receiver<Task>, factory: StageFactory, store: Arc<dyn BlobStore>) {
+    let mut stage: Option<Box<dyn Stage>> = None;
+    while let Ok(task) = rx.recv() {
+        let _enter = task.span.enter();
+        if task.abandoned.load(Ordering::SeqCst) {
+            continue; // timed out while queued; a replacement thread already exists
+        }
+        let mut detected = None;
+        let outcome = catch_unwind(AssertUnwindSafe(|| run_one(&mut stage, &factory, store.as_ref(), &task, &mut detected)))
+            .unwrap_or_else(|payload| {
+                stage = None; // its state is suspect after a panic: rebuild before the next task
+                Err(StageError::new(ErrorKind::Panic, format!("stage panicked: {}", panic_message(&payload))))
+            });
+        let abandoned = task.abandoned.load(Ordering::SeqCst);
+        let _ = task.reply.send(Reply { detected_media_type: detected, outcome });
+        if abandoned {
+            tracing::warn!("engine thread finished an abandoned task and exits");
+            return; // the pool has already replaced this thread
+        }
+    }
+}
+
+fn run_one(
+    stage: &mut Option<Box<dyn Stage>>,
+    factory: &StageFactory,
+    store: &dyn BlobStore,
+    task: &Task,
+    detected: &mut Option<String>,
+) -> Result<StageOutput, StageError> {
+    if stage.is_none() {
+        *stage = Some(factory()?);
+    }
+    let stage = stage.as_mut().expect("stage built above");
+    let content = if stage.needs_content() { Some(load_content(&task.job, store)?) } else { None };
+    if let Some(bytes) = &content {
+        *detected = Some(docpipe_models::sniff::media_type(bytes).to_owned());
+    }
+    stage.run(StageInput { job: &task.job, result: &task.result, content: content.as_deref() })
+}
+
+/// The document bytes, checked against the job's sha256 whatever their source.
+pub fn load_content(job: &Job, store: &dyn BlobStore) -> Result<Vec<u8>, StageError> {
+    let bytes = match &job.document.content {
+        Content::Inline { base64 } => base64::engine::general_purpose::STANDARD
+            .decode(base64)
+            .map_err(|e| StageError::new(ErrorKind::Malformed, format!("inline content is not valid base64: {e}")))?,
+        Content::Blob { key } => store.get(key).map_err(|e| match e {
+            BlobError::Mismatch { .. } => StageError::new(ErrorKind::Integrity, e.to_string()),
+            BlobError::BadKey(_) => StageError::new(ErrorKind::Malformed, e.to_string()),
+            BlobError::NotFound { .. } | BlobError::Io { .. } => StageError::new(ErrorKind::Unavailable, e.to_string()),
+        })?,
+    };
+    let actual = sha256_hex(&bytes);
+    if actual != job.document.sha256 {
+        return Err(StageError::new(
+            ErrorKind::Integrity,
+            format!("content hashes to {actual}, job says {}", job.document.sha256),
+        ));
+    }
+    if bytes.len() as u64 != job.document.size {
+        return Err(StageError::new(
+            ErrorKind::Integrity,
+            format!("content is {} bytes, job says {}", bytes.len(), job.document.size),
+        ));
+    }
+    Ok(bytes)
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into());
+    // Bounded: a panic message is code-authored, but keep headers and results small.
+    message.chars().take(300).collect()
+}

@@ -1,0 +1,149 @@
+//! Runs stages for a job and records what happened. Shared by `docpipe process` and the
+//! RabbitMQ workers, so the embedded mode is the same pipeline without a broker.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::blob::BlobStore;
+use crate::config::Config;
+use crate::engine::EnginePool;
+use crate::error::{ErrorKind, StageError};
+use crate::schema::{Annotation, Job, JobResult, Provenance, StageReport, StageStatus};
+use crate::stages::Registry;
+
+/// How a stage attempt ended, from the transport's point of view.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Recorded in the result: success, or a document-level error such as `encrypted`.
+    Recorded,
+    /// Worth retrying later; nothing was recorded.
+    Transient(StageError),
+    /// A crash (panic). Nothing was recorded; the message belongs in the dead-letter queue.
+    Crashed(StageError),
+}
+
+pub struct Runner {
+    config: Arc<Config>,
+    pools: HashMap<String, EnginePool>,
+    worker_id: String,
+}
+
+impl Runner {
+    /// Start engine threads for `stages` (names from the config).
+    pub fn start(
+        config: Arc<Config>,
+        registry: &Registry,
+        stages: &[String],
+        store: Arc<dyn BlobStore>,
+        worker_id: String,
+    ) -> anyhow::Result<Self> {
+        let mut pools = HashMap::new();
+        for name in stages {
+            anyhow::ensure!(config.stage(name).is_some(), "stage `{name}` is not in the pipeline configuration");
+            let factory = registry.get(name).ok_or_else(|| anyhow::anyhow!("no implementation of stage `{name}`"))?;
+            let depth = config.worker.concurrency.max(1);
+            pools.insert(name.clone(), EnginePool::start(name, factory, store.clone(), config.worker.threads, depth));
+        }
+        Ok(Self { config, pools, worker_id })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// Stages this job runs, in pipeline order. The entry stage always runs: it reads the bytes.
+    /// Requested names the pipeline lacks are recorded as `unsupported` in `result`.
+    pub fn plan(&self, job: &Job, result: &mut JobResult) -> Vec<String> {
+        plan(&self.config, job, result)
+    }
+
+    /// Run `stage` once for `job`, recording success or a document error in `result`.
+    pub async fn run_stage(&self, stage: &str, job: &Arc<Job>, result: &mut JobResult, attempt: u32) -> Outcome {
+        let Some(pool) = self.pools.get(stage) else {
+            return Outcome::Crashed(StageError::new(ErrorKind::Internal, format!("stage `{stage}` is not running here")));
+        };
+        let limit = Duration::from_secs(self.config.stage(stage).map_or(60, |s| s.timeout_secs));
+        let started_at = Utc::now();
+        let reply = pool.run(job.clone(), Arc::new(result.clone()), limit).await;
+        let finished_at = Utc::now();
+        if reply.detected_media_type.is_some() {
+            result.document.detected_media_type = reply.detected_media_type;
+        }
+        match reply.outcome {
+            Ok(output) => {
+                if output.detected_media_type.is_some() {
+                    result.document.detected_media_type = output.detected_media_type;
+                }
+                for produced in output.annotations {
+                    result.annotations.push(Annotation {
+                        provenance: Provenance {
+                            stage: stage.to_owned(),
+                            engine: produced.engine.name,
+                            engine_version: produced.engine.version,
+                            model: produced.engine.model,
+                            parameters: produced.parameters,
+                            machine_generated: produced.machine_generated,
+                            started_at,
+                            finished_at,
+                            worker_id: self.worker_id.clone(),
+                        },
+                        body: produced.body,
+                    });
+                }
+                result.children.extend(output.children);
+                result.stages.push(StageReport { stage: stage.into(), status: StageStatus::Ok, error: None, attempts: attempt });
+                Outcome::Recorded
+            }
+            Err(error) if error.kind.is_transient() => Outcome::Transient(error),
+            Err(error) if error.kind == ErrorKind::Panic => Outcome::Crashed(error),
+            Err(error) => {
+                result.stages.push(StageReport {
+                    stage: stage.into(),
+                    status: StageStatus::Error,
+                    error: Some(error),
+                    attempts: attempt,
+                });
+                Outcome::Recorded
+            }
+        }
+    }
+}
+
+pub fn plan(config: &Config, job: &Job, result: &mut JobResult) -> Vec<String> {
+    let entry = &config.stages[0].name;
+    for name in &job.stages {
+        if config.stage(name).is_none() && !result.stages.iter().any(|s| &s.stage == name) {
+            result.fail_stage(name, 0, ErrorKind::Unsupported, &format!("no stage named `{name}` in this pipeline"));
+        }
+    }
+    config
+        .stages
+        .iter()
+        .map(|s| &s.name)
+        .filter(|name| *name == entry || job.stages.is_empty() || job.stages.contains(name))
+        .cloned()
+        .collect()
+}
+
+/// The next stage of `plan` that has no report yet.
+pub fn next_stage<'a>(plan: &'a [String], result: &JobResult) -> Option<&'a String> {
+    plan.iter().find(|name| !result.stages.iter().any(|s| &s.stage == *name))
+}
+
+/// `host-pid`, unless the config names the worker.
+pub fn worker_id(config: &Config) -> String {
+    if !config.worker.id.is_empty() {
+        return config.worker.id.clone();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown-host".into());
+    format!("{host}-{}", std::process::id())
+}

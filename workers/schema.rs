@@ -1,0 +1,307 @@
+//! The published message contract. Job comes in, Result goes out. JSON Schema files in
+//! `schemas/` are generated from these types (`docpipe schema`) and a test fails on drift.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{ErrorKind, StageError};
+
+/// Version of both messages. A reader refuses versions it does not know.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A request to process one document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    /// Must equal 1 for this contract.
+    pub schema_version: u32,
+    pub job_id: Uuid,
+    /// The case-management system's identifier for the investigation.
+    pub case_id: String,
+    pub batch_id: String,
+    /// How many jobs the batch holds, when the submitter knows (lets readers tell when it is done).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_total: Option<u64>,
+    pub submitted_at: DateTime<Utc>,
+    pub document: DocumentRef,
+    /// Stages to run, in pipeline order. Empty means every stage in pipeline.toml.
+    #[serde(default)]
+    pub stages: Vec<String>,
+    #[serde(default)]
+    pub options: JobOptions,
+}
+
+/// The document a job is about. The sha256 is checked against the content on every read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentRef {
+    /// Lower-case hex SHA-256 of the content, computed on arrival.
+    pub sha256: String,
+    pub size: u64,
+    /// Name as seized or uploaded, path included where it helps the analyst.
+    pub filename: String,
+    /// Media type declared by the sender, if any. docpipe sniffs the bytes regardless.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_media_type: Option<String>,
+    pub content: Content,
+}
+
+/// Where the bytes are: inline for small documents, else in the blob store (claim check).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Content {
+    Inline {
+        /// Standard base64 of the whole document.
+        base64: String,
+    },
+    Blob {
+        /// Blob-store key; for the file store, `sha256:<hex>`.
+        key: String,
+    },
+}
+
+/// Per-job choices. Anything not given takes the pipeline default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobOptions {
+    /// BCP-47 language to translate into.
+    #[serde(default = "default_target_language")]
+    pub target_language: String,
+    /// Tesseract language codes to try first (e.g. `rus`, `chi_sim`).
+    #[serde(default)]
+    pub ocr_languages: Vec<String>,
+    /// Sentences in each summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary_sentences: Option<u32>,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        Self { target_language: default_target_language(), ocr_languages: Vec::new(), summary_sentences: None }
+    }
+}
+
+fn default_target_language() -> String {
+    "en".to_owned()
+}
+
+/// What docpipe made of one job. Published to the results exchange.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobResult {
+    pub schema_version: u32,
+    /// Equal for every redelivery of the same job: keep one result per key.
+    pub idempotency_key: String,
+    pub job_id: Uuid,
+    pub case_id: String,
+    pub batch_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_total: Option<u64>,
+    pub document: DocumentIdentity,
+    pub status: JobStatus,
+    /// One entry per requested stage, in pipeline order.
+    pub stages: Vec<StageReport>,
+    /// Machine output. Every annotation says what produced it.
+    pub annotations: Vec<Annotation>,
+    /// Attachments and archive members found inside this document.
+    #[serde(default)]
+    pub children: Vec<ChildDocument>,
+    /// When the last stage finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentIdentity {
+    pub sha256: String,
+    pub size: u64,
+    pub filename: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_media_type: Option<String>,
+    /// Sniffed from the bytes by the first stage that read them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_media_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Every requested stage succeeded.
+    Complete,
+    /// Some stages succeeded, some did not: see `stages`.
+    Partial,
+    /// No stage produced output.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StageReport {
+    pub stage: String,
+    pub status: StageStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<StageError>,
+    /// Deliveries of this stage, counting retries.
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StageStatus {
+    Ok,
+    Error,
+}
+
+/// One piece of machine output with its provenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Annotation {
+    pub provenance: Provenance,
+    pub body: AnnotationBody,
+}
+
+/// Who made an annotation, with what, how, and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    pub stage: String,
+    pub engine: String,
+    pub engine_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelRef>,
+    /// Settings that shaped the output (limits, languages, decoding parameters).
+    pub parameters: serde_json::Map<String, serde_json::Value>,
+    /// True when the content was produced by a statistical model rather than read from the input.
+    pub machine_generated: bool,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub worker_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRef {
+    pub id: String,
+    pub weights_sha256: String,
+}
+
+/// Annotation payloads, tagged by `kind`. Later stages add kinds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AnnotationBody {
+    /// Text of the document, split into pages or parts.
+    Text {
+        /// Encoding the text was decoded from.
+        encoding: String,
+        lines: u64,
+        chars: u64,
+        segments: Vec<TextSegment>,
+    },
+}
+
+/// A page or part of the document text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TextSegment {
+    /// 1-based page (or part) number.
+    pub page: u32,
+    /// Where the text came from: `text` (decoded as is), later also `text-layer` or `ocr`.
+    pub source: String,
+    /// Character offset (Unicode scalar values) of this segment in the document text.
+    pub start: u64,
+    pub end: u64,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChildDocument {
+    pub sha256: String,
+    pub size: u64,
+    /// Path inside the parent (archive member path, attachment name).
+    pub path: String,
+    pub parent_sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+}
+
+impl JobResult {
+    /// An empty result for `job`: identity filled, nothing run yet.
+    pub fn start(job: &Job) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            idempotency_key: job.job_id.to_string(),
+            job_id: job.job_id,
+            case_id: job.case_id.clone(),
+            batch_id: job.batch_id.clone(),
+            batch_total: job.batch_total,
+            document: DocumentIdentity {
+                sha256: job.document.sha256.clone(),
+                size: job.document.size,
+                filename: job.document.filename.clone(),
+                declared_media_type: job.document.declared_media_type.clone(),
+                detected_media_type: None,
+            },
+            status: JobStatus::Failed,
+            stages: Vec::new(),
+            annotations: Vec::new(),
+            children: Vec::new(),
+            completed_at: None,
+        }
+    }
+
+    /// Status from the stage reports: all ok is complete, none ok is failed.
+    pub fn settle(&mut self) {
+        let ok = self.stages.iter().filter(|s| s.status == StageStatus::Ok).count();
+        self.status = match ok {
+            n if n == self.stages.len() && n > 0 => JobStatus::Complete,
+            0 => JobStatus::Failed,
+            _ => JobStatus::Partial,
+        };
+        self.completed_at = Some(Utc::now());
+    }
+
+    /// Record that `stage` failed for good, for results published from the dead-letter path.
+    pub fn fail_stage(&mut self, stage: &str, attempts: u32, kind: ErrorKind, reason: &str) {
+        self.stages.push(StageReport {
+            stage: stage.to_owned(),
+            status: StageStatus::Error,
+            error: Some(StageError::new(kind, reason)),
+            attempts,
+        });
+    }
+}
+
+/// Why a message body is not a job we can run.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not JSON of the expected shape: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("schema_version {0} is not supported (this worker reads {SCHEMA_VERSION})")]
+    Version(u64),
+    #[error("no schema_version field")]
+    NoVersion,
+}
+
+/// Check the version before the shape, so a newer message is reported as such.
+pub fn check_version(body: &[u8]) -> Result<serde_json::Value, DecodeError> {
+    let value: serde_json::Value = serde_json::from_slice(body)?;
+    match value.get("schema_version").and_then(|v| v.as_u64()) {
+        Some(v) if v == u64::from(SCHEMA_VERSION) => Ok(value),
+        Some(v) => Err(DecodeError::Version(v)),
+        None => Err(DecodeError::NoVersion),
+    }
+}
+
+/// JSON Schema documents for the published messages, as written to `schemas/`.
+pub fn json_schemas() -> Vec<(&'static str, String)> {
+    let job = schemars::schema_for!(Job);
+    let result = schemars::schema_for!(JobResult);
+    vec![
+        ("job.schema.json", serde_json::to_string_pretty(&job).expect("schema serializes") + "\n"),
+        ("result.schema.json", serde_json::to_string_pretty(&result).expect("schema serializes") + "\n"),
+    ]
+}
