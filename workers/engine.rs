@@ -91,7 +91,7 @@ fn engine_loop(rx: flume::Receiver<Task>, factory: StageFactory, store: Arc<dyn 
         let outcome = catch_unwind(AssertUnwindSafe(|| run_one(&mut stage, &factory, store.as_ref(), &task, &mut detected)))
             .unwrap_or_else(|payload| {
                 stage = None; // its state is suspect after a panic: rebuild before the next task
-                Err(StageError::new(ErrorKind::Panic, format!("stage panicked: {}", panic_message(&payload))))
+                Err(StageError::new(ErrorKind::Panic, format!("stage panicked: {}", panic_message(&*payload))))
             });
         let abandoned = task.abandoned.load(Ordering::SeqCst);
         let _ = task.reply.send(Reply { detected_media_type: detected, outcome });

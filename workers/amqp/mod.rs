@@ -31,7 +31,8 @@ pub const RESULT_TYPE: &str = "docpipe.result.v1";
 
 /// Headers docpipe sets.
 pub const H_ATTEMPT: &str = "x-docpipe-attempt";
-pub const H_RETRY_STEP: &str = "x-docpipe-retry-step";
+/// Not `x-` prefixed: the headers exchange ignores such headers when matching.
+pub const H_RETRY_STEP: &str = "docpipe-retry-step";
 pub const H_STAGE: &str = "x-docpipe-stage";
 pub const H_ERROR_KIND: &str = "x-docpipe-error-kind";
 pub const H_REASON: &str = "x-docpipe-reason";
@@ -99,6 +100,19 @@ pub fn header_u32(headers: &Option<FieldTable>, key: &str) -> Option<u32> {
         AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok()?.parse().ok(),
         _ => None,
     }
+}
+
+/// A message's headers without the broker's dead-letter history, so a republished message
+/// starts a fresh history.
+pub fn own_headers(headers: &Option<FieldTable>) -> FieldTable {
+    let mut own = FieldTable::default();
+    for (key, value) in headers.as_ref().map(|h| h.inner().iter()).into_iter().flatten() {
+        let k = key.as_str();
+        if !(k.starts_with("x-death") || k.starts_with("x-first-death") || k.starts_with("x-last-death")) {
+            own.insert(key.clone(), value.clone());
+        }
+    }
+    own
 }
 
 pub fn set_header(headers: &mut FieldTable, key: &str, value: impl Into<String>) {

@@ -113,7 +113,7 @@ pub async fn declare(channel: &Channel, config: &Config) -> Result<(), Transport
 
     for (step, delay) in config.retry.backoff_ms.iter().enumerate() {
         let queue = names.retry_queue(step);
-        // at-least-once: a delayed message is never dropped on its way back to work.
+        // at-least-once: a delayed message is not dropped on its way back to work.
         let args = table(&[
             quorum.clone(),
             ("x-message-ttl", AMQPValue::LongLongInt(*delay as i64)),

@@ -279,7 +279,7 @@ async fn publish_result(ctx: &Ctx, channel: &Channel, delivery: &Delivery, mut r
 
 /// Send the same message through the delay queue for this attempt; it comes back to the stage queue.
 async fn retry(ctx: &Ctx, channel: &Channel, delivery: &Delivery, stage: &str, attempt: u32) -> Result<(), TransportError> {
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    let mut headers = own_headers(delivery.properties.headers());
     set_header(&mut headers, H_ATTEMPT, (attempt + 1).to_string());
     set_header(&mut headers, H_RETRY_STEP, (attempt - 1).to_string());
     let properties = delivery.properties.clone().with_headers(headers);
@@ -296,7 +296,7 @@ async fn dead_letter(
     reason: &str,
     attempt: u32,
 ) -> Result<(), TransportError> {
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    let mut headers = own_headers(delivery.properties.headers());
     set_header(&mut headers, H_STAGE, stage);
     set_header(&mut headers, H_ERROR_KIND, kind.as_str());
     set_header(&mut headers, H_REASON, reason);

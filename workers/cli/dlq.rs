@@ -100,8 +100,8 @@ pub async fn replay(channel: &Channel, config: &Config, kind: Option<&str>, limi
             continue; // left unacked: returns to the dead-letter queue when the channel closes
         }
         let mut fresh = FieldTable::default();
-        for (k, v) in headers.clone().unwrap_or_default().inner() {
-            if !k.as_str().starts_with("x-docpipe-") && !k.as_str().starts_with("x-death") && !k.as_str().starts_with("x-first-death") && !k.as_str().starts_with("x-last-death") {
+        for (k, v) in own_headers(headers).inner() {
+            if !k.as_str().starts_with("x-docpipe-") && k.as_str() != H_RETRY_STEP {
                 fresh.insert(k.clone(), v.clone());
             }
         }

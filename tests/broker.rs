@@ -1,0 +1,280 @@
+//! The worker against the real RabbitMQ: results, hand-offs, retries, dead letters, reply-to.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use docpipe::amqp::topology::{declare, Names};
+use docpipe::amqp::{confirm_channel, connect, json_properties, JOB_TYPE};
+use docpipe::blob::sha256_hex;
+use docpipe::cli::{dlq, results, submit};
+use docpipe::error::ErrorKind;
+use docpipe::schema::{AnnotationBody, JobResult, JobStatus, StageStatus};
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use lapin::types::{FieldTable, ShortString};
+
+#[tokio::test]
+async fn submitted_documents_each_get_one_result_with_hash_and_provenance() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(&common::prefix("submit"), &dir.path().join("blobs"));
+    let inputs = dir.path().join("in");
+    std::fs::create_dir_all(inputs.join("nested")).unwrap();
+    let mut expected = std::collections::HashMap::new();
+    for i in 0..12 {
+        // Some above the 64-byte inline limit, so both the inline and the claim-check paths run.
+        let text = format!("Exhibit {i}: {}\n", "протокол допроса ".repeat(i));
+        let path = if i % 2 == 0 { inputs.join(format!("doc{i}.txt")) } else { inputs.join(format!("nested/doc{i}.txt")) };
+        std::fs::write(&path, &text).unwrap();
+        expected.insert(path.display().to_string(), (sha256_hex(text.as_bytes()), text.chars().count() as u64));
+    }
+
+    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["intake"]);
+    let args = submit::Args {
+        paths: vec![inputs.clone()],
+        case: "case-42".into(),
+        batch: Some("batch-a".into()),
+        stages: vec!["intake".into()],
+        target_language: None,
+        ocr_languages: vec![],
+    };
+    let submitted = submit::submit(&config, args).await.unwrap();
+    assert_eq!(submitted.published, 12);
+    assert!(submitted.not_submitted.is_empty());
+
+    let out = dir.path().join("out");
+    let args = results::Args { batch: "batch-a".into(), out: Some(out.clone()), expect: None, idle_timeout: 60, keep: false };
+    let (seen, total) = results::collect(&config, args).await.unwrap();
+    assert_eq!((seen, total), (12, Some(12)));
+
+    let lines = std::fs::read_to_string(out.join("batch-a.jsonl")).unwrap();
+    let results: Vec<JobResult> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(results.len(), 12);
+    for result in &results {
+        let (sha, chars) = &expected[&result.document.filename];
+        assert_eq!(&result.document.sha256, sha);
+        assert_eq!(result.case_id, "case-42");
+        assert_eq!(result.status, JobStatus::Complete);
+        let annotation = &result.annotations[0];
+        assert_eq!(annotation.provenance.stage, "intake");
+        assert_eq!(annotation.provenance.engine, "docpipe-text");
+        assert!(!annotation.provenance.worker_id.is_empty());
+        assert!(annotation.provenance.finished_at >= annotation.provenance.started_at);
+        let AnnotationBody::Text { chars: got, .. } = &annotation.body;
+        assert_eq!(got, chars);
+    }
+    // Large documents went by claim check: their blobs exist in the store.
+    assert!(std::fs::read_dir(dir.path().join("blobs")).unwrap().count() > 0);
+
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+    common::cleanup(&config).await;
+}
+
+#[tokio::test]
+async fn stages_hand_off_through_their_own_queues_and_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(&common::prefix("handoff"), dir.path());
+    // Two workers, each serving one stage: the way a site scales stages independently.
+    let (stop_a, a) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["intake"]);
+    let (stop_b, b) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["counts"]);
+    let jobs: Vec<_> = (0..5).map(|i| common::job(&format!("text {i}"), &["intake", "counts"], "b")).collect();
+    common::publish_jobs(&config, &jobs).await;
+    let results = common::collect_results(&config, 5, Duration::from_secs(30)).await;
+    assert_eq!(results.len(), 5);
+    for r in &results {
+        let names: Vec<_> = r.stages.iter().map(|s| (s.stage.as_str(), s.status)).collect();
+        assert_eq!(names, [("intake", StageStatus::Ok), ("counts", StageStatus::Ok)]);
+        assert_eq!(r.status, JobStatus::Complete);
+    }
+    stop_a.send(()).unwrap();
+    stop_b.send(()).unwrap();
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+    common::cleanup(&config).await;
+}
+
+#[tokio::test]
+async fn poison_messages_go_to_the_dead_letter_queue_and_the_worker_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(&common::prefix("poison"), dir.path());
+    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["intake", "panics"]);
+
+    let mut future = serde_json::to_value(common::job("x", &[], "p")).unwrap();
+    future["schema_version"] = 99.into();
+    let panicking = common::job("this input makes a stage panic", &["intake", "panics"], "p");
+    let good = common::job("a normal document", &["intake"], "p");
+    common::publish_raw(
+        &config,
+        &[
+            (b"{not json".to_vec(), json_properties(JOB_TYPE)),
+            (serde_json::to_vec(&future).unwrap(), json_properties(JOB_TYPE)),
+            (serde_json::to_vec(&panicking).unwrap(), json_properties(JOB_TYPE)),
+            (serde_json::to_vec(&good).unwrap(), json_properties(JOB_TYPE)),
+        ],
+    )
+    .await;
+
+    // The panicking job is reported as failed; the good one, published after it, completes.
+    let results = common::collect_results(&config, 2, Duration::from_secs(30)).await;
+    let by_id = |id| results.iter().find(|r| r.job_id == id).expect("result present");
+    assert_eq!(by_id(good.job_id).status, JobStatus::Complete);
+    let crashed = by_id(panicking.job_id);
+    assert_eq!(crashed.status, JobStatus::Partial, "intake succeeded, the panicking stage did not");
+    let report = crashed.stages.iter().find(|s| s.stage == "panics").unwrap();
+    assert_eq!(report.error.as_ref().unwrap().kind, ErrorKind::Panic);
+
+    let connection = connect(&config).await.unwrap();
+    let channel = confirm_channel(&connection).await.unwrap();
+    let parked = dlq::list(&channel, &config, 10).await.unwrap();
+    connection.close(200, "").await.unwrap();
+    let kinds: Vec<_> = parked.iter().map(|p| p.error_kind.clone().unwrap()).collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "bad_message").count(), 2, "{parked:?}");
+    assert_eq!(kinds.iter().filter(|k| *k == "panic").count(), 1, "{parked:?}");
+    let reasons: Vec<_> = parked.iter().map(|p| p.reason.clone().unwrap()).collect();
+    assert!(reasons.iter().any(|r| r.contains("schema_version 99")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("not JSON")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("injected panic")), "{reasons:?}");
+    let panic_entry = parked.iter().find(|p| p.error_kind.as_deref() == Some("panic")).unwrap();
+    assert_eq!(panic_entry.stage.as_deref(), Some("panics"));
+    assert_eq!(panic_entry.job_id, Some(panicking.job_id.to_string()));
+
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+    common::cleanup(&config).await;
+}
+
+#[tokio::test]
+async fn transient_failure_is_retried_after_a_delay_then_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(&common::prefix("retry"), dir.path());
+    // Two failures: the delays are 300 ms then 600 ms, so success comes on attempt 3.
+    let (stop, worker) = common::spawn_worker(&config, common::registry(2, Duration::ZERO), &["intake", "flaky"]);
+    let job = common::job("retry me", &["intake", "flaky"], "r");
+    let started = Instant::now();
+    common::publish_jobs(&config, &[job.clone()]).await;
+    let results = common::collect_results(&config, 1, Duration::from_secs(30)).await;
+    let elapsed = started.elapsed();
+    assert_eq!(results[0].status, JobStatus::Complete);
+    let flaky = results[0].stages.iter().find(|s| s.stage == "flaky").unwrap();
+    assert_eq!(flaky.attempts, 3);
+    assert!(elapsed >= Duration::from_millis(900), "retries waited in the delay queues: {elapsed:?}");
+    // Each retry went through exactly one delay queue: no second copy turns up later.
+    let late = common::collect_results(&config, 1, Duration::from_secs(2)).await;
+    assert!(late.is_empty(), "duplicate results: {late:?}");
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+    common::cleanup(&config).await;
+}
+
+#[tokio::test]
+async fn exhausted_retries_end_in_the_dead_letter_queue_and_replay_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(&common::prefix("exhaust"), dir.path());
+    // Three failures against two retries: the third attempt gives up.
+    let (stop, worker) = common::spawn_worker(&config, common::registry(3, Duration::ZERO), &["intake", "flaky"]);
+    let job = common::job("never works", &["intake", "flaky"], "x");
+    common::publish_jobs(&config, &[job.clone()]).await;
+    let results = common::collect_results(&config, 1, Duration::from_secs(30)).await;
+    let report = results[0].stages.iter().find(|s| s.stage == "flaky").unwrap();
+    assert_eq!(report.error.as_ref().unwrap().kind, ErrorKind::RetriesExhausted);
+    assert_eq!(report.attempts, 3);
+
+    let connection = connect(&config).await.unwrap();
+    let channel = confirm_channel(&connection).await.unwrap();
+    let parked = dlq::list(&channel, &config, 10).await.unwrap();
+    connection.close(200, "").await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].error_kind.as_deref(), Some("retries_exhausted"));
+    assert_eq!(parked[0].attempts, Some(3));
+    assert_eq!(parked[0].stage.as_deref(), Some("flaky"));
+
+    // The fault has cleared (the stage fails only three times): replay completes the job.
+    let connection = connect(&config).await.unwrap();
+    let channel = confirm_channel(&connection).await.unwrap();
+    assert_eq!(dlq::replay(&channel, &config, Some("retries_exhausted"), 10).await.unwrap(), 1);
+    connection.close(200, "").await.unwrap();
+    let results = common::collect_results(&config, 1, Duration::from_secs(30)).await;
+    assert_eq!(results[0].job_id, job.job_id);
+    assert_eq!(results[0].status, JobStatus::Complete);
+
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+    common::cleanup(&config).await;
+}
+
+#[tokio::test]
+async fn stage_time_limit_gives_a_timeout_status_and_the_worker_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(&common::prefix("timeout"), dir.path());
+    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["intake", "sleepy"]);
+    let slow = common::job("takes too long", &["intake", "sleepy"], "t");
+    let quick = common::job("quick", &["intake"], "t");
+    common::publish_jobs(&config, &[slow.clone(), quick.clone()]).await;
+    let results = common::collect_results(&config, 2, Duration::from_secs(30)).await;
+    let slow_result = results.iter().find(|r| r.job_id == slow.job_id).unwrap();
+    let report = slow_result.stages.iter().find(|s| s.stage == "sleepy").unwrap();
+    assert_eq!(report.error.as_ref().unwrap().kind, ErrorKind::Timeout);
+    assert_eq!(slow_result.status, JobStatus::Partial);
+    assert_eq!(results.iter().find(|r| r.job_id == quick.job_id).unwrap().status, JobStatus::Complete);
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+    common::cleanup(&config).await;
+}
+
+#[tokio::test]
+async fn reply_to_and_correlation_id_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(&common::prefix("reply"), dir.path());
+    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["intake"]);
+    let connection = connect(&config).await.unwrap();
+    let channel = confirm_channel(&connection).await.unwrap();
+    declare(&channel, &config).await.unwrap();
+    let reply_queue = format!("{}.reply", config.broker.prefix);
+    let options = QueueDeclareOptions { auto_delete: true, ..Default::default() };
+    channel.queue_declare(&reply_queue, options, FieldTable::default()).await.unwrap();
+    let mut consumer =
+        channel.basic_consume(&reply_queue, "", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+
+    let job = common::job("reply to me", &["intake"], "rt");
+    let properties = json_properties(JOB_TYPE)
+        .with_reply_to(ShortString::from(reply_queue.clone()))
+        .with_correlation_id(ShortString::from("case-system-123"));
+    docpipe::amqp::publish(&channel, &Names::new(&config).jobs_exchange(), "", &serde_json::to_vec(&job).unwrap(), properties, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(30), consumer.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(delivery.properties.correlation_id().as_ref().unwrap().as_str(), "case-system-123");
+    let result: JobResult = serde_json::from_slice(&delivery.data).unwrap();
+    assert_eq!(result.job_id, job.job_id);
+    connection.close(200, "").await.unwrap();
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+    common::cleanup(&config).await;
+}
+
+#[tokio::test]
+async fn tampered_blob_is_reported_as_an_integrity_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(&common::prefix("tamper"), &dir.path().join("blobs"));
+    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["intake"]);
+    let text = "a long enough document to travel by claim check, not inline in the job";
+    let path = dir.path().join("in.txt");
+    std::fs::write(&path, text).unwrap();
+    // Store it, then alter the stored copy behind docpipe's back before a worker reads it.
+    let store = docpipe::blob::FileStore::new(dir.path().join("blobs"));
+    let sha = sha256_hex(text.as_bytes());
+    use docpipe::blob::BlobStore;
+    store.put(&sha, text.as_bytes()).unwrap();
+    let blob = dir.path().join("blobs").join(&sha[..2]).join(&sha[2..4]).join(&sha);
+    let mut job = common::job(text, &["intake"], "tm");
+    job.document.content = docpipe::schema::Content::Blob { key: docpipe::blob::key_for(&sha) };
+    std::fs::write(&blob, text.replace("long", "LONG")).unwrap();
+    common::publish_jobs(&config, &[job]).await;
+    let results = common::collect_results(&config, 1, Duration::from_secs(30)).await;
+    assert_eq!(results[0].status, JobStatus::Failed);
+    assert_eq!(results[0].stages[0].error.as_ref().unwrap().kind, ErrorKind::Integrity);
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+    common::cleanup(&config).await;
+}

@@ -1,0 +1,210 @@
+//! Shared helpers for integration tests against the real RabbitMQ on 127.0.0.1:5672.
+//! Every test uses its own prefix, so its exchanges and queues are its own.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use docpipe::amqp::topology::{declare, Names};
+use docpipe::amqp::{confirm_channel, connect, json_properties, publish, JOB_TYPE};
+use docpipe::blob::sha256_hex;
+use docpipe::config::{Config, StageConfig, EMBEDDED};
+use docpipe::error::{ErrorKind, StageError};
+use docpipe::schema::{Content, DocumentRef, Job, JobOptions, JobResult, SCHEMA_VERSION};
+use docpipe::stages::{Registry, Stage, StageInput, StageOutput};
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::BasicProperties;
+
+/// A config with a unique prefix, short retry delays and the fault stages after intake.
+pub fn config(prefix: &str, blob_dir: &std::path::Path) -> Config {
+    let env = [
+        ("DOCPIPE_BROKER__PREFIX", prefix.to_owned()),
+        ("DOCPIPE_RETRY__BACKOFF_MS", "[300, 600]".to_owned()),
+        ("DOCPIPE_BLOBS__DIR", format!("\"{}\"", blob_dir.display())),
+        ("DOCPIPE_BLOBS__INLINE_MAX_BYTES", "64".to_owned()),
+        ("DOCPIPE_WORKER__SHUTDOWN_GRACE_SECS", "20".to_owned()),
+        ("DOCPIPE_BROKER__RECONNECT_MAX_MS", "1000".to_owned()),
+    ];
+    let env = env.into_iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.to_owned(), v));
+    let mut config = Config::from_toml("test", EMBEDDED, env).expect("test config");
+    for (name, timeout_secs) in [("flaky", 10), ("panics", 10), ("slow", 30), ("sleepy", 1), ("counts", 10)] {
+        config.stages.push(StageConfig { name: name.into(), timeout_secs });
+    }
+    config
+}
+
+pub fn prefix(test: &str) -> String {
+    format!("t-{test}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// Fails with a transient error `times` times (counted across the process), then succeeds.
+pub struct Flaky {
+    pub failures: Arc<AtomicU32>,
+    pub times: u32,
+}
+
+impl Stage for Flaky {
+    fn run(&mut self, _: StageInput<'_>) -> Result<StageOutput, StageError> {
+        if self.failures.fetch_add(1, Ordering::SeqCst) < self.times {
+            return Err(StageError::new(ErrorKind::Unavailable, "injected transient fault"));
+        }
+        Ok(StageOutput::default())
+    }
+}
+
+struct Panics;
+impl Stage for Panics {
+    fn run(&mut self, _: StageInput<'_>) -> Result<StageOutput, StageError> {
+        panic!("injected panic");
+    }
+}
+
+pub struct Sleeps(pub Duration);
+impl Stage for Sleeps {
+    fn run(&mut self, _: StageInput<'_>) -> Result<StageOutput, StageError> {
+        std::thread::sleep(self.0);
+        Ok(StageOutput::default())
+    }
+}
+
+/// Fails unless the intake text annotation reached it: proves the hand-off between stage queues.
+struct Counts;
+impl Stage for Counts {
+    fn run(&mut self, input: StageInput<'_>) -> Result<StageOutput, StageError> {
+        let has_text = input.result.annotations.iter().any(|a| a.provenance.stage == "intake");
+        if has_text {
+            Ok(StageOutput::default())
+        } else {
+            Err(StageError::new(ErrorKind::Internal, "intake annotation missing"))
+        }
+    }
+}
+
+/// The built-in stages plus the fault-injection ones.
+pub fn registry(flaky_times: u32, slow: Duration) -> Registry {
+    let mut registry = Registry::builtin();
+    let failures = Arc::new(AtomicU32::new(0));
+    registry.add("flaky", move || Ok(Box::new(Flaky { failures: failures.clone(), times: flaky_times }) as Box<dyn Stage>));
+    registry.add("panics", || Ok(Box::new(Panics) as Box<dyn Stage>));
+    registry.add("slow", move || Ok(Box::new(Sleeps(slow)) as Box<dyn Stage>));
+    registry.add("sleepy", || Ok(Box::new(Sleeps(Duration::from_secs(5))) as Box<dyn Stage>));
+    registry.add("counts", || Ok(Box::new(Counts) as Box<dyn Stage>));
+    registry
+}
+
+/// An inline job over `text` running `stages`.
+pub fn job(text: &str, stages: &[&str], batch: &str) -> Job {
+    let bytes = text.as_bytes();
+    Job {
+        schema_version: SCHEMA_VERSION,
+        job_id: uuid::Uuid::new_v4(),
+        case_id: "case-test".into(),
+        batch_id: batch.into(),
+        batch_total: None,
+        submitted_at: chrono::Utc::now(),
+        document: DocumentRef {
+            sha256: sha256_hex(bytes),
+            size: bytes.len() as u64,
+            filename: "note.txt".into(),
+            declared_media_type: None,
+            content: Content::Inline { base64: base64::engine::general_purpose::STANDARD.encode(bytes) },
+        },
+        stages: stages.iter().map(|s| s.to_string()).collect(),
+        options: JobOptions::default(),
+    }
+}
+
+/// Publish raw bodies to the jobs exchange, confirmed.
+pub async fn publish_raw(config: &Config, bodies: &[(Vec<u8>, BasicProperties)]) {
+    let connection = connect(config).await.expect("connect");
+    let channel = confirm_channel(&connection).await.expect("channel");
+    declare(&channel, config).await.expect("declare");
+    let exchange = Names::new(config).jobs_exchange();
+    for (body, properties) in bodies {
+        publish(&channel, &exchange, "", body, properties.clone(), Duration::from_secs(10)).await.expect("publish");
+    }
+    connection.close(200, "").await.ok();
+}
+
+pub async fn publish_jobs(config: &Config, jobs: &[Job]) {
+    let bodies: Vec<_> =
+        jobs.iter().map(|j| (serde_json::to_vec(j).unwrap(), json_properties(JOB_TYPE))).collect();
+    publish_raw(config, &bodies).await;
+}
+
+/// Every result delivered on the results queue until `want` distinct jobs were seen or `limit`
+/// passed. Duplicates are returned too, so tests can count them. Survives broker restarts.
+pub async fn collect_results(config: &Config, want: usize, limit: Duration) -> Vec<JobResult> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut all = Vec::new();
+    let mut seen = HashSet::new();
+    while seen.len() < want && tokio::time::Instant::now() < deadline {
+        let Ok(connection) = connect(config).await else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        };
+        let Ok(channel) = connection.create_channel().await else { continue };
+        if declare(&channel, config).await.is_err() {
+            continue;
+        }
+        let queue = Names::new(config).results_queue();
+        let Ok(mut consumer) =
+            channel.basic_consume(&queue, "", BasicConsumeOptions::default(), FieldTable::default()).await
+        else {
+            continue;
+        };
+        while seen.len() < want {
+            let next = tokio::time::timeout_at(deadline, consumer.next()).await;
+            let Ok(Some(Ok(delivery))) = next else { break };
+            let result: JobResult = serde_json::from_slice(&delivery.data).expect("result parses");
+            seen.insert(result.job_id);
+            all.push(result);
+            if delivery.acker.ack(BasicAckOptions::default()).await.is_err() {
+                break;
+            }
+        }
+        connection.close(200, "").await.ok();
+    }
+    all
+}
+
+/// Remove what a test declared.
+pub async fn cleanup(config: &Config) {
+    let names = Names::new(config);
+    let Ok(connection) = connect(config).await else { return };
+    let Ok(channel) = connection.create_channel().await else { return };
+    let mut queues: Vec<String> = config.stages.iter().map(|s| names.stage_queue(&s.name)).collect();
+    queues.extend((0..config.retry.backoff_ms.len()).map(|i| names.retry_queue(i)));
+    queues.extend([names.dead_queue(), names.results_queue()]);
+    for q in queues {
+        let _ = channel.queue_delete(&q, QueueDeleteOptions::default()).await;
+    }
+    for e in [names.jobs_exchange(), names.work_exchange(), names.retry_exchange(), names.dead_exchange(), names.results_exchange()] {
+        let _ = channel.exchange_delete(&e, ExchangeDeleteOptions::default()).await;
+    }
+    connection.close(200, "").await.ok();
+}
+
+/// Run an in-process worker until the returned sender fires.
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+}
+
+pub fn spawn_worker(
+    config: &Config,
+    registry: Registry,
+    stages: &[&str],
+) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    init_logs();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stages = stages.iter().map(|s| s.to_string()).collect();
+    let handle = tokio::spawn(docpipe::amqp::worker::run(Arc::new(config.clone()), registry, stages, async move {
+        let _ = stopped.await;
+    }));
+    (stop, handle)
+}
