@@ -208,3 +208,35 @@ pub fn spawn_worker(
     }));
     (stop, handle)
 }
+
+/// Add to `all` until every id in `want` has a result or `limit` passes.
+pub async fn collect_all(config: &Config, want: &HashSet<uuid::Uuid>, all: &mut Vec<JobResult>, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let have: HashSet<_> = all.iter().map(|r| r.job_id).collect();
+        let missing = want.difference(&have).count();
+        let now = tokio::time::Instant::now();
+        if missing == 0 || now >= deadline {
+            return;
+        }
+        all.extend(collect_results(config, missing, deadline - now).await);
+    }
+}
+
+/// This test binary, re-run as a child process that executes only the named ignored test.
+pub fn spawn_child(test: &str, prefix: &str, blobs: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", test, "--ignored", "--nocapture", "--test-threads=1"])
+        .env("DOCPIPE_TEST_PREFIX", prefix)
+        .env("DOCPIPE_TEST_BLOBS", blobs)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn child worker")
+}
+
+/// In a child: the prefix and blob directory the parent chose, or None when run directly.
+pub fn child_env() -> Option<(String, std::path::PathBuf)> {
+    let prefix = std::env::var("DOCPIPE_TEST_PREFIX").ok()?;
+    let blobs = std::env::var("DOCPIPE_TEST_BLOBS").ok()?;
+    Some((prefix, blobs.into()))
+}
