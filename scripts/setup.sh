@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine lacks for docpipe; with --broker, also makes sure RabbitMQ
+# runs on 127.0.0.1:5672. Idempotent: does nothing that is already done.
+set -euo pipefail
+
+need_broker=0
+[ "${1:-}" = "--broker" ] && need_broker=1
+
+command -v cargo >/dev/null || { echo "setup: cargo not found; install the Rust toolchain (rustup)" >&2; exit 1; }
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# Build tools for crates with C parts.
+apt_install pkg-config build-essential
+
+if [ "$need_broker" = 1 ]; then
+  command -v rabbitmqctl >/dev/null || apt_install rabbitmq-server
+  if ! rabbitmqctl -q status >/dev/null 2>&1; then
+    echo "setup: starting RabbitMQ"
+    rabbitmq-server -detached
+  fi
+  timeout 120 rabbitmqctl -q await_startup
+  # The tests use the guest account from localhost, RabbitMQ's default.
+fi

@@ -1,0 +1,99 @@
+//! `docpipe process` (the embedded mode) on the sample batch, through the real binary.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+use docpipe::blob::sha256_hex;
+use docpipe::error::ErrorKind;
+use docpipe::schema::{AnnotationBody, JobResult, JobStatus};
+
+fn docpipe() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_docpipe"))
+}
+
+#[test]
+fn sample_batch_gets_one_honest_result_per_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = tempfile::tempdir().unwrap();
+    let output = docpipe()
+        .current_dir(root)
+        .args(["process", "samples/batch", "--out"])
+        .arg(out.path())
+        .args(["--case", "sample"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("8 documents: 5 complete, 0 partial, 3 failed; 0 unreadable"), "{stdout}");
+
+    let text = std::fs::read_to_string(out.path().join("results.jsonl")).unwrap();
+    let results: HashMap<String, JobResult> = text
+        .lines()
+        .map(|l| serde_json::from_str::<JobResult>(l).unwrap())
+        .map(|r| (Path::new(&r.document.filename).file_name().unwrap().to_string_lossy().into_owned(), r))
+        .collect();
+    assert_eq!(results.len(), 8);
+    for (name, result) in &results {
+        let bytes = std::fs::read(root.join("samples/batch").join(name)).unwrap();
+        assert_eq!(result.document.sha256, sha256_hex(&bytes), "{name}");
+        assert_eq!(result.case_id, "sample");
+    }
+
+    // UTF-16 with a byte-order mark decodes to the same text as the FLORES source line.
+    let arabic = &results["flores-arb.utf16.txt"];
+    assert_eq!(arabic.status, JobStatus::Complete);
+    let AnnotationBody::Text { encoding, lines, segments, .. } = &arabic.annotations[0].body;
+    assert_eq!(encoding, "utf-16le (bom)");
+    assert_eq!(*lines, 10);
+    assert!(segments[0].text.starts_with("أضاف قائلاً"), "decoded Arabic text");
+    assert!(!arabic.annotations[0].provenance.machine_generated);
+
+    // A UTF-8 byte-order mark is removed, not kept as a character.
+    let persian = &results["flores-pes.bom.txt"];
+    let AnnotationBody::Text { segments, .. } = &persian.annotations[0].body;
+    assert!(!segments[0].text.starts_with('\u{feff}'));
+
+    // What this stage cannot read is said plainly, with the sniffed type.
+    let pdf = &results["testOCR.pdf"];
+    assert_eq!(pdf.status, JobStatus::Failed);
+    assert_eq!(pdf.document.detected_media_type.as_deref(), Some("application/pdf"));
+    assert_eq!(pdf.stages[0].error.as_ref().unwrap().kind, ErrorKind::Unsupported);
+    let cp1252 = &results["testTXT_win-1252.txt"];
+    assert_eq!(cp1252.stages[0].error.as_ref().unwrap().kind, ErrorKind::Unsupported);
+}
+
+#[test]
+fn unreadable_paths_are_reported_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ok.txt"), "fine").unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", dir.path().join("dangling")).unwrap();
+    let out = dir.path().join("out");
+    let output = docpipe().args(["process"]).arg(dir.path()).arg("--out").arg(&out).output().unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("1 documents: 1 complete, 0 partial, 0 failed; 1 unreadable"), "{stdout}");
+    let unreadable = std::fs::read_to_string(out.join("unreadable.jsonl")).unwrap();
+    assert!(unreadable.contains("dangling") && unreadable.contains("symbolic link"), "{unreadable}");
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("pipeline.toml");
+    let text = docpipe::config::EMBEDDED.replace("[worker]\n", "[worker]\ncolour = \"blue\"\n");
+    std::fs::write(&bad, text).unwrap();
+    let output = docpipe().arg("--config").arg(&bad).args(["process", "x", "--out"]).arg(dir.path()).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("colour") && stderr.contains("worker"), "{stderr}");
+}
+
+#[test]
+fn every_command_explains_itself() {
+    for command in ["process", "submit", "results", "worker", "declare", "dlq", "schema"] {
+        let output = docpipe().args([command, "--help"]).output().unwrap();
+        assert!(output.status.success(), "{command} --help");
+        assert!(String::from_utf8_lossy(&output.stdout).len() > 100, "{command} --help says something");
+    }
+}
