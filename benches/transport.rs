@@ -128,7 +128,7 @@ fn main() {
         println!("| path | documents/s | per-document time | vs embedded |");
         println!("|---|---|---|---|");
         println!("| `docpipe process` (embedded, no broker) | {embedded:.0} | {:.3} ms | 1.00x |", 1000.0 / embedded);
-        println!("| `docpipe submit` (hash, store, publish with confirms) | {:.0} / {:.0} | {:.3} ms | - |", submit1, submit2, 1000.0 / submit1);
+        println!("| `docpipe submit` (hash, store, publish with confirms; two runs) | {:.0} / {:.0} | {:.3} ms | - |", submit1, submit2, 1000.0 / submit1);
         println!("| broker, 1 worker (consume, run, publish result, ack) | {broker1:.0} | {:.3} ms | {:.2}x |", 1000.0 / broker1, broker1 / embedded);
         println!("| broker, 2 workers | {broker2:.0} | {:.3} ms | {:.2}x |", 1000.0 / broker2, broker2 / embedded);
         println!(

@@ -97,3 +97,24 @@ fn every_command_explains_itself() {
         assert!(String::from_utf8_lossy(&output.stdout).len() > 100, "{command} --help says something");
     }
 }
+
+#[test]
+fn json_logs_carry_ids_but_never_document_text() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = tempfile::tempdir().unwrap();
+    let output = docpipe()
+        .current_dir(root)
+        .env("RUST_LOG", "debug")
+        .args(["--json-logs", "process", "samples/batch", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let json_lines: Vec<serde_json::Value> =
+        stderr.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).expect("log line is JSON")).collect();
+    assert!(!json_lines.is_empty(), "structured logs were written");
+    for fragment in ["EasyChair", "فئران", "Voronkov"] {
+        assert!(!stderr.contains(fragment), "document text leaked into logs: {fragment}");
+    }
+}

@@ -84,6 +84,7 @@ pub async fn process(config: Arc<Config>, registry: Registry, args: Args) -> any
         target_language: args.target_language.unwrap_or_else(|| config.defaults.target_language.clone()),
     };
 
+    tracing::info!(documents = found.len(), unreadable = unreadable.len(), batch_id = %template.batch_id, "processing");
     let out_path = args.out.join("results.jsonl");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&out_path)?);
     let bar = inputs::progress(found.len() as u64, "process");
@@ -163,6 +164,7 @@ async fn process_one(
         run_with_retries(runner, stage, &job, &mut result).await;
     }
     result.settle();
+    tracing::debug!(job_id = %job.job_id, sha256 = %job.document.sha256, status = ?result.status, "document processed");
     Ok(result)
 }
 
