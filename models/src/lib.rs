@@ -1,5 +1,7 @@
 //! Synchronous engines for docpipe. Nothing here knows about queues or async runtimes:
 //! the service wraps these in stages that run on threads owning their engines.
 
+pub mod ocr;
+pub mod extract;
 pub mod sniff;
 pub mod text;

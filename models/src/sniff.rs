@@ -18,6 +18,8 @@ pub fn media_type(bytes: &[u8]) -> &'static str {
         (b"Rar!\x1a\x07", "application/vnd.rar"),
         (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "application/x-ole-storage"),
         (b"{\\rtf", "application/rtf"),
+        (b"\0\0\0\x0cjP  \r\n\x87\n", "image/jp2"),
+        (b"-----BEGIN PGP MESSAGE-----", "application/pgp-encrypted"),
     ];
     for (magic, media) in MAGIC {
         if bytes.starts_with(magic) {
@@ -30,9 +32,52 @@ pub fn media_type(bytes: &[u8]) -> &'static str {
     if bytes.len() > 262 && &bytes[257..262] == b"ustar" {
         return "application/x-tar";
     }
-    match crate::text::detect_encoding(bytes) {
-        Some(_) => "text/plain",
-        None => "application/octet-stream",
+    if crate::text::detect_encoding(bytes).is_none() && !looks_like_text(bytes) {
+        return "application/octet-stream";
+    }
+    text_kind(bytes)
+}
+
+/// Text in a legacy encoding: no NUL bytes and almost no C0 control characters.
+fn looks_like_text(bytes: &[u8]) -> bool {
+    let sample = &bytes[..bytes.len().min(64 * 1024)];
+    if sample.is_empty() || sample.contains(&0) {
+        return false;
+    }
+    let controls = sample.iter().filter(|&&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r' | 0x0c | 0x1b)).count();
+    controls * 100 < sample.len()
+}
+
+/// Which kind of text: a mailbox, an email, HTML, XML or plain.
+fn text_kind(bytes: &[u8]) -> &'static str {
+    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]);
+    let head = head.trim_start_matches(['\u{feff}', '\u{fffd}']);
+    let lower = head.to_ascii_lowercase();
+    if head.starts_with("From ") && head.lines().nth(1).is_some_and(is_header_line) {
+        return "application/mbox";
+    }
+    let headers = head.lines().take_while(|l| !l.trim().is_empty()).filter(|l| is_header_line(l)).count();
+    let mail_fields = ["from:", "to:", "subject:", "date:", "received:", "message-id:", "mime-version:", "delivered-to:", "return-path:"];
+    let known = lower.lines().take_while(|l| !l.trim().is_empty()).filter(|l| mail_fields.iter().any(|f| l.starts_with(f))).count();
+    if headers >= 3 && known >= 2 {
+        return "message/rfc822";
+    }
+    let start = lower.trim_start();
+    if start.starts_with("<!doctype html") || start.starts_with("<html") || lower[..lower.len().min(1024)].contains("<html")
+        || (start.starts_with('<') && (lower.contains("<body") || lower.contains("<script") || lower.contains("<p>")))
+    {
+        return "text/html";
+    }
+    if start.starts_with("<?xml") {
+        return "application/xml";
+    }
+    "text/plain"
+}
+
+fn is_header_line(line: &str) -> bool {
+    match line.split_once(':') {
+        Some((name, _)) => !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+        None => line.starts_with(' ') || line.starts_with('\t'),
     }
 }
 
@@ -46,5 +91,8 @@ mod tests {
         assert_eq!(media_type(b"PK\x03\x04rest"), "application/zip");
         assert_eq!(media_type("plain words\n".as_bytes()), "text/plain");
         assert_eq!(media_type(&[0u8, 159, 146, 150, 0, 1]), "application/octet-stream");
+        assert_eq!(media_type(b"From: a@b.c\nTo: d@e.f\nSubject: hi\n\nbody"), "message/rfc822");
+        assert_eq!(media_type(b"<!DOCTYPE html><html><body>x</body></html>"), "text/html");
+        assert_eq!(media_type(b"caf\xe9 cr\xe8me\n"), "text/plain");
     }
 }

@@ -1,0 +1,93 @@
+//! Email (RFC 822 / MIME) and mailboxes. Headers become metadata, bodies the text, attachments
+//! child documents. PGP-encrypted mail keeps its armoured body and is reported `encrypted`.
+
+use std::io::Cursor;
+
+use mail_parser::{Address, MessageParser, MimeHeaders};
+
+use super::{Child, ErrorKind, ExtractError, Extracted, Page, Source};
+
+fn addresses(address: Option<&Address<'_>>) -> Option<String> {
+    let list: Vec<String> = address?
+        .iter()
+        .map(|a| match (a.name(), a.address()) {
+            (Some(name), Some(addr)) => format!("{name} <{addr}>"),
+            (None, Some(addr)) => addr.to_owned(),
+            (Some(name), None) => name.to_owned(),
+            (None, None) => String::new(),
+        })
+        .filter(|s| !s.is_empty())
+        .collect();
+    (!list.is_empty()).then(|| list.join(", "))
+}
+
+pub fn eml(bytes: &[u8]) -> Result<Extracted, ExtractError> {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    let message = MessageParser::default()
+        .parse(bytes)
+        .ok_or_else(|| ExtractError::new(ErrorKind::Corrupt, "not a readable email message"))?;
+    let mut extracted = Extracted { media_type: "message/rfc822".into(), page_count: Some(1), ..Default::default() };
+    let meta = &mut extracted.metadata;
+    let mut put = |key: &str, value: Option<String>| {
+        if let Some(v) = value.filter(|v| !v.trim().is_empty()) {
+            meta.insert(key.to_owned(), v);
+        }
+    };
+    put("from", addresses(message.from()));
+    put("to", addresses(message.to()));
+    put("cc", addresses(message.cc()));
+    put("reply_to", addresses(message.reply_to()));
+    put("subject", message.subject().map(str::to_owned));
+    put("date", message.date().map(|d| d.to_rfc3339()));
+    put("message_id", message.message_id().map(str::to_owned));
+    put("in_reply_to", message.in_reply_to().as_text().map(str::to_owned));
+
+    let mut body = String::new();
+    for i in 0..message.text_body_count() {
+        if let Some(text) = message.body_text(i) {
+            if !body.is_empty() {
+                body.push_str("\n\n");
+            }
+            body.push_str(text.trim_end());
+        }
+    }
+    let encrypted = message.content_type().is_some_and(|ct| ct.c_type.eq_ignore_ascii_case("multipart") && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("encrypted")))
+        || body.contains("-----BEGIN PGP MESSAGE-----");
+
+    for (i, part) in message.attachments().enumerate() {
+        let name = part.attachment_name().map(str::to_owned).unwrap_or_else(|| match part.message() {
+            Some(inner) => format!("{}.eml", inner.subject().unwrap_or("attached-message")),
+            None => format!("attachment-{}", i + 1),
+        });
+        let data = match part.message() {
+            Some(inner) => inner.raw_message().to_vec(),
+            None => part.contents().to_vec(),
+        };
+        if encrypted && (data.starts_with(b"-----BEGIN PGP MESSAGE-----") || name.ends_with(".asc")) && body.is_empty() {
+            body = String::from_utf8_lossy(&data).into_owned();
+            continue;
+        }
+        if encrypted && data.starts_with(b"Version: 1") {
+            continue; // the PGP/MIME control part
+        }
+        extracted.children.push(Child { path: name, bytes: data });
+    }
+    extracted.pages.push(Page::text(1, body, Source::Text));
+    if encrypted {
+        extracted.condition = Some(ExtractError::new(ErrorKind::Encrypted, "PGP-encrypted message: headers read, body kept as received"));
+    }
+    Ok(extracted)
+}
+
+pub fn mbox(bytes: &[u8]) -> Result<Extracted, ExtractError> {
+    let mut extracted = Extracted { media_type: "application/mbox".into(), ..Default::default() };
+    for (i, message) in mail_parser::mailbox::mbox::MessageIterator::new(Cursor::new(bytes)).enumerate() {
+        let message = message.map_err(|_| ExtractError::new(ErrorKind::Corrupt, format!("mailbox message {} is unreadable", i + 1)))?;
+        extracted.children.push(Child { path: format!("message-{:05}.eml", i + 1), bytes: message.contents().to_vec() });
+    }
+    if extracted.children.is_empty() {
+        return Err(ExtractError::new(ErrorKind::Corrupt, "mailbox holds no message"));
+    }
+    extracted.metadata.insert("messages".into(), extracted.children.len().to_string());
+    Ok(extracted)
+}

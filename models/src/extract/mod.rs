@@ -1,0 +1,313 @@
+//! Extraction: any input file to text per page or part, child documents for attachments and
+//! archive members, and OCR exactly where a page has no usable text.
+//!
+//! The type is sniffed from the bytes. Each format module returns an [`Extracted`] or an
+//! [`ExtractError`] with a specific kind; nothing here panics on bad input by design, and the
+//! caller still runs it under `catch_unwind` and a time limit.
+
+mod archive;
+mod email;
+mod office;
+mod pdf;
+mod process;
+pub mod text;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::ocr::{OcrEngine, OcrError, OcrOptions, OcrPage};
+use crate::sniff;
+
+/// Limits that stop bad inputs from taking a worker with them.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Total uncompressed bytes taken from one archive.
+    pub archive_max_total_bytes: u64,
+    pub archive_max_members: usize,
+    /// Archives inside archives, counting the outermost as 1.
+    pub archive_max_depth: u32,
+    /// Largest uncompressed/compressed ratio of one member.
+    pub archive_max_ratio: f64,
+    /// Pages read from one document; later pages get a `too_large` page status.
+    pub max_pages: u32,
+    pub ocr_max_megapixels: f64,
+    /// Wall-clock limit for one page's OCR (rasterizing included).
+    pub ocr_page_timeout: Duration,
+    /// Resolution for rasterizing PDF pages that need OCR.
+    pub ocr_dpi: u32,
+    /// Time limit for external converters (poppler).
+    pub tool_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            archive_max_total_bytes: 4 << 30,
+            archive_max_members: 100_000,
+            archive_max_depth: 5,
+            archive_max_ratio: 200.0,
+            max_pages: 5000,
+            ocr_max_megapixels: 60.0,
+            ocr_page_timeout: Duration::from_secs(120),
+            ocr_dpi: 300,
+            tool_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What a caller asks of one extraction.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Tesseract language codes to use; empty means automatic (orientation and script detection).
+    pub ocr_languages: Vec<String>,
+    /// Archive nesting level of this document (0 for a submitted file).
+    pub depth: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Encrypted,
+    Corrupt,
+    Unsupported,
+    TooLarge,
+    Timeout,
+    /// Nothing readable: a blank page, a picture without text.
+    Empty,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason}")]
+pub struct ExtractError {
+    pub kind: ErrorKind,
+    pub reason: String,
+}
+
+impl ExtractError {
+    pub fn new(kind: ErrorKind, reason: impl Into<String>) -> Self {
+        Self { kind, reason: reason.into() }
+    }
+}
+
+/// Where a page's text came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The file is text (or a text format such as HTML, email, office XML).
+    Text,
+    /// A PDF's text layer.
+    TextLayer,
+    Ocr,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Text => "text",
+            Source::TextLayer => "text-layer",
+            Source::Ocr => "ocr",
+        }
+    }
+}
+
+/// One page (or part) of a document.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// 1-based.
+    pub number: u32,
+    pub text: String,
+    pub source: Source,
+    /// OCR mean confidence (0..1); None for text that was read, not recognised.
+    pub confidence: Option<f32>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// OCR details: rotation applied, languages, word boxes.
+    pub ocr: Option<OcrPage>,
+    /// Why this page has no text, when it has none (`too_large`, `timeout`, OCR failure).
+    pub problem: Option<ExtractError>,
+}
+
+impl Page {
+    fn text(number: u32, text: String, source: Source) -> Self {
+        Self { number, text, source, confidence: None, width: None, height: None, ocr: None, problem: None }
+    }
+
+    fn failed(number: u32, error: ExtractError) -> Self {
+        Self { problem: Some(error), ..Self::text(number, String::new(), Source::Ocr) }
+    }
+}
+
+/// A document inside a document: archive member, attachment, message of a mailbox.
+#[derive(Debug, Clone)]
+pub struct Child {
+    pub path: String,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Extracted {
+    pub media_type: String,
+    /// Character encoding the text was decoded from, for text formats.
+    pub encoding: Option<String>,
+    pub pages: Vec<Page>,
+    /// Title, author, dates, email headers: whatever the format carries.
+    pub metadata: BTreeMap<String, String>,
+    pub children: Vec<Child>,
+    /// Pages the document has, when known (may exceed `pages.len()` under `max_pages`).
+    pub page_count: Option<u32>,
+    /// A document-level condition that did not stop extraction (PGP-encrypted mail keeps its
+    /// armoured body): reported as the stage's status alongside the output.
+    pub condition: Option<ExtractError>,
+}
+
+/// Owns the OCR engine for the thread it runs on.
+pub struct Extractor {
+    limits: Limits,
+    ocr: Option<OcrEngine>,
+}
+
+impl Extractor {
+    pub fn new(limits: Limits) -> Self {
+        Self { limits, ocr: None }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn extract(&mut self, bytes: &[u8], request: &Request) -> Result<Extracted, ExtractError> {
+        let media = sniff::media_type(bytes);
+        let mut extracted = match media {
+            "application/pdf" => pdf::extract(self, bytes, request)?,
+            "image/png" | "image/jpeg" | "image/gif" | "image/bmp" | "image/webp" | "image/jp2" => {
+                let page = self.ocr_page(1, bytes, request);
+                Extracted { pages: vec![page], page_count: Some(1), ..Default::default() }
+            }
+            "image/tiff" => self.tiff(bytes, request)?,
+            "application/zip" => match office::kind(bytes) {
+                Some(kind) => office::extract(kind, bytes)?,
+                None => archive::zip(bytes, &self.limits, request)?,
+            },
+            "application/gzip" | "application/x-tar" => archive::tar(bytes, media, &self.limits, request)?,
+            "application/x-ole-storage" => return Err(ole_unsupported(bytes)),
+            "application/rtf" => office::rtf(bytes),
+            "application/x-7z-compressed" | "application/vnd.rar" => {
+                return Err(ExtractError::new(ErrorKind::Unsupported, format!("{media} archives are not read (no maintained pure-Rust reader); unpack them before submitting")))
+            }
+            "message/rfc822" => email::eml(bytes)?,
+            "application/pgp-encrypted" => {
+                return Err(ExtractError::new(ErrorKind::Encrypted, "PGP-encrypted file"))
+            }
+            "application/mbox" => email::mbox(bytes)?,
+            "text/html" => text::html(bytes)?,
+            "text/plain" | "application/xml" => text::plain(bytes)?,
+            other => return Err(ExtractError::new(ErrorKind::Unsupported, format!("no extractor for {other}"))),
+        };
+        if extracted.media_type.is_empty() {
+            extracted.media_type = media.to_owned();
+        }
+        Ok(extracted)
+    }
+
+    fn ocr_page(&mut self, number: u32, image: &[u8], request: &Request) -> Page {
+        self.ocr(number, Image::Encoded(image), request)
+    }
+
+    /// OCR one page image; failures become the page's problem, not the document's.
+    fn ocr(&mut self, number: u32, image: Image<'_>, request: &Request) -> Page {
+        let started = Instant::now();
+        let options = OcrOptions {
+            languages: request.ocr_languages.clone(),
+            max_megapixels: self.limits.ocr_max_megapixels,
+            dpi_hint: None,
+        };
+        let engine = match &mut self.ocr {
+            Some(engine) => engine,
+            None => match OcrEngine::new(None) {
+                Ok(engine) => self.ocr.insert(engine),
+                Err(e) => return Page::failed(number, ExtractError::new(ErrorKind::Unsupported, format!("OCR engine unavailable: {e}"))),
+            },
+        };
+        let recognized = match image {
+            Image::Encoded(bytes) => engine.recognize(bytes, &options),
+            Image::TiffPage(bytes, n) => engine.recognize_tiff_page(bytes, n, &options),
+        };
+        match recognized {
+            Ok(ocr) if ocr.text.trim().is_empty() => Page {
+                width: Some(ocr.width),
+                height: Some(ocr.height),
+                confidence: Some(ocr.confidence),
+                ocr: Some(ocr),
+                ..Page::failed(number, ExtractError::new(ErrorKind::Empty, "no text recognised on this page (blank, a picture, or unreadable)"))
+            },
+            Ok(ocr) => {
+                // Tesseract is not interrupted mid-page; an overrun is reported with the text kept.
+                let problem = (started.elapsed() > self.limits.ocr_page_timeout).then(|| {
+                    ExtractError::new(ErrorKind::Timeout, format!("OCR took {:.0}s, over the page limit", started.elapsed().as_secs_f32()))
+                });
+                Page {
+                    number,
+                    text: ocr.text.clone(),
+                    source: Source::Ocr,
+                    confidence: Some(ocr.confidence),
+                    width: Some(ocr.width),
+                    height: Some(ocr.height),
+                    ocr: Some(ocr),
+                    problem,
+                }
+            }
+            Err(OcrError::TooLarge { megapixels, limit }) => Page::failed(
+                number,
+                ExtractError::new(ErrorKind::TooLarge, format!("page is {megapixels:.1} megapixels, over the {limit} limit")),
+            ),
+            Err(e) => Page::failed(number, ExtractError::new(ErrorKind::Corrupt, format!("OCR failed: {e}"))),
+        }
+    }
+
+    fn tiff(&mut self, bytes: &[u8], request: &Request) -> Result<Extracted, ExtractError> {
+        let total = crate::ocr::tiff_page_count(bytes, self.limits.max_pages as usize + 1) as u32;
+        if total == 0 {
+            return Err(ExtractError::new(ErrorKind::Corrupt, "unreadable TIFF"));
+        }
+        let mut extracted = Extracted { page_count: Some(total), ..Default::default() };
+        for number in 1..=total {
+            extracted.pages.push(if number > self.limits.max_pages {
+                Page::failed(number, too_many_pages(self.limits.max_pages))
+            } else {
+                self.ocr(number, Image::TiffPage(bytes, number as usize - 1), request)
+            });
+        }
+        Ok(extracted)
+    }
+}
+
+enum Image<'a> {
+    Encoded(&'a [u8]),
+    TiffPage(&'a [u8], usize),
+}
+
+fn too_many_pages(limit: u32) -> ExtractError {
+    ExtractError::new(ErrorKind::TooLarge, format!("past limits.max_pages ({limit}): not read"))
+}
+
+/// Legacy Office (DOC/XLS/PPT) and Outlook MSG share the OLE container; neither is read yet.
+fn ole_unsupported(bytes: &[u8]) -> ExtractError {
+    let utf16 = |s: &str| s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect::<Vec<u8>>();
+    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    let what = if has(&utf16("__substg1.0_")) {
+        "Outlook MSG"
+    } else if has(&utf16("WordDocument")) {
+        "legacy Word (.doc)"
+    } else if has(&utf16("Workbook")) || has(&utf16("Book")) {
+        "legacy Excel (.xls)"
+    } else if has(&utf16("PowerPoint Document")) {
+        "legacy PowerPoint (.ppt)"
+    } else {
+        "OLE compound file"
+    };
+    ExtractError::new(ErrorKind::Unsupported, format!("{what} is not read: convert it to a current format (e.g. LibreOffice) and resubmit"))
+}
+
+/// Version of the linked Tesseract library, for provenance.
+pub fn tesseract_version() -> String {
+    // SAFETY: TessVersion returns a pointer to a static, NUL-terminated string.
+    unsafe { std::ffi::CStr::from_ptr(leptess::capi::TessVersion()) }.to_string_lossy().into_owned()
+}

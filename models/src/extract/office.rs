@@ -1,0 +1,341 @@
+//! Office Open XML (DOCX, XLSX, PPTX), OpenDocument (ODT, ODS, ODP) and RTF. Legacy binary
+//! Office files are refused as `unsupported` by the caller rather than half-read.
+
+use std::io::{Cursor, Read};
+
+use quick_xml::events::Event;
+
+use super::{text::decode_entities, ErrorKind, ExtractError, Extracted, Page, Source};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Docx,
+    Xlsx,
+    Pptx,
+    Odf(&'static str),
+}
+
+/// The office format of a ZIP container, if it is one.
+pub fn kind(bytes: &[u8]) -> Option<Kind> {
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).ok()?;
+    let has = |zip: &zip::ZipArchive<_>, name: &str| zip.index_for_name(name).is_some();
+    if has(&zip, "word/document.xml") {
+        return Some(Kind::Docx);
+    }
+    if has(&zip, "xl/workbook.xml") {
+        return Some(Kind::Xlsx);
+    }
+    if has(&zip, "ppt/presentation.xml") {
+        return Some(Kind::Pptx);
+    }
+    let mut mimetype = String::new();
+    zip.by_name("mimetype").ok()?.take(200).read_to_string(&mut mimetype).ok()?;
+    [
+        ("application/vnd.oasis.opendocument.text", "application/vnd.oasis.opendocument.text"),
+        ("application/vnd.oasis.opendocument.spreadsheet", "application/vnd.oasis.opendocument.spreadsheet"),
+        ("application/vnd.oasis.opendocument.presentation", "application/vnd.oasis.opendocument.presentation"),
+    ]
+    .iter()
+    .find(|(m, _)| mimetype.trim() == *m)
+    .map(|(_, media)| Kind::Odf(media))
+}
+
+const PART_LIMIT: u64 = 512 << 20;
+
+fn part(zip: &mut zip::ZipArchive<Cursor<&[u8]>>, name: &str) -> Result<Option<String>, ExtractError> {
+    let Ok(file) = zip.by_name(name) else { return Ok(None) };
+    if file.encrypted() {
+        return Err(ExtractError::new(ErrorKind::Encrypted, "office document is password-protected"));
+    }
+    let mut buf = Vec::new();
+    file.take(PART_LIMIT + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| ExtractError::new(ErrorKind::Corrupt, format!("{name}: {e}")))?;
+    if buf.len() as u64 > PART_LIMIT {
+        return Err(ExtractError::new(ErrorKind::TooLarge, format!("{name} expands past {PART_LIMIT} bytes")));
+    }
+    Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
+}
+
+/// Text of an XML part: text nodes, with line breaks at `breaks` elements and tabs at `tabs`.
+fn xml_text(xml: &str, breaks: &[&[u8]], tabs: &[&[u8]], skip: &[&[u8]]) -> String {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut out = String::new();
+    let mut skipping = 0usize;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) => {
+                let name = e.local_name();
+                if skip.contains(&name.as_ref()) {
+                    skipping += 1;
+                } else if tabs.contains(&name.as_ref()) {
+                    out.push('\t');
+                }
+            }
+            Ok(Event::Empty(e)) => {
+                let name = e.local_name();
+                if breaks.contains(&name.as_ref()) {
+                    out.push('\n');
+                } else if tabs.contains(&name.as_ref()) {
+                    out.push('\t');
+                }
+            }
+            Ok(Event::End(e)) => {
+                let name = e.local_name();
+                if skip.contains(&name.as_ref()) {
+                    skipping = skipping.saturating_sub(1);
+                } else if breaks.contains(&name.as_ref()) {
+                    out.push('\n');
+                }
+            }
+            Ok(Event::Text(t)) if skipping == 0 => {
+                out.push_str(&decode_entities(&String::from_utf8_lossy(&t)));
+            }
+            Ok(Event::CData(t)) if skipping == 0 => out.push_str(&String::from_utf8_lossy(&t)),
+            Ok(Event::Eof) | Err(_) => break,
+            _ => {}
+        }
+    }
+    out.trim().to_owned()
+}
+
+/// Simple elements (`<dc:title>x</dc:title>`) of a metadata part, by local name.
+fn simple_fields(xml: &str, fields: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for (local, key) in fields {
+        let text = xml_text(&only_element(xml, local), &[], &[], &[]);
+        if !text.is_empty() {
+            found.push((key.to_string(), text));
+        }
+    }
+    found
+}
+
+fn only_element(xml: &str, local: &str) -> String {
+    let open = [format!("<dc:{local}"), format!("<dcterms:{local}"), format!("<cp:{local}"), format!("<meta:{local}")];
+    for tag in &open {
+        if let Some(start) = xml.find(tag.as_str()) {
+            let close = tag.replacen('<', "</", 1);
+            if let Some(end) = xml[start..].find(&close) {
+                return format!("<x>{}</x>", &xml[start + xml[start..].find('>').unwrap_or(0) + 1..start + end]);
+            }
+        }
+    }
+    String::new()
+}
+
+pub fn extract(kind: Kind, bytes: &[u8]) -> Result<Extracted, ExtractError> {
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| ExtractError::new(ErrorKind::Corrupt, format!("damaged office container: {e}")))?;
+    let mut extracted = Extracted::default();
+    let texts: Vec<String> = match kind {
+        Kind::Docx => {
+            extracted.media_type = "application/vnd.openxmlformats-officedocument.wordprocessingml.document".into();
+            let body = part(&mut zip, "word/document.xml")?.unwrap_or_default();
+            vec![xml_text(&body, &[b"p", b"br", b"cr"], &[b"tab"], &[b"instrText"])]
+        }
+        Kind::Pptx => {
+            extracted.media_type = "application/vnd.openxmlformats-officedocument.presentationml.presentation".into();
+            let mut slides: Vec<(u32, String)> = zip
+                .file_names()
+                .filter_map(|n| n.strip_prefix("ppt/slides/slide")?.strip_suffix(".xml")?.parse().ok().map(|i| (i, n.to_owned())))
+                .collect();
+            slides.sort();
+            let mut texts = Vec::new();
+            for (_, name) in slides {
+                let xml = part(&mut zip, &name)?.unwrap_or_default();
+                texts.push(xml_text(&xml, &[b"p", b"br"], &[], &[]));
+            }
+            texts
+        }
+        Kind::Xlsx => {
+            extracted.media_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet".into();
+            xlsx(&mut zip)?
+        }
+        Kind::Odf(media) => {
+            extracted.media_type = media.into();
+            let content = part(&mut zip, "content.xml")?.ok_or_else(|| ExtractError::new(ErrorKind::Corrupt, "OpenDocument without content.xml"))?;
+            vec![xml_text(&content, &[b"p", b"h", b"line-break", b"table-row"], &[b"tab", b"table-cell"], &[b"annotation"])]
+        }
+    };
+    let meta_part = if matches!(kind, Kind::Odf(_)) { "meta.xml" } else { "docProps/core.xml" };
+    if let Some(meta) = part(&mut zip, meta_part)? {
+        let fields = [("title", "title"), ("creator", "author"), ("initial-creator", "author"), ("subject", "subject"), ("created", "created"), ("creation-date", "created"), ("modified", "modified"), ("date", "modified"), ("lastModifiedBy", "last_modified_by")];
+        for (key, value) in simple_fields(&meta, &fields) {
+            extracted.metadata.entry(key).or_insert(value);
+        }
+    }
+    extracted.page_count = Some(texts.len() as u32);
+    extracted.pages = texts.into_iter().enumerate().map(|(i, t)| Page::text(i as u32 + 1, t, Source::Text)).collect();
+    Ok(extracted)
+}
+
+/// One text per sheet: rows on lines, cells separated by tabs, shared strings resolved.
+fn xlsx(zip: &mut zip::ZipArchive<Cursor<&[u8]>>) -> Result<Vec<String>, ExtractError> {
+    let shared: Vec<String> = match part(zip, "xl/sharedStrings.xml")? {
+        Some(xml) => split_elements(&xml, "si").iter().map(|si| xml_text(si, &[], &[], &[b"rPh"])).collect(),
+        None => Vec::new(),
+    };
+    let mut sheets: Vec<(u32, String)> = zip
+        .file_names()
+        .filter_map(|n| n.strip_prefix("xl/worksheets/sheet")?.strip_suffix(".xml")?.parse().ok().map(|i| (i, n.to_owned())))
+        .collect();
+    sheets.sort();
+    let mut texts = Vec::new();
+    for (_, name) in sheets {
+        let xml = part(zip, &name)?.unwrap_or_default();
+        let mut out = String::new();
+        for row in split_elements(&xml, "row") {
+            let cells: Vec<String> = split_elements(&row, "c")
+                .iter()
+                .map(|cell| {
+                    let shared_ref = cell.split('>').next().is_some_and(|open| open.contains("t=\"s\""));
+                    let value = xml_text(cell, &[], &[], &[b"f"]);
+                    match value.parse::<usize>() {
+                        Ok(i) if shared_ref => shared.get(i).cloned().unwrap_or_default(),
+                        _ => value,
+                    }
+                })
+                .collect();
+            out.push_str(cells.join("\t").trim_end());
+            out.push('\n');
+        }
+        texts.push(out.trim_end().to_owned());
+    }
+    Ok(texts)
+}
+
+/// Whole `<tag ...>...</tag>` elements (not nested in themselves), as strings.
+fn split_elements(xml: &str, tag: &str) -> Vec<String> {
+    let open = format!("<{tag}");
+    let close = format!("</{tag}>");
+    let mut found = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find(&open) {
+        let after = &rest[start + open.len()..];
+        if !after.starts_with([' ', '>', '/']) {
+            rest = after;
+            continue;
+        }
+        let head_end = after.find('>').map_or(after.len(), |e| e + 1);
+        if after[..head_end].ends_with("/>") {
+            found.push(format!("{open}{}", &after[..head_end]));
+            rest = &after[head_end..];
+            continue;
+        }
+        let end = after.find(&close).map_or(after.len(), |e| e + close.len());
+        found.push(format!("{open}{}", &after[..end]));
+        rest = &after[end..];
+    }
+    found
+}
+
+/// RTF to text: groups, control words, hex escapes in the document's code page, \uN escapes.
+pub fn rtf(bytes: &[u8]) -> Extracted {
+    let source = String::from_utf8_lossy(bytes);
+    let codepage = source.find("\\ansicpg").and_then(|at| source[at + 8..].chars().take_while(char::is_ascii_digit).collect::<String>().parse::<u16>().ok()).unwrap_or(1252);
+    let encoding = encoding_rs::Encoding::for_label(format!("windows-{codepage}").as_bytes()).unwrap_or(encoding_rs::WINDOWS_1252);
+    let skip_groups = ["fonttbl", "colortbl", "stylesheet", "info", "pict", "header", "footer", "listtable", "listoverridetable", "rsidtbl", "generator", "themedata", "colorschememapping", "latentstyles", "datastore", "xmlnstbl"];
+    let chars: Vec<char> = source.chars().collect();
+    let mut out = String::new();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut stack: Vec<bool> = vec![false]; // per group: skipping?
+    let mut skip_next = 0usize;
+    let mut i = 0;
+    let flush = |pending: &mut Vec<u8>, out: &mut String| {
+        if !pending.is_empty() {
+            out.push_str(&encoding.decode(pending).0);
+            pending.clear();
+        }
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        let skipping = *stack.last().unwrap_or(&false);
+        match c {
+            '{' => {
+                stack.push(skipping);
+                i += 1;
+                if chars.get(i..i + 2) == Some(&['\\', '*']) {
+                    *stack.last_mut().expect("pushed") = true;
+                }
+            }
+            '}' => {
+                flush(&mut pending, &mut out);
+                stack.pop();
+                if stack.is_empty() {
+                    stack.push(false);
+                }
+                i += 1;
+            }
+            '\\' => {
+                i += 1;
+                let Some(&next) = chars.get(i) else { break };
+                if next == '\'' {
+                    let hex: String = chars.get(i + 1..i + 3).map(|h| h.iter().collect()).unwrap_or_default();
+                    if let (Ok(b), false) = (u8::from_str_radix(&hex, 16), skipping) {
+                        if skip_next > 0 {
+                            skip_next -= 1;
+                        } else {
+                            pending.push(b);
+                        }
+                    }
+                    i += 3;
+                    continue;
+                }
+                if !next.is_ascii_alphabetic() {
+                    if !skipping && matches!(next, '\\' | '{' | '}') {
+                        flush(&mut pending, &mut out);
+                        out.push(next);
+                    }
+                    i += 1;
+                    continue;
+                }
+                let word: String = chars[i..].iter().take_while(|c| c.is_ascii_alphabetic()).collect();
+                i += word.len();
+                let arg: String = chars[i..].iter().enumerate().take_while(|(k, c)| c.is_ascii_digit() || (*k == 0 && **c == '-')).map(|(_, c)| *c).collect();
+                i += arg.len();
+                if chars.get(i) == Some(&' ') {
+                    i += 1;
+                }
+                if skip_groups.contains(&word.as_str()) {
+                    *stack.last_mut().expect("group") = true;
+                    continue;
+                }
+                if skipping {
+                    continue;
+                }
+                flush(&mut pending, &mut out);
+                match word.as_str() {
+                    "par" | "line" | "row" | "sect" | "page" => out.push('\n'),
+                    "tab" | "cell" => out.push('\t'),
+                    "u" => {
+                        if let Ok(n) = arg.parse::<i32>() {
+                            let code = if n < 0 { n + 65536 } else { n } as u32;
+                            out.extend(char::from_u32(code));
+                            skip_next = 1; // the ANSI fallback character that follows
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            '\r' | '\n' => i += 1,
+            _ => {
+                if !skipping {
+                    if skip_next > 0 {
+                        skip_next -= 1;
+                    } else {
+                        flush(&mut pending, &mut out);
+                        out.push(c);
+                    }
+                }
+                i += 1;
+            }
+        }
+    }
+    flush(&mut pending, &mut out);
+    Extracted {
+        media_type: "application/rtf".into(),
+        pages: vec![Page::text(1, out.trim().to_owned(), Source::Text)],
+        page_count: Some(1),
+        ..Default::default()
+    }
+}
