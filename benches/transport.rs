@@ -29,7 +29,7 @@ async fn cleanup(config: &Config, batch: &str) {
     let names = Names::new(config);
     let connection = connect(config).await.unwrap();
     let channel = connection.create_channel().await.unwrap();
-    let mut queues = vec![names.stage_queue("intake"), names.dead_queue(), names.results_queue(), names.batch_queue(batch)];
+    let mut queues = vec![names.stage_queue("extract"), names.dead_queue(), names.results_queue(), names.batch_queue(batch)];
     queues.extend((0..config.retry.backoff_ms.len()).map(|i| names.retry_queue(i)));
     for q in queues {
         let _ = channel.queue_delete(&q, QueueDeleteOptions::default()).await;
@@ -73,8 +73,8 @@ async fn broker_run(dir: &std::path::Path, workers: usize) -> (f64, f64) {
         };
         handles.push(tokio::spawn(docpipe::amqp::worker::run(
             Arc::new(config.clone()),
-            Registry::builtin(),
-            vec!["intake".into()],
+            Registry::builtin(&config),
+            vec!["extract".into()],
             shutdown,
         )));
         stops.push(stop);
@@ -116,7 +116,8 @@ fn main() {
             stages: vec![],
             target_language: None,
         };
-        let summary = process::process(config, Registry::builtin(), args).await.unwrap();
+        let registry = Registry::builtin(&config);
+        let summary = process::process(config, registry, args).await.unwrap();
         assert_eq!(summary.complete, DOCS);
         let embedded = DOCS as f64 / started.elapsed().as_secs_f64();
 
@@ -124,7 +125,7 @@ fn main() {
         let (submit2, broker2) = broker_run(dir.path(), 2).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
 
-        println!("\n{DOCS} text documents (FLORES-200 Russian, 1-5 lines each), intake stage only\n");
+        println!("\n{DOCS} text documents (FLORES-200 Russian, 1-5 lines each), extract stage only (text files)\n");
         println!("| path | documents/s | per-document time | vs embedded |");
         println!("|---|---|---|---|");
         println!("| `docpipe process` (embedded, no broker) | {embedded:.0} | {:.3} ms | 1.00x |", 1000.0 / embedded);

@@ -20,8 +20,11 @@ apt_install() {
   fi
 }
 
-# Build tools for crates with C parts.
-apt_install pkg-config build-essential
+# Build tools for crates with C parts; Tesseract and Leptonica (OCR) with the language packs the
+# pipeline uses by default; poppler (PDF text layer and page rendering).
+apt_install pkg-config build-essential clang libclang-dev libtesseract-dev libleptonica-dev tesseract-ocr \
+  tesseract-ocr-eng tesseract-ocr-osd tesseract-ocr-chi-sim tesseract-ocr-rus tesseract-ocr-ara tesseract-ocr-fas \
+  tesseract-ocr-spa tesseract-ocr-fra tesseract-ocr-deu tesseract-ocr-tur tesseract-ocr-vie poppler-utils
 
 if [ "$need_broker" = 1 ]; then
   command -v rabbitmqctl >/dev/null || apt_install rabbitmq-server

@@ -29,12 +29,12 @@ async fn submitted_documents_each_get_one_result_with_hash_and_provenance() {
         expected.insert(path.display().to_string(), (sha256_hex(text.as_bytes()), text.chars().count() as u64));
     }
 
-    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["intake"]);
+    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["extract"]);
     let args = submit::Args {
         paths: vec![inputs.clone()],
         case: "case-42".into(),
         batch: Some("batch-a".into()),
-        stages: vec!["intake".into()],
+        stages: vec!["extract".into()],
         target_language: None,
         ocr_languages: vec![],
     };
@@ -56,7 +56,7 @@ async fn submitted_documents_each_get_one_result_with_hash_and_provenance() {
         assert_eq!(result.case_id, "case-42");
         assert_eq!(result.status, JobStatus::Complete);
         let annotation = &result.annotations[0];
-        assert_eq!(annotation.provenance.stage, "intake");
+        assert_eq!(annotation.provenance.stage, "extract");
         assert_eq!(annotation.provenance.engine, "docpipe-text");
         assert!(!annotation.provenance.worker_id.is_empty());
         assert!(annotation.provenance.finished_at >= annotation.provenance.started_at);
@@ -76,15 +76,15 @@ async fn stages_hand_off_through_their_own_queues_and_workers() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(&common::prefix("handoff"), dir.path());
     // Two workers, each serving one stage: the way a site scales stages independently.
-    let (stop_a, a) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["intake"]);
+    let (stop_a, a) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["extract"]);
     let (stop_b, b) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["counts"]);
-    let jobs: Vec<_> = (0..5).map(|i| common::job(&format!("text {i}"), &["intake", "counts"], "b")).collect();
+    let jobs: Vec<_> = (0..5).map(|i| common::job(&format!("text {i}"), &["extract", "counts"], "b")).collect();
     common::publish_jobs(&config, &jobs).await;
     let results = common::collect_results(&config, 5, Duration::from_secs(30)).await;
     assert_eq!(results.len(), 5);
     for r in &results {
         let names: Vec<_> = r.stages.iter().map(|s| (s.stage.as_str(), s.status)).collect();
-        assert_eq!(names, [("intake", StageStatus::Ok), ("counts", StageStatus::Ok)]);
+        assert_eq!(names, [("extract", StageStatus::Ok), ("counts", StageStatus::Ok)]);
         assert_eq!(r.status, JobStatus::Complete);
     }
     stop_a.send(()).unwrap();
@@ -98,12 +98,12 @@ async fn stages_hand_off_through_their_own_queues_and_workers() {
 async fn poison_messages_go_to_the_dead_letter_queue_and_the_worker_carries_on() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(&common::prefix("poison"), dir.path());
-    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["intake", "panics"]);
+    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["extract", "panics"]);
 
     let mut future = serde_json::to_value(common::job("x", &[], "p")).unwrap();
     future["schema_version"] = 99.into();
-    let panicking = common::job("this input makes a stage panic", &["intake", "panics"], "p");
-    let good = common::job("a normal document", &["intake"], "p");
+    let panicking = common::job("this input makes a stage panic", &["extract", "panics"], "p");
+    let good = common::job("a normal document", &["extract"], "p");
     common::publish_raw(
         &config,
         &[
@@ -149,8 +149,8 @@ async fn transient_failure_is_retried_after_a_delay_then_succeeds() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(&common::prefix("retry"), dir.path());
     // Two failures: the delays are 300 ms then 600 ms, so success comes on attempt 3.
-    let (stop, worker) = common::spawn_worker(&config, common::registry(2, Duration::ZERO), &["intake", "flaky"]);
-    let job = common::job("retry me", &["intake", "flaky"], "r");
+    let (stop, worker) = common::spawn_worker(&config, common::registry(2, Duration::ZERO), &["extract", "flaky"]);
+    let job = common::job("retry me", &["extract", "flaky"], "r");
     let started = Instant::now();
     common::publish_jobs(&config, &[job.clone()]).await;
     let results = common::collect_results(&config, 1, Duration::from_secs(30)).await;
@@ -172,8 +172,8 @@ async fn exhausted_retries_end_in_the_dead_letter_queue_and_replay_works() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(&common::prefix("exhaust"), dir.path());
     // Three failures against two retries: the third attempt gives up.
-    let (stop, worker) = common::spawn_worker(&config, common::registry(3, Duration::ZERO), &["intake", "flaky"]);
-    let job = common::job("never works", &["intake", "flaky"], "x");
+    let (stop, worker) = common::spawn_worker(&config, common::registry(3, Duration::ZERO), &["extract", "flaky"]);
+    let job = common::job("never works", &["extract", "flaky"], "x");
     common::publish_jobs(&config, &[job.clone()]).await;
     let results = common::collect_results(&config, 1, Duration::from_secs(30)).await;
     let report = results[0].stages.iter().find(|s| s.stage == "flaky").unwrap();
@@ -207,9 +207,9 @@ async fn exhausted_retries_end_in_the_dead_letter_queue_and_replay_works() {
 async fn stage_time_limit_gives_a_timeout_status_and_the_worker_continues() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(&common::prefix("timeout"), dir.path());
-    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["intake", "sleepy"]);
-    let slow = common::job("takes too long", &["intake", "sleepy"], "t");
-    let quick = common::job("quick", &["intake"], "t");
+    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["extract", "sleepy"]);
+    let slow = common::job("takes too long", &["extract", "sleepy"], "t");
+    let quick = common::job("quick", &["extract"], "t");
     common::publish_jobs(&config, &[slow.clone(), quick.clone()]).await;
     let results = common::collect_results(&config, 2, Duration::from_secs(30)).await;
     let slow_result = results.iter().find(|r| r.job_id == slow.job_id).unwrap();
@@ -226,7 +226,7 @@ async fn stage_time_limit_gives_a_timeout_status_and_the_worker_continues() {
 async fn reply_to_and_correlation_id_are_honoured() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(&common::prefix("reply"), dir.path());
-    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["intake"]);
+    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["extract"]);
     let connection = connect(&config).await.unwrap();
     let channel = confirm_channel(&connection).await.unwrap();
     declare(&channel, &config).await.unwrap();
@@ -236,7 +236,7 @@ async fn reply_to_and_correlation_id_are_honoured() {
     let mut consumer =
         channel.basic_consume(&reply_queue, "", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default()).await.unwrap();
 
-    let job = common::job("reply to me", &["intake"], "rt");
+    let job = common::job("reply to me", &["extract"], "rt");
     let properties = json_properties(JOB_TYPE)
         .with_reply_to(ShortString::from(reply_queue.clone()))
         .with_correlation_id(ShortString::from("case-system-123"));
@@ -257,7 +257,7 @@ async fn reply_to_and_correlation_id_are_honoured() {
 async fn tampered_blob_is_reported_as_an_integrity_failure() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(&common::prefix("tamper"), &dir.path().join("blobs"));
-    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["intake"]);
+    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["extract"]);
     let text = "a long enough document to travel by claim check, not inline in the job";
     let path = dir.path().join("in.txt");
     std::fs::write(&path, text).unwrap();
@@ -267,7 +267,7 @@ async fn tampered_blob_is_reported_as_an_integrity_failure() {
     use docpipe::blob::BlobStore;
     store.put(&sha, text.as_bytes()).unwrap();
     let blob = dir.path().join("blobs").join(&sha[..2]).join(&sha[2..4]).join(&sha);
-    let mut job = common::job(text, &["intake"], "tm");
+    let mut job = common::job(text, &["extract"], "tm");
     job.document.content = docpipe::schema::Content::Blob { key: docpipe::blob::key_for(&sha) };
     std::fs::write(&blob, text.replace("long", "LONG")).unwrap();
     common::publish_jobs(&config, &[job]).await;

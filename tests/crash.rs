@@ -17,12 +17,12 @@ async fn child_worker() {
     let Some((prefix, blobs)) = common::child_env() else { return };
     let config = common::config(&prefix, &blobs);
     let registry = common::registry(0, SLOW);
-    let stages = vec!["intake".to_string(), "slow".to_string()];
+    let stages = vec!["extract".to_string(), "slow".to_string()];
     docpipe::amqp::worker::run(Arc::new(config), registry, stages, docpipe::cli::shutdown_signal()).await.unwrap();
 }
 
 fn batch(n: usize) -> Vec<docpipe::schema::Job> {
-    (0..n).map(|i| common::job(&format!("document {i}"), &["intake", "slow"], "crash")).collect()
+    (0..n).map(|i| common::job(&format!("document {i}"), &["extract", "slow"], "crash")).collect()
 }
 
 fn check_exactly_once(results: &[docpipe::schema::JobResult], ids: &HashSet<uuid::Uuid>) {

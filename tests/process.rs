@@ -5,7 +5,6 @@ use std::path::Path;
 use std::process::Command;
 
 use docpipe::blob::sha256_hex;
-use docpipe::error::ErrorKind;
 use docpipe::schema::{AnnotationBody, JobResult, JobStatus};
 
 fn docpipe() -> Command {
@@ -25,7 +24,8 @@ fn sample_batch_gets_one_honest_result_per_file() {
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("8 documents: 5 complete, 0 partial, 3 failed; 0 unreadable"), "{stdout}");
+    // Ten files plus the PNG attached to the email, processed as a child document.
+    assert!(stdout.contains("11 documents: 11 complete, 0 partial, 0 failed; 0 unreadable"), "{stdout}");
 
     let text = std::fs::read_to_string(out.path().join("results.jsonl")).unwrap();
     let results: HashMap<String, JobResult> = text
@@ -33,8 +33,8 @@ fn sample_batch_gets_one_honest_result_per_file() {
         .map(|l| serde_json::from_str::<JobResult>(l).unwrap())
         .map(|r| (Path::new(&r.document.filename).file_name().unwrap().to_string_lossy().into_owned(), r))
         .collect();
-    assert_eq!(results.len(), 8);
-    for (name, result) in &results {
+    assert_eq!(results.len(), 11);
+    for (name, result) in results.iter().filter(|(_, r)| r.parent.is_none()) {
         let bytes = std::fs::read(root.join("samples/batch").join(name)).unwrap();
         assert_eq!(result.document.sha256, sha256_hex(&bytes), "{name}");
         assert_eq!(result.case_id, "sample");
@@ -44,7 +44,7 @@ fn sample_batch_gets_one_honest_result_per_file() {
     let arabic = &results["flores-arb.utf16.txt"];
     assert_eq!(arabic.status, JobStatus::Complete);
     let AnnotationBody::Text { encoding, lines, segments, .. } = &arabic.annotations[0].body;
-    assert_eq!(encoding, "utf-16le (bom)");
+    assert_eq!(encoding.as_deref(), Some("utf-16le (bom)"));
     assert_eq!(*lines, 10);
     assert!(segments[0].text.starts_with("أضاف قائلاً"), "decoded Arabic text");
     assert!(!arabic.annotations[0].provenance.machine_generated);
@@ -54,13 +54,32 @@ fn sample_batch_gets_one_honest_result_per_file() {
     let AnnotationBody::Text { segments, .. } = &persian.annotations[0].body;
     assert!(!segments[0].text.starts_with('\u{feff}'));
 
-    // What this stage cannot read is said plainly, with the sniffed type.
-    let pdf = &results["testOCR.pdf"];
-    assert_eq!(pdf.status, JobStatus::Failed);
-    assert_eq!(pdf.document.detected_media_type.as_deref(), Some("application/pdf"));
-    assert_eq!(pdf.stages[0].error.as_ref().unwrap().kind, ErrorKind::Unsupported);
+    // A scanned PDF page has no text layer: it is OCR'd, flagged machine-generated, with boxes.
+    let scan = &results["scansmpl.pdf"];
+    assert_eq!(scan.document.detected_media_type.as_deref(), Some("application/pdf"));
+    let AnnotationBody::Text { segments, .. } = &scan.annotations[0].body;
+    assert_eq!(segments[0].source, "ocr");
+    assert!(segments[0].text.contains("SLEREXE"), "{}", segments[0].text);
+    assert!(segments[0].confidence.unwrap() > 0.5);
+    assert!(!segments[0].ocr.as_ref().unwrap().words.is_empty());
+    assert!(scan.annotations[0].provenance.machine_generated);
+
+    // Legacy code pages come out as correct Unicode.
+    let cp866 = &results["russian.cp866.txt"];
+    let AnnotationBody::Text { segments, .. } = &cp866.annotations[0].body;
+    assert!(segments[0].text.starts_with("Однажды, в студеную зимнюю пору"));
     let cp1252 = &results["testTXT_win-1252.txt"];
-    assert_eq!(cp1252.stages[0].error.as_ref().unwrap().kind, ErrorKind::Unsupported);
+    let AnnotationBody::Text { segments, .. } = &cp1252.annotations[0].body;
+    assert!(segments[0].text.contains("\u{201c}windows\u{201d}"), "{}", segments[0].text);
+
+    // The email's attachment is a child with its own hash, pointing back to the email.
+    let email = &results["testEmailWithPNGAtt.eml"];
+    assert_eq!(email.children.len(), 1);
+    let child = results.values().find(|r| r.job_id == email.children[0].job_id).expect("child result");
+    let parent = child.parent.as_ref().unwrap();
+    assert_eq!(parent.sha256, email.document.sha256);
+    assert_eq!(child.document.sha256, email.children[0].sha256);
+    assert_eq!(parent.depth, 1);
 }
 
 #[test]

@@ -116,6 +116,8 @@ fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File), BlobError> {
 #[derive(Default)]
 pub struct LocalFiles {
     paths: std::sync::RwLock<std::collections::HashMap<String, PathBuf>>,
+    /// Child documents (archive members, attachments) held until processed.
+    memory: std::sync::RwLock<std::collections::HashMap<String, Vec<u8>>>,
 }
 
 impl LocalFiles {
@@ -123,6 +125,17 @@ impl LocalFiles {
         let key = key_for(sha256);
         self.paths.write().expect("lock").insert(key.clone(), path);
         key
+    }
+
+    pub fn add_bytes(&self, sha256: &str, bytes: Vec<u8>) -> String {
+        let key = key_for(sha256);
+        self.memory.write().expect("lock").insert(key.clone(), bytes);
+        key
+    }
+
+    /// Forget a child once it has been processed.
+    pub fn forget(&self, key: &str) {
+        self.memory.write().expect("lock").remove(key);
     }
 }
 
@@ -136,6 +149,9 @@ impl BlobStore for LocalFiles {
 
     fn get(&self, key: &str) -> Result<Vec<u8>, BlobError> {
         let digest = digest_of(key)?;
+        if let Some(bytes) = self.memory.read().expect("lock").get(key) {
+            return Ok(bytes.clone());
+        }
         let path = self.paths.read().expect("lock").get(key).cloned();
         let path = path.ok_or_else(|| BlobError::NotFound { key: key.to_owned() })?;
         let bytes = std::fs::read(&path).map_err(io(&path))?;
@@ -147,7 +163,7 @@ impl BlobStore for LocalFiles {
     }
 
     fn contains(&self, key: &str) -> Result<bool, BlobError> {
-        Ok(self.paths.read().expect("lock").contains_key(key))
+        Ok(self.paths.read().expect("lock").contains_key(key) || self.memory.read().expect("lock").contains_key(key))
     }
 }
 

@@ -30,6 +30,7 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub blobs: BlobConfig,
     pub limits: LimitsConfig,
+    pub extract: ExtractConfig,
     pub defaults: DefaultsConfig,
     pub log: LogConfig,
     /// Stages in pipeline order. The first reads the document bytes and is every job's entry.
@@ -93,6 +94,20 @@ pub struct BlobConfig {
 pub struct LimitsConfig {
     /// Largest document accepted by submit and process.
     pub max_document_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractConfig {
+    pub archive_max_total_bytes: u64,
+    pub archive_max_members: usize,
+    pub archive_max_depth: u32,
+    pub archive_max_ratio: f64,
+    pub max_pages: u32,
+    pub ocr_max_megapixels: f64,
+    pub ocr_page_timeout_secs: u64,
+    pub ocr_dpi: u32,
+    pub tool_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -271,7 +286,7 @@ mod tests {
     #[test]
     fn embedded_default_loads() {
         let config = load(EMBEDDED, &[]).unwrap();
-        assert_eq!(config.stages[0].name, "intake");
+        assert_eq!(config.stages[0].name, "extract");
         assert_eq!(config.defaults.target_language, "en");
     }
 

@@ -125,10 +125,10 @@ pub fn load_content(job: &Job, store: &dyn BlobStore) -> Result<Vec<u8>, StageEr
     let bytes = match &job.document.content {
         Content::Inline { base64 } => base64::engine::general_purpose::STANDARD
             .decode(base64)
-            .map_err(|e| StageError::new(ErrorKind::Malformed, format!("inline content is not valid base64: {e}")))?,
+            .map_err(|e| StageError::new(ErrorKind::Corrupt, format!("inline content is not valid base64: {e}")))?,
         Content::Blob { key } => store.get(key).map_err(|e| match e {
             BlobError::Mismatch { .. } => StageError::new(ErrorKind::Integrity, e.to_string()),
-            BlobError::BadKey(_) => StageError::new(ErrorKind::Malformed, e.to_string()),
+            BlobError::BadKey(_) => StageError::new(ErrorKind::Corrupt, e.to_string()),
             BlobError::NotFound { .. } | BlobError::Io { .. } => StageError::new(ErrorKind::Unavailable, e.to_string()),
         })?,
     };

@@ -9,11 +9,13 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// The input is damaged or is not what it claims to be.
-    Malformed,
+    Corrupt,
     /// A format or feature docpipe does not handle (yet); nothing was guessed.
     Unsupported,
     /// Password protection or encryption.
     Encrypted,
+    /// Nothing readable in it: a blank page, a picture without text.
+    Empty,
     /// Over a configured limit (size, pages, members, ratio).
     TooLarge,
     /// The stage ran past its time limit.
@@ -37,9 +39,10 @@ pub enum ErrorKind {
 impl ErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
-            ErrorKind::Malformed => "malformed",
+            ErrorKind::Corrupt => "corrupt",
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Encrypted => "encrypted",
+            ErrorKind::Empty => "empty",
             ErrorKind::TooLarge => "too_large",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Integrity => "integrity",

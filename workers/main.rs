@@ -26,7 +26,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     docpipe::logging::init(&config.log);
     let ok = std::process::ExitCode::SUCCESS;
     match cli.command {
-        Command::Process(args) => cli::process::run(Arc::new(config), Registry::builtin(), args).await,
+        Command::Process(args) => {
+            let registry = Registry::builtin(&config);
+            cli::process::run(Arc::new(config), registry, args).await
+        },
         Command::Submit(args) => cli::submit::run(&config, args).await,
         Command::Results(args) => cli::results::run(&config, args).await,
         Command::Worker(args) => {
@@ -37,7 +40,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 config.worker.concurrency = concurrency.max(1);
             }
             let stages = cli::select_stages(&config, &args.stages)?;
-            docpipe::amqp::worker::run(Arc::new(config), Registry::builtin(), stages, cli::shutdown_signal()).await?;
+            let registry = Registry::builtin(&config);
+            docpipe::amqp::worker::run(Arc::new(config), registry, stages, cli::shutdown_signal()).await?;
             Ok(ok)
         }
         Command::Declare => {

@@ -7,18 +7,32 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::blob::BlobStore;
+use uuid::Uuid;
+
+use crate::blob::{key_for, sha256_hex, BlobStore};
 use crate::config::Config;
 use crate::engine::EnginePool;
 use crate::error::{ErrorKind, StageError};
-use crate::schema::{Annotation, Job, JobResult, Provenance, StageReport, StageStatus};
-use crate::stages::Registry;
+use crate::schema::{
+    Annotation, ChildDocument, Content, DocumentRef, Job, JobResult, ParentRef, Provenance, StageReport, StageStatus,
+    SCHEMA_VERSION,
+};
+use crate::stages::{ChildPayload, Registry};
+
+/// A document found inside another, ready to become a job of its own. The caller decides
+/// where its bytes live (inline, blob store, memory).
+#[derive(Debug)]
+pub struct ChildJob {
+    pub job: Job,
+    pub bytes: Vec<u8>,
+}
 
 /// How a stage attempt ended, from the transport's point of view.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Recorded in the result: success, or a document-level error such as `encrypted`.
-    Recorded,
+    /// Recorded in the result: success, or a document-level error such as `encrypted`. Carries
+    /// the child documents the stage found.
+    Recorded(Vec<ChildJob>),
     /// Worth retrying later; nothing was recorded.
     Transient(StageError),
     /// A crash (panic). Nothing was recorded; the message belongs in the dead-letter queue.
@@ -97,9 +111,10 @@ impl Runner {
                         body: produced.body,
                     });
                 }
-                result.children.extend(output.children);
-                result.stages.push(StageReport { stage: stage.into(), status: StageStatus::Ok, error: None, attempts: attempt });
-                Outcome::Recorded
+                let children = output.children.into_iter().enumerate().map(|(i, c)| child_job(job, result, i, c)).collect();
+                let status = if output.condition.is_some() { StageStatus::Error } else { StageStatus::Ok };
+                result.stages.push(StageReport { stage: stage.into(), status, error: output.condition, attempts: attempt });
+                Outcome::Recorded(children)
             }
             Err(error) if error.kind.is_transient() => Outcome::Transient(error),
             Err(error) if error.kind == ErrorKind::Panic => Outcome::Crashed(error),
@@ -110,10 +125,50 @@ impl Runner {
                     error: Some(error),
                     attempts: attempt,
                 });
-                Outcome::Recorded
+                Outcome::Recorded(Vec::new())
             }
         }
     }
+}
+
+/// A child's job: same case, batch, stages and options as its parent; a job id derived from the
+/// parent's, so a redelivered parent yields the same child ids (and results dedupe).
+fn child_job(parent: &Job, result: &mut JobResult, index: usize, child: ChildPayload) -> ChildJob {
+    let sha256 = sha256_hex(&child.bytes);
+    let job_id = Uuid::new_v5(&parent.job_id, format!("{index}:{sha256}:{}", child.path).as_bytes());
+    let size = child.bytes.len() as u64;
+    result.children.push(ChildDocument {
+        job_id,
+        sha256: sha256.clone(),
+        size,
+        path: child.path.clone(),
+        parent_sha256: parent.document.sha256.clone(),
+        media_type: Some(docpipe_models::sniff::media_type(&child.bytes).to_owned()),
+    });
+    let job = Job {
+        schema_version: SCHEMA_VERSION,
+        job_id,
+        case_id: parent.case_id.clone(),
+        batch_id: parent.batch_id.clone(),
+        batch_total: None,
+        submitted_at: Utc::now(),
+        document: DocumentRef {
+            sha256: sha256.clone(),
+            size,
+            filename: format!("{}/{}", parent.document.filename, child.path),
+            declared_media_type: None,
+            content: Content::Blob { key: key_for(&sha256) },
+        },
+        stages: parent.stages.clone(),
+        options: parent.options.clone(),
+        parent: Some(ParentRef {
+            job_id: parent.job_id,
+            sha256: parent.document.sha256.clone(),
+            path: child.path,
+            depth: parent.parent.as_ref().map_or(0, |p| p.depth) + 1,
+        }),
+    };
+    ChildJob { job, bytes: child.bytes }
 }
 
 pub fn plan(config: &Config, job: &Job, result: &mut JobResult) -> Vec<String> {

@@ -31,6 +31,21 @@ pub struct Job {
     pub stages: Vec<String>,
     #[serde(default)]
     pub options: JobOptions,
+    /// Set when this document was found inside another (archive member, attachment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRef>,
+}
+
+/// The document a child document was found in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ParentRef {
+    pub job_id: Uuid,
+    pub sha256: String,
+    /// Path inside the parent (member path, attachment name).
+    pub path: String,
+    /// Nesting level: 1 for a member of a submitted file.
+    pub depth: u32,
 }
 
 /// The document a job is about. The sha256 is checked against the content on every read.
@@ -105,7 +120,11 @@ pub struct JobResult {
     pub stages: Vec<StageReport>,
     /// Machine output. Every annotation says what produced it.
     pub annotations: Vec<Annotation>,
-    /// Attachments and archive members found inside this document.
+    /// Set when this document was found inside another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRef>,
+    /// Attachments and archive members found inside this document. Each is processed as a job
+    /// of its own (`job_id`) whose result names this document as its parent.
     #[serde(default)]
     pub children: Vec<ChildDocument>,
     /// When the last stage finished.
@@ -194,31 +213,79 @@ pub struct ModelRef {
 pub enum AnnotationBody {
     /// Text of the document, split into pages or parts.
     Text {
-        /// Encoding the text was decoded from.
-        encoding: String,
+        /// Encoding the text was decoded from, for text formats.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        encoding: Option<String>,
         lines: u64,
         chars: u64,
+        /// Pages the document has (may exceed the segments when a page limit applied).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        page_count: Option<u32>,
+        /// Title, author, dates, email headers, archive member counts.
+        #[serde(default)]
+        metadata: std::collections::BTreeMap<String, String>,
         segments: Vec<TextSegment>,
     },
 }
 
 /// A page or part of the document text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TextSegment {
     /// 1-based page (or part) number.
     pub page: u32,
-    /// Where the text came from: `text` (decoded as is), later also `text-layer` or `ocr`.
+    /// Where the text came from: `text` (the file is text), `text-layer` (a PDF's) or `ocr`.
     pub source: String,
-    /// Character offset (Unicode scalar values) of this segment in the document text.
+    /// Character offset (Unicode scalar values) of this segment in the document text, which is
+    /// the segments' texts joined with a blank line.
     pub start: u64,
     pub end: u64,
     pub text: String,
+    /// OCR mean confidence, 0 to 1; absent for text that was read rather than recognised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
+    /// Page size in pixels, for OCR pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Why this page has no (or incomplete) text: `too_large`, `timeout`, OCR failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<StageError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocr: Option<OcrDetails>,
+}
+
+/// How an OCR page was read, so a reviewer can check it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OcrDetails {
+    /// Clockwise rotation applied to make the page upright.
+    pub rotation_degrees: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+    /// Tesseract traineddata used.
+    pub languages: Vec<String>,
+    /// Recognised words with boxes in page pixels (origin top left) and confidence 0 to 1.
+    pub words: Vec<OcrWord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OcrWord {
+    pub text: String,
+    pub confidence: f32,
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChildDocument {
+    /// The job that processes this child; its result carries the child's text.
+    pub job_id: Uuid,
     pub sha256: String,
     pub size: u64,
     /// Path inside the parent (archive member path, attachment name).
@@ -246,6 +313,7 @@ impl JobResult {
                 detected_media_type: None,
             },
             status: JobStatus::Failed,
+            parent: job.parent.clone(),
             stages: Vec::new(),
             annotations: Vec::new(),
             children: Vec::new(),

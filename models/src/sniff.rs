@@ -50,7 +50,12 @@ fn looks_like_text(bytes: &[u8]) -> bool {
 
 /// Which kind of text: a mailbox, an email, HTML, XML or plain.
 fn text_kind(bytes: &[u8]) -> &'static str {
-    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]);
+    let sample = &bytes[..bytes.len().min(4096)];
+    let head = match crate::text::decode(sample) {
+        Ok(decoded) => decoded.text,
+        // A cut multi-byte character or a legacy code page: ASCII structure still shows.
+        Err(_) => String::from_utf8_lossy(sample).into_owned(),
+    };
     let head = head.trim_start_matches(['\u{feff}', '\u{fffd}']);
     let lower = head.to_ascii_lowercase();
     if head.starts_with("From ") && head.lines().nth(1).is_some_and(is_header_line) {
@@ -63,7 +68,7 @@ fn text_kind(bytes: &[u8]) -> &'static str {
         return "message/rfc822";
     }
     let start = lower.trim_start();
-    if start.starts_with("<!doctype html") || start.starts_with("<html") || lower[..lower.len().min(1024)].contains("<html")
+    if start.starts_with("<!doctype html") || start.starts_with("<html") || lower.chars().take(1024).collect::<String>().contains("<html")
         || (start.starts_with('<') && (lower.contains("<body") || lower.contains("<script") || lower.contains("<p>")))
     {
         return "text/html";

@@ -76,18 +76,18 @@ impl Stage for Sleeps {
 struct Counts;
 impl Stage for Counts {
     fn run(&mut self, input: StageInput<'_>) -> Result<StageOutput, StageError> {
-        let has_text = input.result.annotations.iter().any(|a| a.provenance.stage == "intake");
+        let has_text = input.result.annotations.iter().any(|a| a.provenance.stage == "extract");
         if has_text {
             Ok(StageOutput::default())
         } else {
-            Err(StageError::new(ErrorKind::Internal, "intake annotation missing"))
+            Err(StageError::new(ErrorKind::Internal, "extract annotation missing"))
         }
     }
 }
 
 /// The built-in stages plus the fault-injection ones.
 pub fn registry(flaky_times: u32, slow: Duration) -> Registry {
-    let mut registry = Registry::builtin();
+    let mut registry = Registry::builtin(&config("registry", std::path::Path::new("/nonexistent")));
     let failures = Arc::new(AtomicU32::new(0));
     registry.add("flaky", move || Ok(Box::new(Flaky { failures: failures.clone(), times: flaky_times }) as Box<dyn Stage>));
     registry.add("panics", || Ok(Box::new(Panics) as Box<dyn Stage>));
@@ -116,6 +116,7 @@ pub fn job(text: &str, stages: &[&str], batch: &str) -> Job {
         },
         stages: stages.iter().map(|s| s.to_string()).collect(),
         options: JobOptions::default(),
+        parent: None,
     }
 }
 

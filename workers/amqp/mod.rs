@@ -22,6 +22,8 @@ pub enum TransportError {
     ConfirmTimeout(Duration),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error("blob store: {0}")]
+    Store(String),
 }
 
 /// Message `type` property of jobs, stage-to-stage hand-offs and results.

@@ -20,8 +20,10 @@ use super::*;
 use crate::blob::FileStore;
 use crate::config::Config;
 use crate::error::ErrorKind;
-use crate::runner::{next_stage, Outcome, Runner};
-use crate::schema::{check_version, Job, JobResult, SCHEMA_VERSION};
+use crate::blob::BlobStore;
+use crate::runner::{next_stage, ChildJob, Outcome, Runner};
+use crate::schema::{check_version, Content, Job, JobResult, SCHEMA_VERSION};
+use base64::Engine as _;
 use crate::stages::Registry;
 
 /// A job between stages: the job and the result so far. Internal to docpipe.
@@ -37,6 +39,8 @@ struct Ctx {
     runner: Runner,
     names: Names,
     confirm_timeout: Duration,
+    store: Arc<FileStore>,
+    inline_max: u64,
 }
 
 /// Run a worker for `stages` until `shutdown` resolves. Returns after in-flight jobs finished
@@ -49,11 +53,13 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = Arc::new(FileStore::new(config.blobs.dir.clone()));
     let worker_id = crate::runner::worker_id(&config);
-    let runner = Runner::start(config.clone(), &registry, &stages, store, worker_id.clone())?;
+    let runner = Runner::start(config.clone(), &registry, &stages, store.clone(), worker_id.clone())?;
     let ctx = Arc::new(Ctx {
         runner,
         names: Names::new(&config),
         confirm_timeout: Duration::from_secs(config.broker.confirm_timeout_secs),
+        store,
+        inline_max: config.blobs.inline_max_bytes,
     });
     tokio::pin!(shutdown);
     let mut backoff = Backoff::new(&config);
@@ -194,10 +200,11 @@ async fn process(ctx: &Ctx, stage: &str, channel: &Channel, delivery: &Delivery,
     let plan = ctx.runner.plan(&job, &mut result);
     let job = Arc::new(job);
     match ctx.runner.run_stage(stage, &job, &mut result, attempt).await {
-        Outcome::Recorded => {
+        Outcome::Recorded(children) => {
             if let Some(report) = result.stages.last().filter(|r| r.stage == stage) {
-                tracing::info!(status = ?report.status, error_kind = report.error.as_ref().map(|e| e.kind.as_str()), "stage done");
+                tracing::info!(status = ?report.status, error_kind = report.error.as_ref().map(|e| e.kind.as_str()), children = children.len(), "stage done");
             }
+            publish_children(ctx, channel, children).await?;
             forward(ctx, channel, delivery, &plan, &job, result).await
         }
         Outcome::Transient(error) if (attempt as usize) <= ctx.runner.config().retry.backoff_ms.len() => {
@@ -235,6 +242,25 @@ fn decode(kind: Option<&ShortString>, body: &[u8]) -> Result<(Job, JobResult), S
         return Err("document.sha256 is not 64 lower-case hex digits".into());
     }
     Ok((job, result))
+}
+
+/// Children become jobs of their own, published (and confirmed) before the parent moves on, so
+/// a parent's result never names a child that is not queued.
+async fn publish_children(ctx: &Ctx, channel: &Channel, children: Vec<ChildJob>) -> Result<(), TransportError> {
+    for ChildJob { mut job, bytes } in children {
+        if job.document.size <= ctx.inline_max {
+            job.document.content = Content::Inline { base64: base64::engine::general_purpose::STANDARD.encode(&bytes) };
+        } else {
+            let (store, sha) = (ctx.store.clone(), job.document.sha256.clone());
+            let stored = tokio::task::spawn_blocking(move || store.put(&sha, &bytes)).await.expect("blob write task");
+            // A store that cannot be written is a transport-level fault: the delivery is requeued.
+            job.document.content = Content::Blob { key: stored.map_err(|e| TransportError::Store(e.to_string()))? };
+        }
+        let body = serde_json::to_vec(&job).expect("job serializes");
+        let properties = json_properties(JOB_TYPE).with_message_id(ShortString::from(job.job_id.to_string()));
+        publish(channel, &ctx.names.jobs_exchange(), "", &body, properties, ctx.confirm_timeout).await?;
+    }
+    Ok(())
 }
 
 /// Pass the job to its next stage, or publish the result when there is none.

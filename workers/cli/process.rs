@@ -7,13 +7,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
+use std::collections::VecDeque;
+
+use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 
 use super::inputs::{self, Input};
 use crate::blob::{BlobStore, LocalFiles};
 use crate::config::Config;
 use crate::error::ErrorKind;
-use crate::runner::{Outcome, Runner};
+use crate::runner::{ChildJob, Outcome, Runner};
 use crate::schema::{Content, DocumentRef, Job, JobOptions, JobResult, JobStatus, SCHEMA_VERSION};
 use crate::stages::Registry;
 
@@ -88,10 +91,17 @@ pub async fn process(config: Arc<Config>, registry: Registry, args: Args) -> any
     let out_path = args.out.join("results.jsonl");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&out_path)?);
     let bar = inputs::progress(found.len() as u64, "process");
-    let mut results = futures_util::stream::iter(found)
-        .map(|input| process_one(&runner, &files, &template, input))
-        .buffer_unordered(config.worker.concurrency);
-    while let Some(outcome) = results.next().await {
+    // Children found inside documents join the queue as they appear.
+    let mut pending: VecDeque<Work> = found.into_iter().map(Work::File).collect();
+    let mut running = FuturesUnordered::new();
+    loop {
+        while running.len() < config.worker.concurrency {
+            let Some(work) = pending.pop_front() else { break };
+            running.push(process_one(&runner, &files, &template, work));
+        }
+        let Some((outcome, children)) = running.next().await else { break };
+        bar.inc_length(children.len() as u64);
+        pending.extend(children.into_iter().map(Work::Child));
         match outcome {
             Ok(result) => {
                 match result.status {
@@ -117,6 +127,11 @@ pub async fn process(config: Arc<Config>, registry: Registry, args: Args) -> any
     Ok(summary)
 }
 
+enum Work {
+    File(Input),
+    Child(ChildJob),
+}
+
 struct Template {
     case_id: String,
     batch_id: String,
@@ -129,52 +144,71 @@ async fn process_one(
     runner: &Runner,
     files: &LocalFiles,
     template: &Template,
-    input: Input,
-) -> Result<JobResult, inputs::Unreadable> {
-    let path = input.path.clone();
-    let hashed = tokio::task::spawn_blocking(move || inputs::hash_file(&path)).await.expect("hashing task");
-    let (sha256, size) = hashed.map_err(|e| inputs::Unreadable { path: input.path.clone(), reason: e.to_string() })?;
-    let key = files.add(&sha256, input.path.clone());
-    let job = Arc::new(Job {
-        schema_version: SCHEMA_VERSION,
-        job_id: uuid::Uuid::new_v4(),
-        case_id: template.case_id.clone(),
-        batch_id: template.batch_id.clone(),
-        batch_total: Some(template.batch_total),
-        submitted_at: Utc::now(),
-        document: DocumentRef {
-            sha256,
-            size,
-            filename: input.path.display().to_string(),
-            declared_media_type: None,
-            content: Content::Blob { key },
-        },
-        stages: template.stages.clone(),
-        options: JobOptions { target_language: template.target_language.clone(), ..Default::default() },
-    });
+    work: Work,
+) -> (Result<JobResult, inputs::Unreadable>, Vec<ChildJob>) {
+    let job = match work {
+        Work::Child(ChildJob { job, bytes }) => {
+            files.add_bytes(&job.document.sha256, bytes);
+            job
+        }
+        Work::File(input) => {
+            let path = input.path.clone();
+            let hashed = tokio::task::spawn_blocking(move || inputs::hash_file(&path)).await.expect("hashing task");
+            let (sha256, size) = match hashed {
+                Ok(h) => h,
+                Err(e) => return (Err(inputs::Unreadable { path: input.path, reason: e.to_string() }), Vec::new()),
+            };
+            let key = files.add(&sha256, input.path.clone());
+            Job {
+                schema_version: SCHEMA_VERSION,
+                job_id: uuid::Uuid::new_v4(),
+                case_id: template.case_id.clone(),
+                batch_id: template.batch_id.clone(),
+                batch_total: Some(template.batch_total),
+                submitted_at: Utc::now(),
+                document: DocumentRef {
+                    sha256,
+                    size,
+                    filename: input.path.display().to_string(),
+                    declared_media_type: None,
+                    content: Content::Blob { key },
+                },
+                stages: template.stages.clone(),
+                options: JobOptions { target_language: template.target_language.clone(), ..Default::default() },
+                parent: None,
+            }
+        }
+    };
+    let job = Arc::new(job);
     let mut result = JobResult::start(&job);
-    if size > runner.config().limits.max_document_bytes {
-        let reason = format!("{size} bytes is over limits.max_document_bytes ({})", runner.config().limits.max_document_bytes);
+    let mut children = Vec::new();
+    let limit = runner.config().limits.max_document_bytes;
+    if job.document.size > limit {
+        let reason = format!("{} bytes is over limits.max_document_bytes ({limit})", job.document.size);
         result.fail_stage(&runner.config().stages[0].name, 0, ErrorKind::TooLarge, &reason);
-        result.settle();
-        return Ok(result);
+    } else {
+        let plan = runner.plan(&job, &mut result);
+        for stage in &plan {
+            children.extend(run_with_retries(runner, stage, &job, &mut result).await);
+        }
     }
-    let plan = runner.plan(&job, &mut result);
-    for stage in &plan {
-        run_with_retries(runner, stage, &job, &mut result).await;
+    if job.parent.is_some() {
+        if let Content::Blob { key } = &job.document.content {
+            files.forget(key);
+        }
     }
     result.settle();
-    tracing::debug!(job_id = %job.job_id, sha256 = %job.document.sha256, status = ?result.status, "document processed");
-    Ok(result)
+    tracing::debug!(job_id = %job.job_id, sha256 = %job.document.sha256, status = ?result.status, children = children.len(), "document processed");
+    (Ok(result), children)
 }
 
 /// In-process retries follow the same back-off schedule as the broker's delay queues.
-async fn run_with_retries(runner: &Runner, stage: &str, job: &Arc<Job>, result: &mut JobResult) {
+async fn run_with_retries(runner: &Runner, stage: &str, job: &Arc<Job>, result: &mut JobResult) -> Vec<ChildJob> {
     let backoff = runner.config().retry.backoff_ms.clone();
     let mut attempt = 1u32;
     loop {
         match runner.run_stage(stage, job, result, attempt).await {
-            Outcome::Recorded => return,
+            Outcome::Recorded(children) => return children,
             Outcome::Transient(e) if (attempt as usize) <= backoff.len() => {
                 tracing::info!(job_id = %job.job_id, stage, attempt, error_kind = %e.kind, "transient failure; retrying");
                 tokio::time::sleep(Duration::from_millis(backoff[attempt as usize - 1])).await;
@@ -183,12 +217,12 @@ async fn run_with_retries(runner: &Runner, stage: &str, job: &Arc<Job>, result: 
             Outcome::Transient(e) => {
                 let reason = format!("gave up after {attempt} attempts: {}", e.reason);
                 result.fail_stage(stage, attempt, ErrorKind::RetriesExhausted, &reason);
-                return;
+                return Vec::new();
             }
             Outcome::Crashed(e) => {
                 tracing::error!(job_id = %job.job_id, stage, error_kind = %e.kind, "stage crashed");
                 result.fail_stage(stage, attempt, e.kind, &e.reason);
-                return;
+                return Vec::new();
             }
         }
     }

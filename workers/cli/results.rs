@@ -61,9 +61,12 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
     };
     let mut seen = HashSet::new();
     let mut expected = args.expect;
+    // Child documents (archive members, attachments) have results of their own, announced by
+    // their parent's result: each one raises the count to wait for.
+    let mut children = 0u64;
     let bar = inputs::progress(expected.unwrap_or(0), "results");
     let idle = (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
-    while expected.is_none_or(|n| (seen.len() as u64) < n) {
+    while expected.is_none_or(|n| (seen.len() as u64) < n + children) {
         let next = match idle {
             Some(limit) => match tokio::time::timeout(limit, consumer.next()).await {
                 Ok(next) => next,
@@ -77,10 +80,11 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
         let key = value.get("idempotency_key").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
         if expected.is_none() {
             expected = value.get("batch_total").and_then(|n| n.as_u64());
-            bar.set_length(expected.unwrap_or(0));
         }
         // A redelivered job yields a second, equivalent result: keep the first.
         if seen.insert(key) {
+            children += value.get("children").and_then(|c| c.as_array()).map_or(0, |c| c.len() as u64);
+            bar.set_length(expected.unwrap_or(0) + children);
             out.write_all(&delivery.data)?;
             out.write_all(b"\n")?;
             out.flush()?;
@@ -89,6 +93,7 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
         delivery.acker.ack(BasicAckOptions::default()).await?;
     }
     bar.finish_and_clear();
+    let expected = expected.map(|n| n + children);
     let complete = expected.is_some_and(|n| seen.len() as u64 >= n);
     if complete && !args.keep {
         channel.queue_delete(&queue, QueueDeleteOptions::default()).await?;

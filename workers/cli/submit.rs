@@ -136,6 +136,7 @@ pub async fn submit(config: &Config, args: Args) -> anyhow::Result<Submitted> {
                 ocr_languages: args.ocr_languages.clone(),
                 summary_sentences: None,
             },
+            parent: None,
         };
         let body = serde_json::to_vec(&job)?;
         let properties = json_properties(JOB_TYPE)

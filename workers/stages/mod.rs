@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::config::Config;
 use crate::error::StageError;
-use crate::schema::{AnnotationBody, ChildDocument, Job, JobResult, ModelRef};
+use crate::schema::{AnnotationBody, Job, JobResult, ModelRef};
 
-pub mod intake;
+pub mod extract;
 
 /// What a stage sees: the job, the result so far, and the document bytes if it asked for them.
 pub struct StageInput<'a> {
@@ -33,11 +34,21 @@ pub struct Produced {
     pub machine_generated: bool,
 }
 
+/// A document found inside the input; the runner hashes it and makes it a job of its own.
+#[derive(Debug, Clone)]
+pub struct ChildPayload {
+    pub path: String,
+    pub bytes: Vec<u8>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct StageOutput {
     pub annotations: Vec<Produced>,
-    pub children: Vec<ChildDocument>,
+    pub children: Vec<ChildPayload>,
     pub detected_media_type: Option<String>,
+    /// A document-level condition that did not stop the stage (e.g. PGP-encrypted mail whose
+    /// headers were read): recorded as the stage's error next to its output.
+    pub condition: Option<StageError>,
 }
 
 pub trait Stage: Send {
@@ -59,10 +70,11 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Every stage that ships with docpipe.
-    pub fn builtin() -> Self {
+    /// Every stage that ships with docpipe, configured from `config`.
+    pub fn builtin(config: &Config) -> Self {
         let mut registry = Self::default();
-        registry.add("intake", || Ok(Box::new(intake::Intake) as Box<dyn Stage>));
+        let limits = extract::limits(config);
+        registry.add("extract", move || Ok(Box::new(extract::Extract::new(limits.clone())) as Box<dyn Stage>));
         registry
     }
 

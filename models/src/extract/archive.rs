@@ -32,8 +32,11 @@ fn read_limited(reader: impl Read, budget: u64, what: &str) -> Result<Vec<u8>, E
 
 pub fn zip(bytes: &[u8], limits: &Limits, request: &Request) -> Result<Extracted, ExtractError> {
     check_depth(limits, request)?;
-    let mut archive = zip::ZipArchive::new(Cursor::new(bytes))
-        .map_err(|e| ExtractError::new(ErrorKind::Corrupt, format!("ZIP is damaged: {e}")))?;
+    let mut archive = match zip::ZipArchive::new(Cursor::new(bytes)) {
+        Ok(archive) => archive,
+        // No readable central directory: walk the local headers instead, as far as they go.
+        Err(e) => return zip_stream(bytes, limits, &e.to_string()),
+    };
     if archive.len() > limits.archive_max_members {
         return Err(too_large(format!("{} members, over limits.archive_max_members ({})", archive.len(), limits.archive_max_members)));
     }
@@ -149,5 +152,48 @@ pub fn tar(bytes: &[u8], media: &str, limits: &Limits, request: &Request) -> Res
         extracted.metadata.insert("damaged_members".into(), damaged.join("; "));
     }
     extracted.metadata.insert("members".into(), extracted.children.len().to_string());
+    Ok(extracted)
+}
+
+/// Members of a ZIP whose central directory is damaged, read from their local headers.
+fn zip_stream(bytes: &[u8], limits: &Limits, damage: &str) -> Result<Extracted, ExtractError> {
+    let mut extracted = Extracted { media_type: "application/zip".into(), ..Default::default() };
+    let mut cursor = Cursor::new(bytes);
+    let mut budget = limits.archive_max_total_bytes;
+    let mut problems = vec![format!("central directory: {damage}")];
+    loop {
+        if extracted.children.len() >= limits.archive_max_members {
+            return Err(too_large(format!("over limits.archive_max_members ({})", limits.archive_max_members)));
+        }
+        let file = match zip::read::read_zipfile_from_stream(&mut cursor) {
+            Ok(Some(file)) => file,
+            Ok(None) => break,
+            Err(e) => {
+                problems.push(e.to_string());
+                break;
+            }
+        };
+        if file.is_dir() {
+            continue;
+        }
+        let name = file.name().to_owned();
+        match read_limited(file, budget, &format!("member {name}")) {
+            Ok(data) => {
+                budget -= data.len() as u64;
+                extracted.children.push(Child { path: name, bytes: data });
+            }
+            Err(e) if e.kind == ErrorKind::TooLarge => return Err(e),
+            Err(e) => {
+                problems.push(format!("{name}: {}", e.reason));
+                break; // the stream position after a broken member cannot be trusted
+            }
+        }
+    }
+    if extracted.children.is_empty() {
+        return Err(ExtractError::new(ErrorKind::Corrupt, format!("ZIP is damaged: {}", problems.join("; "))));
+    }
+    extracted.metadata.insert("damaged_members".into(), problems.join("; "));
+    extracted.metadata.insert("members".into(), extracted.children.len().to_string());
+    extracted.condition = Some(ExtractError::new(ErrorKind::Corrupt, format!("ZIP is damaged; {} members recovered from local headers", extracted.children.len())));
     Ok(extracted)
 }

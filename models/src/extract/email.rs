@@ -88,6 +88,11 @@ pub fn mbox(bytes: &[u8]) -> Result<Extracted, ExtractError> {
     if extracted.children.is_empty() {
         return Err(ExtractError::new(ErrorKind::Corrupt, "mailbox holds no message"));
     }
+    if extracted.children.len() == 1 {
+        // A single message with an mbox "From " envelope line: read it as the email it is.
+        let message = extracted.children.remove(0);
+        return eml(&message.bytes);
+    }
     extracted.metadata.insert("messages".into(), extracted.children.len().to_string());
     Ok(extracted)
 }

@@ -204,6 +204,12 @@ impl Extractor {
         if extracted.media_type.is_empty() {
             extracted.media_type = media.to_owned();
         }
+        let no_text = extracted.pages.iter().all(|p| p.text.trim().is_empty());
+        if no_text && extracted.children.is_empty() && extracted.condition.is_none() {
+            // Never a silent empty result: say that nothing readable was found.
+            let reason = if extracted.pages.is_empty() { "the document holds no text" } else { "no page holds readable text" };
+            extracted.condition = Some(ExtractError::new(ErrorKind::Empty, reason));
+        }
         Ok(extracted)
     }
 
@@ -258,6 +264,7 @@ impl Extractor {
                 number,
                 ExtractError::new(ErrorKind::TooLarge, format!("page is {megapixels:.1} megapixels, over the {limit} limit")),
             ),
+            Err(e @ OcrError::MissingLanguage(_)) => Page::failed(number, ExtractError::new(ErrorKind::Unsupported, e.to_string())),
             Err(e) => Page::failed(number, ExtractError::new(ErrorKind::Corrupt, format!("OCR failed: {e}"))),
         }
     }

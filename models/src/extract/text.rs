@@ -155,7 +155,8 @@ pub fn decode_entities(text: &str) -> String {
     while let Some(at) = rest.find('&') {
         out.push_str(&rest[..at]);
         rest = &rest[at..];
-        let end = rest[..rest.len().min(12)].find(';');
+        let window = rest.char_indices().nth(12).map_or(rest.len(), |(i, _)| i);
+        let end = rest[..window].find(';');
         let decoded = end.and_then(|end| {
             let name = &rest[1..end];
             let c = match name {

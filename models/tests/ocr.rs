@@ -1,0 +1,232 @@
+//! OCR against real Tesseract and the images in tests/data.
+//!
+//! Run with `OMP_THREAD_LIMIT=1` in the environment for speed (see the `ocr` module docs);
+//! results do not depend on it.
+
+use std::path::{Path, PathBuf};
+
+use docpipe_models::ocr::{
+    character_error_rate, installed_languages, tiff_pages, OcrEngine, OcrError, OcrOptions, OcrPage,
+};
+
+fn data(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data").join(relative)
+}
+
+fn read(relative: &str) -> Vec<u8> {
+    let path = data(relative);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn truth(name: &str) -> String {
+    String::from_utf8(read(&format!("ocr/{name}.txt"))).expect("ground truth is UTF-8")
+}
+
+fn engine() -> OcrEngine {
+    OcrEngine::new(None).expect("Tesseract and traineddata are installed")
+}
+
+fn english() -> OcrOptions {
+    OcrOptions { languages: vec!["eng".to_string()], ..OcrOptions::default() }
+}
+
+fn automatic() -> OcrOptions {
+    OcrOptions::default()
+}
+
+fn ocr(engine: &mut OcrEngine, image: &str, options: &OcrOptions) -> OcrPage {
+    engine.recognize(&read(image), options).unwrap_or_else(|e| panic!("{image}: {e}"))
+}
+
+/// CER of `image` against `ocr/<truth_name>.txt`, printed for the record.
+fn cer(engine: &mut OcrEngine, image: &str, truth_name: &str, options: &OcrOptions) -> f64 {
+    let page = ocr(engine, image, options);
+    let rate = character_error_rate(&truth(truth_name), &page.text);
+    eprintln!(
+        "{image} languages={:?} script={:?} rotation={} confidence={:.2}: CER {:.2}%",
+        page.languages,
+        page.script,
+        page.rotation_degrees,
+        page.confidence,
+        rate * 100.0
+    );
+    rate
+}
+
+fn assert_cer(image: &str, truth_name: &str, limit: f64) {
+    let mut engine = engine();
+    for (mode, options) in [("eng", english()), ("automatic", automatic())] {
+        let rate = cer(&mut engine, image, truth_name, &options);
+        assert!(rate <= limit, "{image} ({mode}): CER {:.2}% above {:.2}%", rate * 100.0, limit * 100.0);
+    }
+}
+
+#[test]
+fn phototest_cer() {
+    assert_cer("ocr/phototest.tif", "phototest", 0.01);
+}
+
+#[test]
+fn eurotext_cer() {
+    assert_cer("ocr/eurotext.tif", "eurotext", 0.025);
+}
+
+#[test]
+fn newspaper_cer() {
+    assert_cer("ocr/8087_054.3B.tif", "8087_054.3B", 0.078);
+}
+
+#[test]
+fn rotated_pages_read_like_upright() {
+    let mut engine = engine();
+    let upright = cer(&mut engine, "ocr/phototest.tif", "phototest", &automatic());
+    for (image, rotation) in [
+        ("ocr/phototest-rotated-180.png", 180),
+        ("ocr/phototest-rotated-L.png", 90),
+        ("ocr/phototest-rotated-R.png", 270),
+    ] {
+        let page = ocr(&mut engine, image, &automatic());
+        assert_eq!(page.rotation_degrees, rotation, "{image}");
+        assert_eq!((page.width, page.height), (640, 480), "{image}: upright size");
+        let rate = character_error_rate(&truth("phototest"), &page.text);
+        eprintln!("{image}: rotated {rotation}, CER {:.2}%", rate * 100.0);
+        assert!(rate <= upright + 0.01, "{image}: CER {:.2}% vs upright {:.2}%", rate * 100.0, upright * 100.0);
+    }
+}
+
+#[test]
+fn automatic_mode_reports_script_and_languages() {
+    let mut engine = engine();
+    let page = ocr(&mut engine, "ocr/phototest.tif", &automatic());
+    assert_eq!(page.script.as_deref(), Some("Latin"));
+    assert_eq!(page.languages, ["eng"]);
+    let page = ocr(&mut engine, "ocr/phototest.tif", &english());
+    assert_eq!(page.script, None, "no OSD when languages are given");
+}
+
+#[test]
+fn multipage_tiff_splits_and_reads() {
+    let pages = tiff_pages(&read("docs/testTIFF_multipage.tif")).expect("split");
+    assert!(pages.len() > 1, "{} pages", pages.len());
+    let mut engine = engine();
+    for (number, page) in pages.iter().enumerate() {
+        let page = engine.recognize(page, &english()).expect("page reads");
+        let text = page.text.split_whitespace().collect::<Vec<_>>().join(" ");
+        eprintln!("page {}: {text}", number + 1);
+        assert!(text.contains(&format!("Page {}", number + 1)), "page {}: {text:?}", number + 1);
+    }
+}
+
+#[test]
+fn tiff_pages_of_a_single_page_tiff() {
+    let pages = tiff_pages(&read("ocr/phototest.tif")).expect("split");
+    assert_eq!(pages.len(), 1);
+}
+
+#[test]
+fn small_jpeg_reads_its_phrase() {
+    let mut engine = engine();
+    for options in [english(), automatic()] {
+        let page = ocr(&mut engine, "docs/testOCR.jpg", &options);
+        assert!(page.text.contains("Apache Tika"), "{:?}", page.text);
+        assert!(page.text.contains("OCR Testing"), "{:?}", page.text);
+    }
+}
+
+#[test]
+fn words_have_boxes_inside_the_page_and_confidences() {
+    let mut engine = engine();
+    for image in ["ocr/phototest.tif", "ocr/phototest-rotated-L.png", "ocr/8087_054.3B.tif"] {
+        let page = ocr(&mut engine, image, &automatic());
+        assert!(page.words.len() > 20, "{image}: {} words", page.words.len());
+        for word in &page.words {
+            assert!(!word.text.is_empty());
+            assert!((0.0..=1.0).contains(&word.confidence), "{word:?}");
+            assert!(word.width > 0 && word.height > 0, "{word:?}");
+            assert!(word.x + word.width <= page.width && word.y + word.height <= page.height, "{image}: {word:?}");
+        }
+        assert!(page.confidence > 0.5 && page.confidence <= 1.0, "{image}: {}", page.confidence);
+    }
+    let page = ocr(&mut engine, "ocr/phototest.tif", &english());
+    let quick = page.words.iter().find(|w| w.text == "quick").expect("a word 'quick'");
+    assert!(quick.confidence > 0.8, "{quick:?}");
+}
+
+#[test]
+fn corrupt_input_is_an_error_not_a_panic() {
+    let png = read("ocr/phototest-rotated-L.png");
+    let jpeg = read("docs/testOCR.jpg");
+    let tiff = read("ocr/eurotext.tif");
+    let mut garbage_after_header = png[..16].to_vec();
+    garbage_after_header.extend((0..4000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    let mut tiff_with_bad_offsets = tiff[..8].to_vec();
+    tiff_with_bad_offsets.extend(std::iter::repeat(0xff).take(64));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("text", b"this is not an image at all, just words".to_vec()),
+        ("zeros", vec![0; 4096]),
+        ("png header + garbage", garbage_after_header),
+        ("truncated png", png[..png.len() / 3].to_vec()),
+        ("png header only", png[..40].to_vec()),
+        ("jpeg header only", jpeg[..200].to_vec()),
+        ("tiff with bad offsets", tiff_with_bad_offsets),
+        ("truncated tiff", tiff[..tiff.len() / 2].to_vec()),
+    ];
+    let mut engine = engine();
+    for (name, bytes) in &cases {
+        match engine.recognize(bytes, &english()) {
+            Err(OcrError::BadImage(reason)) => eprintln!("{name}: {reason}"),
+            // Some decoders return what they could read of a truncated file; that is fine too.
+            Ok(page) => eprintln!("{name}: decoded partially, {} chars", page.text.len()),
+            Err(other) => panic!("{name}: unexpected error {other}"),
+        }
+        assert!(tiff_pages(bytes).is_err() || name.contains("tiff"), "{name}: tiff_pages accepted it");
+    }
+    // The engine still works after all that.
+    assert!(ocr(&mut engine, "ocr/phototest.tif", &english()).text.contains("quick brown dog"));
+}
+
+#[test]
+fn megapixel_cap_refuses_before_recognition() {
+    let mut engine = engine();
+    let options = OcrOptions { max_megapixels: 0.1, ..english() };
+    match engine.recognize(&read("ocr/phototest.tif"), &options) {
+        Err(OcrError::TooLarge { megapixels, limit }) => {
+            assert!((megapixels - 0.3072).abs() < 1e-6, "{megapixels}");
+            assert_eq!(limit, 0.1);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let options = OcrOptions { max_megapixels: 0.31, ..english() };
+    assert!(engine.recognize(&read("ocr/phototest.tif"), &options).is_ok());
+}
+
+#[test]
+fn missing_language_is_reported() {
+    let mut engine = engine();
+    let options = OcrOptions { languages: vec!["xx_notalanguage".to_string()], ..OcrOptions::default() };
+    match engine.recognize(&read("ocr/phototest.tif"), &options) {
+        Err(OcrError::MissingLanguage(code)) => assert_eq!(code, "xx_notalanguage"),
+        other => panic!("expected MissingLanguage, got {other:?}"),
+    }
+}
+
+#[test]
+fn installed_languages_lists_traineddata() {
+    let languages = installed_languages(None);
+    assert!(languages.iter().any(|l| l == "eng"), "{languages:?}");
+    assert!(!languages.iter().any(|l| l == "osd"), "osd is not a language");
+    assert!(installed_languages(Some(Path::new("/nonexistent/tessdata"))).is_empty());
+    assert!(matches!(OcrEngine::new(Some(Path::new("/nonexistent/tessdata"))), Err(OcrError::Init(_))));
+}
+
+#[test]
+fn engine_moves_to_worker_threads() {
+    let mut engine = engine();
+    let image = read("ocr/phototest.tif");
+    let text = std::thread::spawn(move || engine.recognize(&image, &english()).map(|page| page.text))
+        .join()
+        .expect("no panic")
+        .expect("recognised");
+    assert!(text.contains("lazy fox"));
+}

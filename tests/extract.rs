@@ -1,0 +1,169 @@
+//! Every file of the real-world corpus (tests/data/docs) gives either text containing what a
+//! person sees in it, or a specific status with a reason. Also: children, limits, zip bombs.
+
+use std::io::Write;
+use std::path::Path;
+
+use docpipe_models::extract::{ErrorKind, Extracted, Extractor, Limits, Request};
+
+fn docs() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/docs"))
+}
+
+fn extract(name: &str) -> Result<Extracted, docpipe_models::extract::ExtractError> {
+    let bytes = std::fs::read(docs().join(name)).unwrap();
+    Extractor::new(Limits::default()).extract(&bytes, &Request::default())
+}
+
+fn all_text(e: &Extracted) -> String {
+    let mut text: Vec<&str> = e.pages.iter().map(|p| p.text.as_str()).collect();
+    text.extend(e.metadata.values().map(String::as_str));
+    text.join("\n")
+}
+
+/// What a person sees in each file, or the status it must get.
+enum Expect {
+    Text(&'static [&'static str]),
+    Children(&'static [&'static str]),
+    Status(ErrorKind),
+    /// Output kept, with a document-level condition (PGP mail keeps its armoured body).
+    TextWith(ErrorKind, &'static str),
+}
+
+#[test]
+fn every_corpus_file_gets_text_or_a_specific_status() {
+    use Expect::*;
+    let table: &[(&str, Expect)] = &[
+        ("Non-text-searchable.pdf", Text(&["non-text-searchable PDF"])),
+        ("alert.html", Text(&["HAHAHAHAH", "some more text here"])),
+        ("attachments-have-octet-stream-content-type.eml", Children(&[])),
+        ("box.zip", Children(&["box/treasure.txt"])),
+        ("broken-subject.eml", Text(&["Hello"])),
+        ("broken.pdf", Status(ErrorKind::Corrupt)),
+        ("easychair.docx", Text(&["EasyChair"])),
+        ("easychair.odt", Text(&["EasyChair"])),
+        ("easychair.txt", Text(&["THIS IS A SAMPLE .txt FILE", "EasyChair EPiC Series"])),
+        ("encrypted-machine-learning-comes.eml", TextWith(ErrorKind::Encrypted, "BEGIN PGP MESSAGE")),
+        ("english.cp500.txt", Text(&["IntelliStation POWER", "Hardware"])),
+        ("jerry.zip", Children(&["jerry/etc/jerry.7z", "jerry/package.json"])),
+        ("meta_encoding_latin1.html", Text(&["bär"])),
+        ("russian.cp866.txt", Text(&["Однажды, в студеную зимнюю пору"])),
+        ("scansmpl.pdf", Text(&["SLEREXE COMPANY"])),
+        ("stanley.ec02.pdf", Text(&["MIT Press"])),
+        ("sv600_g_normal.pdf", Text(&["customer"])),
+        ("targz-with-pdf-doc-docx.tar.gz", Children(&["Sample_BulletsAndNumberings.docx", "cap33.pdf", "sample (1).doc"])),
+        ("testEmailWithPNGAtt.eml", Children(&["testPNG.png"])),
+        ("testHTML_charset_utf16le.html", Text(&["This is a sample text"])),
+        ("testMSG.msg", Status(ErrorKind::Unsupported)),
+        ("testOCR.jpg", Text(&["Apache Tika", "OCR Testing"])),
+        ("testOCR.pdf", Text(&["Happy New Year 2003"])),
+        ("testRFC822_multipart_attachments.eml", Children(&[])),
+        ("testRotated+10.png", Text(&["Its had resolving otherwise"])),
+        ("testTIFF_multipage.tif", Text(&["Page 1", "Page 2"])),
+        ("testTXT_win-1252.txt", Text(&["\u{201c}windows\u{201d} encoding"])),
+        ("with-bom.eml", Text(&["Hello"])),
+        ("xml_declaration_latin1.html", Text(&["bär"])),
+        ("zip-with-docx-and-doc.zip", Children(&["AppBody-Sample-English.docx", "sample.doc"])),
+        ("zip-with-password.zip", Status(ErrorKind::Encrypted)),
+        ("zip-with-some-smashed-bytes.zip", Status(ErrorKind::Corrupt)),
+    ];
+    let names: Vec<String> = std::fs::read_dir(docs()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(names.len(), table.len(), "every corpus file is in the table");
+    let mut failures = Vec::new();
+    for (name, expect) in table {
+        let got = extract(name);
+        let ok = match (expect, &got) {
+            (Text(phrases), Ok(e)) => e.condition.is_none() && phrases.iter().all(|p| all_text(e).contains(p)),
+            (Children(paths), Ok(e)) => {
+                !e.children.is_empty() && paths.iter().all(|p| e.children.iter().any(|c| &c.path == p))
+            }
+            (Status(kind), Err(err)) => err.kind == *kind && !err.reason.is_empty(),
+            (Status(kind), Ok(e)) => e.condition.as_ref().is_some_and(|c| c.kind == *kind),
+            (TextWith(kind, phrase), Ok(e)) => e.condition.as_ref().is_some_and(|c| c.kind == *kind) && all_text(e).contains(phrase),
+            _ => false,
+        };
+        if !ok {
+            let summary = match &got {
+                Ok(e) => format!("{:?} children={:?} text={:?}", e.condition, e.children.iter().map(|c| &c.path).collect::<Vec<_>>(), all_text(e).chars().take(120).collect::<String>()),
+                Err(err) => format!("{:?}: {}", err.kind, err.reason),
+            };
+            failures.push(format!("{name}: {summary}"));
+        }
+    }
+    assert!(failures.is_empty(), "unexpected outcomes:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn email_headers_become_metadata_and_attachments_children() {
+    let e = extract("testRFC822_multipart_attachments.eml").unwrap();
+    assert!(e.metadata.contains_key("from") && e.metadata.contains_key("subject"), "{:?}", e.metadata);
+    assert!(e.children.len() >= 2);
+}
+
+#[test]
+fn text_layer_pdf_is_not_rasterized() {
+    let e = extract("stanley.ec02.pdf").unwrap();
+    assert_eq!(e.page_count, Some(30));
+    assert!(e.pages.iter().all(|p| p.source == docpipe_models::extract::Source::TextLayer && p.ocr.is_none()));
+}
+
+#[test]
+fn page_limit_reports_the_pages_it_skips() {
+    let bytes = std::fs::read(docs().join("stanley.ec02.pdf")).unwrap();
+    let limits = Limits { max_pages: 3, ..Limits::default() };
+    let e = Extractor::new(limits).extract(&bytes, &Request::default()).unwrap();
+    assert_eq!(e.pages.len(), 30);
+    assert!(e.pages[..3].iter().all(|p| p.problem.is_none() && !p.text.is_empty()));
+    assert!(e.pages[3..].iter().all(|p| p.problem.as_ref().is_some_and(|x| x.kind == ErrorKind::TooLarge)));
+}
+
+fn zip_of(members: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut zip = zip::ZipWriter::new(&mut out);
+    for (name, data) in members {
+        zip.start_file(*name, zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated)).unwrap();
+        zip.write_all(data).unwrap();
+    }
+    zip.finish().unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn a_generated_zip_bomb_is_stopped_by_the_limits() {
+    // 200 MB of zeros compresses to about 200 KB: a ratio near 1000.
+    let bomb = zip_of(&[("zeros.bin", vec![0u8; 200 << 20])]);
+    let err = Extractor::new(Limits::default()).extract(&bomb, &Request::default()).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::TooLarge, "{}", err.reason);
+    assert!(err.reason.contains("archive_max_ratio"), "{}", err.reason);
+
+    // Modest ratio, but more than the total budget.
+    let text: Vec<u8> = (0..(3 << 20)).map(|i| b"abcdefghij"[(i * 7 + i / 13) % 10]).collect();
+    let big = zip_of(&[("a.txt", text.clone()), ("b.txt", text)]);
+    let limits = Limits { archive_max_total_bytes: 4 << 20, ..Limits::default() };
+    let err = Extractor::new(limits).extract(&big, &Request::default()).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::TooLarge, "{}", err.reason);
+
+    // Too many members, and too deep.
+    let many = zip_of(&(0..20).map(|i| (Box::leak(format!("m{i}.txt").into_boxed_str()) as &str, b"x".to_vec())).collect::<Vec<_>>());
+    let limits = Limits { archive_max_members: 10, ..Limits::default() };
+    assert_eq!(Extractor::new(limits).extract(&many, &Request::default()).unwrap_err().kind, ErrorKind::TooLarge);
+    let deep = Request { depth: 5, ..Request::default() };
+    assert_eq!(Extractor::new(Limits::default()).extract(&many, &deep).unwrap_err().kind, ErrorKind::TooLarge);
+}
+
+#[test]
+fn garbage_and_truncated_inputs_fail_cleanly() {
+    let pdf = std::fs::read(docs().join("stanley.ec02.pdf")).unwrap();
+    for cut in [10usize, 1000, pdf.len() / 2] {
+        let r = Extractor::new(Limits::default()).extract(&pdf[..cut], &Request::default());
+        // A truncated PDF may still yield its first pages; if not, it must say why.
+        if let Err(e) = r {
+            assert!(matches!(e.kind, ErrorKind::Corrupt), "{e:?}");
+        }
+    }
+    let png = std::fs::read(docs().join("testOCR.jpg")).unwrap();
+    let r = Extractor::new(Limits::default()).extract(&png[..png.len() / 3], &Request::default());
+    if let Ok(e) = r {
+        assert!(e.pages.iter().all(|p| !p.text.is_empty() || p.problem.is_some()), "no silent empty page");
+    }
+}

@@ -1,0 +1,130 @@
+//! Extraction stage: any file to text per page, OCR where needed, children for what is inside.
+
+use docpipe_models::extract::{self, Extracted, Extractor, Limits, Request};
+use serde_json::json;
+
+use super::{ChildPayload, EngineInfo, Produced, Stage, StageInput, StageOutput};
+use crate::config::Config;
+use crate::error::{ErrorKind, StageError};
+use crate::schema::{AnnotationBody, OcrDetails, OcrWord, TextSegment};
+
+pub fn limits(config: &Config) -> Limits {
+    let e = &config.extract;
+    Limits {
+        archive_max_total_bytes: e.archive_max_total_bytes,
+        archive_max_members: e.archive_max_members,
+        archive_max_depth: e.archive_max_depth,
+        archive_max_ratio: e.archive_max_ratio,
+        max_pages: e.max_pages,
+        ocr_max_megapixels: e.ocr_max_megapixels,
+        ocr_page_timeout: std::time::Duration::from_secs(e.ocr_page_timeout_secs),
+        ocr_dpi: e.ocr_dpi,
+        tool_timeout: std::time::Duration::from_secs(e.tool_timeout_secs),
+    }
+}
+
+/// Owns an [`Extractor`] (and so one Tesseract engine) per engine thread.
+pub struct Extract {
+    extractor: Extractor,
+}
+
+impl Extract {
+    pub fn new(limits: Limits) -> Self {
+        Self { extractor: Extractor::new(limits) }
+    }
+}
+
+pub fn kind(kind: extract::ErrorKind) -> ErrorKind {
+    match kind {
+        extract::ErrorKind::Encrypted => ErrorKind::Encrypted,
+        extract::ErrorKind::Corrupt => ErrorKind::Corrupt,
+        extract::ErrorKind::Unsupported => ErrorKind::Unsupported,
+        extract::ErrorKind::TooLarge => ErrorKind::TooLarge,
+        extract::ErrorKind::Timeout => ErrorKind::Timeout,
+        extract::ErrorKind::Empty => ErrorKind::Empty,
+    }
+}
+
+fn stage_error(e: extract::ExtractError) -> StageError {
+    StageError::new(kind(e.kind), e.reason)
+}
+
+impl Stage for Extract {
+    fn needs_content(&self) -> bool {
+        true
+    }
+
+    fn run(&mut self, input: StageInput<'_>) -> Result<StageOutput, StageError> {
+        let bytes = input.content.ok_or_else(|| StageError::new(ErrorKind::Internal, "extract ran without content"))?;
+        let request = Request {
+            ocr_languages: input.job.options.ocr_languages.clone(),
+            depth: input.job.parent.as_ref().map_or(0, |p| p.depth),
+        };
+        let extracted = self.extractor.extract(bytes, &request).map_err(stage_error)?;
+        Ok(output(extracted, &request, self.extractor.limits()))
+    }
+}
+
+fn output(extracted: Extracted, request: &Request, limits: &Limits) -> StageOutput {
+    let used_ocr = extracted.pages.iter().any(|p| p.source == extract::Source::Ocr && p.ocr.is_some());
+    let mut segments = Vec::with_capacity(extracted.pages.len());
+    let mut offset = 0u64;
+    let mut lines = 0u64;
+    for page in extracted.pages {
+        if !segments.is_empty() {
+            offset += 2; // pages are joined with a blank line
+        }
+        let chars = page.text.chars().count() as u64;
+        lines += page.text.lines().count() as u64;
+        segments.push(TextSegment {
+            page: page.number,
+            source: page.source.as_str().to_owned(),
+            start: offset,
+            end: offset + chars,
+            confidence: page.confidence,
+            width: page.width,
+            height: page.height,
+            problem: page.problem.map(stage_error),
+            ocr: page.ocr.map(|o| OcrDetails {
+                rotation_degrees: o.rotation_degrees,
+                script: o.script,
+                languages: o.languages,
+                words: o
+                    .words
+                    .into_iter()
+                    .map(|w| OcrWord { text: w.text, confidence: w.confidence, x: w.x, y: w.y, width: w.width, height: w.height })
+                    .collect(),
+            }),
+            text: page.text,
+        });
+        offset += chars;
+    }
+    let mut parameters = serde_json::Map::new();
+    parameters.insert("max_pages".into(), json!(limits.max_pages));
+    if used_ocr {
+        parameters.insert("ocr_engine".into(), json!(format!("tesseract {}", docpipe_models::extract::tesseract_version())));
+        parameters.insert("ocr_languages_requested".into(), json!(request.ocr_languages));
+        parameters.insert("ocr_dpi".into(), json!(limits.ocr_dpi));
+    }
+    let mut output = StageOutput {
+        detected_media_type: Some(extracted.media_type),
+        condition: extracted.condition.map(stage_error),
+        children: extracted.children.into_iter().map(|c| ChildPayload { path: c.path, bytes: c.bytes }).collect(),
+        ..Default::default()
+    };
+    output.annotations.push(Produced {
+        body: AnnotationBody::Text {
+            encoding: extracted.encoding,
+            lines,
+            chars: offset,
+            page_count: extracted.page_count,
+            metadata: extracted.metadata,
+            segments,
+        },
+        engine: EngineInfo { name: "docpipe-extract".into(), version: env!("CARGO_PKG_VERSION").into(), model: None },
+        parameters,
+        // OCR text is a model's reading of the page, not the document's own text layer.
+        machine_generated: used_ocr,
+    });
+    output
+}
