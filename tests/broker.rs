@@ -57,7 +57,7 @@ async fn submitted_documents_each_get_one_result_with_hash_and_provenance() {
         assert_eq!(result.status, JobStatus::Complete);
         let annotation = &result.annotations[0];
         assert_eq!(annotation.provenance.stage, "extract");
-        assert_eq!(annotation.provenance.engine, "docpipe-text");
+        assert_eq!(annotation.provenance.engine, "docpipe-extract");
         assert!(!annotation.provenance.worker_id.is_empty());
         assert!(annotation.provenance.finished_at >= annotation.provenance.started_at);
         let AnnotationBody::Text { chars: got, .. } = &annotation.body;
@@ -120,7 +120,7 @@ async fn poison_messages_go_to_the_dead_letter_queue_and_the_worker_carries_on()
     let by_id = |id| results.iter().find(|r| r.job_id == id).expect("result present");
     assert_eq!(by_id(good.job_id).status, JobStatus::Complete);
     let crashed = by_id(panicking.job_id);
-    assert_eq!(crashed.status, JobStatus::Partial, "intake succeeded, the panicking stage did not");
+    assert_eq!(crashed.status, JobStatus::Partial, "extract succeeded, the panicking stage did not");
     let report = crashed.stages.iter().find(|s| s.stage == "panics").unwrap();
     assert_eq!(report.error.as_ref().unwrap().kind, ErrorKind::Panic);
 
@@ -274,6 +274,37 @@ async fn tampered_blob_is_reported_as_an_integrity_failure() {
     let results = common::collect_results(&config, 1, Duration::from_secs(30)).await;
     assert_eq!(results[0].status, JobStatus::Failed);
     assert_eq!(results[0].stages[0].error.as_ref().unwrap().kind, ErrorKind::Integrity);
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+    common::cleanup(&config).await;
+}
+
+#[tokio::test]
+async fn archive_members_become_child_jobs_with_their_own_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(&common::prefix("children"), &dir.path().join("blobs"));
+    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["extract"]);
+    let zip = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/docs/targz-with-pdf-doc-docx.tar.gz")).unwrap();
+    let mut job = common::job("", &["extract"], "kids");
+    job.document.sha256 = sha256_hex(&zip);
+    job.document.size = zip.len() as u64;
+    job.document.filename = "targz-with-pdf-doc-docx.tar.gz".into();
+    use base64::Engine as _;
+    job.document.content = docpipe::schema::Content::Inline { base64: base64::engine::general_purpose::STANDARD.encode(&zip) };
+    common::publish_jobs(&config, &[job.clone()]).await;
+
+    // The archive and its three members (a PDF and a DOCX that read, a legacy DOC that does not).
+    let results = common::collect_results(&config, 4, Duration::from_secs(120)).await;
+    let parent = results.iter().find(|r| r.job_id == job.job_id).expect("archive result");
+    assert_eq!(parent.children.len(), 3);
+    for child in &parent.children {
+        let result = results.iter().find(|r| r.job_id == child.job_id).expect("child result");
+        assert_eq!(result.document.sha256, child.sha256);
+        let link = result.parent.as_ref().unwrap();
+        assert_eq!((link.job_id, link.sha256.as_str(), link.depth), (job.job_id, job.document.sha256.as_str(), 1));
+    }
+    let doc = results.iter().find(|r| r.document.filename.ends_with(".doc")).unwrap();
+    assert_eq!(doc.stages[0].error.as_ref().unwrap().kind, ErrorKind::Unsupported);
     stop.send(()).unwrap();
     worker.await.unwrap().unwrap();
     common::cleanup(&config).await;

@@ -6,8 +6,26 @@ use docpipe::cli::{self, Cli, Command};
 use docpipe::config::{Config, LogFormat};
 use docpipe::stages::Registry;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    limit_openmp_threads();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime").block_on(start())
+}
+
+/// Tesseract's OpenMP threads fight each other on small machines (measured: about 10x slower
+/// per page on 2 cores). libgomp reads OMP_THREAD_LIMIT when it loads, before main, so when the
+/// variable is missing the process re-executes itself with it set.
+fn limit_openmp_threads() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("OMP_THREAD_LIMIT").is_some() {
+        return;
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        let error = std::process::Command::new(exe).args(std::env::args_os().skip(1)).env("OMP_THREAD_LIMIT", "1").exec();
+        eprintln!("docpipe: could not re-execute with OMP_THREAD_LIMIT=1 ({error}); continuing");
+    }
+}
+
+async fn start() -> std::process::ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(code) => code,

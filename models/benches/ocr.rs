@@ -183,9 +183,14 @@ fn measure(run: &mut Run, jobs: &[usize], images: &[Image], settings: &Settings)
     let texts = Mutex::new(vec![String::new(); jobs.len()]);
     let options = run.reader.options();
     let started = Instant::now();
+    // One worker per thread: with its own engine, or spawning CLI processes.
+    let workers: Vec<Option<&mut OcrEngine>> = if run.engines.is_empty() {
+        (0..run.threads).map(|_| None).collect()
+    } else {
+        run.engines.iter_mut().map(Some).collect()
+    };
     std::thread::scope(|scope| {
-        for worker in 0..run.threads {
-            let mut engine = run.engines.get_mut(worker).map(|engine| &mut *engine);
+        for mut engine in workers {
             let (next, texts, options) = (&next, &texts, &options);
             let reader = run.reader;
             scope.spawn(move || loop {

@@ -20,7 +20,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, ExchangeDeleteOptions
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
 
-/// A config with a unique prefix, short retry delays and the fault stages after intake.
+/// A config with a unique prefix, short retry delays and the fault stages after extract.
 pub fn config(prefix: &str, blob_dir: &std::path::Path) -> Config {
     let env = [
         ("DOCPIPE_BROKER__PREFIX", prefix.to_owned()),
@@ -72,7 +72,7 @@ impl Stage for Sleeps {
     }
 }
 
-/// Fails unless the intake text annotation reached it: proves the hand-off between stage queues.
+/// Fails unless the extract text annotation reached it: proves the hand-off between stage queues.
 struct Counts;
 impl Stage for Counts {
     fn run(&mut self, input: StageInput<'_>) -> Result<StageOutput, StageError> {
