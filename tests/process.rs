@@ -24,8 +24,9 @@ fn sample_batch_gets_one_honest_result_per_file() {
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    // Ten files plus the PNG attached to the email, processed as a child document.
-    assert!(stdout.contains("11 documents: 11 complete, 0 partial, 0 failed; 0 unreadable"), "{stdout}");
+    // Ten files plus the PNG attached to the email, processed as a child document; that PNG is
+    // a picture without text and says so.
+    assert!(stdout.contains("11 documents: 10 complete, 0 partial, 1 failed; 0 unreadable"), "{stdout}");
 
     let text = std::fs::read_to_string(out.path().join("results.jsonl")).unwrap();
     let results: HashMap<String, JobResult> = text
@@ -80,6 +81,7 @@ fn sample_batch_gets_one_honest_result_per_file() {
     assert_eq!(parent.sha256, email.document.sha256);
     assert_eq!(child.document.sha256, email.children[0].sha256);
     assert_eq!(parent.depth, 1);
+    assert_eq!(child.stages[0].error.as_ref().unwrap().kind, docpipe::error::ErrorKind::Empty);
 }
 
 #[test]

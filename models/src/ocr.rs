@@ -950,3 +950,42 @@ mod explore {
         }
     }
 }
+
+#[cfg(test)]
+mod explore2 {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn osd_loop() {
+        let name = std::env::var("OSD_IMAGE").unwrap_or("phototest.tif".into());
+        let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/ocr").join(&name)).unwrap();
+        let mut engine = OcrEngine::new(None).unwrap();
+        let pix = Pix::decode(&bytes).unwrap();
+        let _ = engine.detect_orientation_script(&pix, None);
+        let t = std::time::Instant::now();
+        for _ in 0..20 { let _ = engine.detect_orientation_script(&pix, None); }
+        eprintln!("osd {name}: {:?} per page", t.elapsed() / 20);
+    }
+}
+
+#[cfg(test)]
+mod explore3 {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn history() {
+        let read = |n: &str| std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/ocr").join(n)).unwrap();
+        let truth = String::from_utf8(read("eurotext.txt")).unwrap();
+        let eng = OcrOptions { languages: vec!["eng".into()], ..Default::default() };
+        for clear in [false, true] {
+            let mut engine = OcrEngine::new(None).unwrap();
+            let a = engine.recognize(&read("eurotext.tif"), &eng).unwrap();
+            for n in ["8087_054.3B.tif", "eurotext.tif", "phototest.tif"] {
+                engine.recognize(&read(n), &eng).unwrap();
+                if clear { unsafe { sys::TessBaseAPIClearAdaptiveClassifier(engine.recognizer.0.as_ptr()) } }
+            }
+            let b = engine.recognize(&read("eurotext.tif"), &eng).unwrap();
+            eprintln!("clear={clear}: fresh {:.2}% after history {:.2}%", 100.0*character_error_rate(&truth, &a.text), 100.0*character_error_rate(&truth, &b.text));
+        }
+    }
+}
