@@ -977,6 +977,16 @@ mod explore3 {
         let read = |n: &str| std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/ocr").join(n)).unwrap();
         let truth = String::from_utf8(read("eurotext.txt")).unwrap();
         let eng = OcrOptions { languages: vec!["eng".into()], ..Default::default() };
+        {
+            let mut e1 = OcrEngine::new(None).unwrap();
+            let a = e1.recognize(&read("eurotext.tif"), &eng).unwrap();
+            let mut e2 = OcrEngine::new(None).unwrap();
+            e2.recognize(&read("phototest.tif"), &OcrOptions::default()).unwrap();
+            let b = e1.recognize(&read("eurotext.tif"), &eng).unwrap();
+            let mut e3 = OcrEngine::new(None).unwrap();
+            let c = e3.recognize(&read("eurotext.tif"), &eng).unwrap();
+            eprintln!("before osd {:.2}% after osd {:.2}% new engine {:.2}%", 100.0*character_error_rate(&truth, &a.text), 100.0*character_error_rate(&truth, &b.text), 100.0*character_error_rate(&truth, &c.text));
+        }
         for clear in [false, true] {
             let mut engine = OcrEngine::new(None).unwrap();
             let a = engine.recognize(&read("eurotext.tif"), &eng).unwrap();
