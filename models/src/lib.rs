@@ -3,5 +3,6 @@
 
 pub mod ocr;
 pub mod extract;
+pub mod langid;
 pub mod sniff;
 pub mod text;
