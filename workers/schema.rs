@@ -226,6 +226,70 @@ pub enum AnnotationBody {
         metadata: std::collections::BTreeMap<String, String>,
         segments: Vec<TextSegment>,
     },
+    /// Languages of the document and of each sentence.
+    Languages {
+        /// Languages with their share of the document's letters, largest first; `und` alone when
+        /// nothing could be determined.
+        document: Vec<LanguageShare>,
+        /// One entry per sentence, with offsets into the document text.
+        segments: Vec<LanguageSegment>,
+    },
+    /// A summary. Extractive summaries quote the document: every sentence points to its offsets.
+    Summary {
+        /// `extractive` (sentences chosen from the text) or `abstractive` (model-written).
+        method: String,
+        /// Which text was summarized: `original` or a translation's language tag.
+        source: String,
+        sentences: Vec<SummarySentence>,
+        key_terms: Vec<KeyTerm>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LanguageShare {
+    /// ISO 639-3 (`und` when undetermined).
+    pub code: String,
+    /// BCP-47 tag (`zh-Hans`, `fa`).
+    pub tag: String,
+    /// ISO 15924 script.
+    pub script: String,
+    /// Share of the document's letters in this language, 0 to 1.
+    pub share: f32,
+    /// Mean confidence of the sentences in this language, 0 to 1.
+    pub confidence: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LanguageSegment {
+    pub start: u64,
+    pub end: u64,
+    pub page: u32,
+    pub code: String,
+    pub tag: String,
+    pub script: String,
+    pub confidence: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SummarySentence {
+    /// The sentence as it stands in the document (line breaks joined).
+    pub text: String,
+    /// Character offsets into the document text, and the page.
+    pub start: u64,
+    pub end: u64,
+    pub page: u32,
+    /// Centrality, 0 to 1.
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyTerm {
+    pub term: String,
+    pub score: f32,
 }
 
 /// A page or part of the document text.

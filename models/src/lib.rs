@@ -4,5 +4,7 @@
 pub mod ocr;
 pub mod extract;
 pub mod langid;
+pub mod segment;
 pub mod sniff;
+pub mod summarize;
 pub mod text;

