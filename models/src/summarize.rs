@@ -61,15 +61,19 @@ pub fn summarize(input: &Input<'_>, options: &Options) -> Summary {
     let (vectors, idf) = tfidf(&tokens);
 
     // Candidates: not boilerplate, not tiny; duplicates of an earlier sentence are dropped.
-    let mut seen = std::collections::HashSet::new();
-    let candidates: Vec<usize> = (0..n)
-        .filter(|&i| !boilerplate.contains(&i) && tokens[i].len() >= 3 && seen.insert(normalized(&input.sentences[i].clean)))
-        .collect();
     let want = match options.length {
         Length::Sentences(k) => k,
         Length::Ratio(r) => ((n as f32 * r).round() as usize).max(1),
-    }
-    .min(candidates.len());
+    };
+    // Candidates: not boilerplate, not a repeat of an earlier sentence, with some content;
+    // fragments (under three content words) only when there are not enough full sentences.
+    let mut seen = std::collections::HashSet::new();
+    let unique: Vec<usize> = (0..n)
+        .filter(|&i| !boilerplate.contains(&i) && !tokens[i].is_empty() && seen.insert(normalized(&input.sentences[i].clean)))
+        .collect();
+    let full: Vec<usize> = unique.iter().copied().filter(|&i| tokens[i].len() >= 3).collect();
+    let candidates = if full.len() >= want { full } else { unique };
+    let want = want.min(candidates.len());
 
     let centrality = lexrank(&candidates, &vectors);
     let mut picked: Vec<Picked> = Vec::with_capacity(want);
