@@ -21,11 +21,16 @@ pub struct Options {
     /// Trade-off between centrality and novelty (1.0: centrality only).
     pub lambda: f32,
     pub key_terms: usize,
+    /// Weight of the position prior against centrality (0: LexRank alone).
+    pub position_weight: f32,
+    /// Sentence index at which the position prior has halved.
+    pub position_scale: f32,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { length: Length::Sentences(5), lambda: 0.7, key_terms: 8 }
+        // A mild position prior: news and reports front-load, but seized documents often do not.
+        Self { length: Length::Sentences(5), lambda: 0.7, key_terms: 8, position_weight: 0.3, position_scale: 5.0 }
     }
 }
 
@@ -75,7 +80,13 @@ pub fn summarize(input: &Input<'_>, options: &Options) -> Summary {
     let candidates = if full.len() >= want { full } else { unique };
     let want = want.min(candidates.len());
 
-    let centrality = lexrank(&candidates, &vectors);
+    // Centrality blended with position: documents put what matters first more often than not.
+    let position = |i: usize| 1.0 / (1.0 + i as f32 / options.position_scale.max(1e-3));
+    let centrality: Vec<f32> = lexrank(&candidates, &vectors)
+        .iter()
+        .zip(&candidates)
+        .map(|(c, &i)| (1.0 - options.position_weight) * c + options.position_weight * position(i))
+        .collect();
     let mut picked: Vec<Picked> = Vec::with_capacity(want);
     let mut chosen: Vec<usize> = Vec::new();
     while picked.len() < want {
