@@ -7,7 +7,9 @@
 //! The CLI runs as users run it: one process per page, `-l eng`, `OMP_THREAD_LIMIT=1`. Engines
 //! are created and warmed up once per thread before timing, as a worker does at start-up.
 //! Every round runs every configuration once over the same job list (each image `copies`
-//! times, largest first), so load from elsewhere on the machine hits all of them alike.
+//! times, largest first), so load from elsewhere on the machine hits all of them alike; rates
+//! come from each configuration's best round (median alongside), and CPU time per page is
+//! given as a check that does not depend on other load.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -62,7 +64,10 @@ struct Run {
     reader: Reader,
     threads: usize,
     engines: Vec<OcrEngine>,
-    elapsed: Duration,
+    /// Wall time of each round.
+    rounds: Vec<Duration>,
+    /// CPU seconds (ours plus CLI children), all rounds.
+    cpu: f64,
     pages: usize,
     /// CER per image (from the first round), in IMAGES order.
     cer: Vec<Option<f64>>,
@@ -72,6 +77,7 @@ struct Settings {
     rounds: usize,
     copies: usize,
     tessdata: PathBuf,
+    load_before: String,
 }
 
 fn main() {
@@ -87,7 +93,8 @@ fn main() {
             reader,
             threads,
             engines: warmed_engines(reader, threads, &settings, &images),
-            elapsed: Duration::ZERO,
+            rounds: Vec::new(),
+            cpu: 0.0,
             pages: 0,
             cer: vec![None; images.len()],
         })
@@ -95,8 +102,10 @@ fn main() {
 
     for round in 0..settings.rounds {
         for run in &mut runs {
+            let cpu_before = cpu_seconds();
             let (elapsed, texts) = measure(run, &jobs, &images, &settings);
-            run.elapsed += elapsed;
+            run.cpu += cpu_seconds() - cpu_before;
+            run.rounds.push(elapsed);
             run.pages += jobs.len();
             for (&index, text) in jobs.iter().zip(&texts) {
                 run.cer[index].get_or_insert_with(|| character_error_rate(&images[index].truth, text));
@@ -122,7 +131,8 @@ fn ensure_single_openmp_thread() {
 }
 
 fn parse_args() -> Settings {
-    let mut settings = Settings { rounds: 3, copies: 2, tessdata: default_tessdata() };
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+    let mut settings = Settings { rounds: 3, copies: 2, tessdata: default_tessdata(), load_before };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
@@ -156,10 +166,11 @@ fn load_images() -> Vec<Image> {
         .collect()
 }
 
-/// Each image `copies` times, largest first so two workers finish close together.
+/// Each image `copies` times, most text first (the work grows with it) so two workers finish
+/// close together.
 fn job_list(images: &[Image], copies: usize) -> Vec<usize> {
-    let mut jobs: Vec<usize> = (0..images.len()).flat_map(|index| std::iter::repeat(index).take(copies)).collect();
-    jobs.sort_by_key(|&index| std::cmp::Reverse(images[index].bytes.len()));
+    let mut jobs: Vec<usize> = (0..images.len()).flat_map(|index| std::iter::repeat_n(index, copies)).collect();
+    jobs.sort_by_key(|&index| std::cmp::Reverse(images[index].truth.len()));
     jobs
 }
 
@@ -224,8 +235,37 @@ fn run_cli(image: &Path, tessdata: &Path) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// CPU time of this process and its waited-for children (the CLI runs), from /proc.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name, which may itself contain spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    // utime, stime, cutime, cstime are fields 14-17, i.e. 11-14 after the name; Linux ticks are 1/100 s.
+    let ticks: f64 = (11..=14).filter_map(|i| fields.get(i)?.parse::<f64>().ok()).sum();
+    ticks / 100.0
+}
+
+/// The fastest round: other load on the machine only ever adds time, so the best round is the
+/// closest to what the reader itself can do (the same rule for every row).
+fn best_round(run: &Run) -> Duration {
+    run.rounds.iter().min().copied().unwrap_or_default()
+}
+
 fn pages_per_minute(run: &Run) -> f64 {
-    run.pages as f64 * 60.0 / run.elapsed.as_secs_f64()
+    let pages_per_round = run.pages as f64 / run.rounds.len().max(1) as f64;
+    pages_per_round * 60.0 / best_round(run).as_secs_f64()
+}
+
+fn median_pages_per_minute(run: &Run) -> f64 {
+    let mut rounds = run.rounds.clone();
+    rounds.sort();
+    let median = rounds.get(rounds.len() / 2).copied().unwrap_or_default();
+    let pages_per_round = run.pages as f64 / run.rounds.len().max(1) as f64;
+    pages_per_round * 60.0 / median.as_secs_f64()
+}
+
+fn cpu_per_page(run: &Run) -> f64 {
+    run.cpu / run.pages.max(1) as f64
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> f64 {
@@ -238,30 +278,35 @@ fn print_table(runs: &[Run], images: &[Image], settings: &Settings) {
     let cli_single = cli(1).unwrap_or(f64::NAN);
     let version = Command::new("tesseract").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string()).unwrap_or_default();
     println!(
-        "\n{} rounds x {} images x {} copies, {version}, tessdata {}, OMP_THREAD_LIMIT=1, {} CPUs\n",
+        "\n{} rounds of {} images x {} copies, {version}, tessdata {}, OMP_THREAD_LIMIT=1, {} CPUs, load average before: {}\n",
         settings.rounds,
         images.len(),
         settings.copies,
         settings.tessdata.display(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        settings.load_before,
     );
-    println!("| reader | threads | pages | seconds | pages/min | vs CLI 1 process | vs CLI same parallelism | mean CER |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let cli_cpu = runs.iter().find(|run| run.reader == Reader::Cli && run.threads == 1).map_or(f64::NAN, cpu_per_page);
+    println!("| reader | threads | best round (s) | pages/min | vs CLI 1 process | vs CLI same parallelism | pages/min (median round) | CPU s/page | CPU vs CLI | mean CER |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for run in runs {
         let rate = pages_per_minute(run);
         let same = cli(run.threads).unwrap_or(f64::NAN);
         println!(
-            "| {} | {} | {} | {:.1} | {:.1} | {:.2}x | {:.2}x | {:.2}% |",
+            "| {} | {} | {:.2} | {:.1} | {:.2}x | {:.2}x | {:.1} | {:.3} | {:.2}x | {:.2}% |",
             run.reader.label(),
             run.threads,
-            run.pages,
-            run.elapsed.as_secs_f64(),
+            best_round(run).as_secs_f64(),
             rate,
             rate / cli_single,
             rate / same,
+            median_pages_per_minute(run),
+            cpu_per_page(run),
+            cli_cpu / cpu_per_page(run),
             100.0 * mean(run.cer.iter().flatten().copied()),
         );
     }
+    println!("\n\"CPU vs CLI\" is CLI CPU per page over ours (above 1 = we use less); it holds when other load on the machine skews wall times.");
     println!("\nCER per image (whitespace collapsed):\n");
     let header: Vec<&str> = images.iter().map(|image| image.name).collect();
     println!("| reader | threads | {} |", header.join(" | "));

@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use docpipe_models::ocr::{
-    character_error_rate, installed_languages, tiff_pages, OcrEngine, OcrError, OcrOptions, OcrPage,
+    character_error_rate, installed_languages, tiff_page_count, tiff_pages, OcrEngine, OcrError, OcrOptions,
+    OcrPage,
 };
 
 fn data(relative: &str) -> PathBuf {
@@ -95,11 +96,32 @@ fn rotated_pages_read_like_upright() {
 }
 
 #[test]
+fn skewed_page_is_straightened() {
+    let mut engine = engine();
+    for options in [automatic(), english()] {
+        let page = ocr(&mut engine, "docs/testRotated+10.png", &options);
+        let text = page.text.split_whitespace().collect::<Vec<_>>().join(" ");
+        eprintln!("testRotated+10.png {:?}: deskew {:.1}, rotation {}: {text}", options.languages, page.deskew_degrees, page.rotation_degrees);
+        assert!((page.deskew_degrees.abs() - 10.0).abs() < 1.0, "deskew {}", page.deskew_degrees);
+        assert_eq!(page.rotation_degrees, 0);
+        assert!(text.contains("Its had resolving otherwise she contented therefore"), "{text}");
+    }
+}
+
+#[test]
+fn slightly_skewed_pages_are_left_alone() {
+    let mut engine = engine();
+    // eurotext is skewed by less than a degree, which Tesseract handles better unresampled.
+    assert_eq!(ocr(&mut engine, "ocr/eurotext.tif", &english()).deskew_degrees, 0.0);
+}
+
+#[test]
 fn automatic_mode_reports_script_and_languages() {
     let mut engine = engine();
     let page = ocr(&mut engine, "ocr/phototest.tif", &automatic());
     assert_eq!(page.script.as_deref(), Some("Latin"));
-    assert_eq!(page.languages, ["eng"]);
+    assert_eq!(page.languages.first().map(String::as_str), Some("eng"), "English leads for Latin script");
+    assert!(page.languages.len() > 1, "other Latin-script languages help accented words: {:?}", page.languages);
     let page = ocr(&mut engine, "ocr/phototest.tif", &english());
     assert_eq!(page.script, None, "no OSD when languages are given");
 }
@@ -115,6 +137,34 @@ fn multipage_tiff_splits_and_reads() {
         eprintln!("page {}: {text}", number + 1);
         assert!(text.contains(&format!("Page {}", number + 1)), "page {}: {text:?}", number + 1);
     }
+}
+
+#[test]
+fn tiff_pages_read_in_place() {
+    let tiff = read("docs/testTIFF_multipage.tif");
+    let count = tiff_page_count(&tiff, 100);
+    assert_eq!(count, tiff_pages(&tiff).expect("split").len());
+    assert_eq!(tiff_page_count(&tiff, 1), 1, "the limit caps the count");
+    let mut engine = engine();
+    for index in 0..count {
+        let page = engine.recognize_tiff_page(&tiff, index, &english()).expect("page reads");
+        assert!(page.text.contains(&format!("Page {}", index + 1)), "page {}: {:?}", index + 1, page.text);
+    }
+    assert!(matches!(engine.recognize_tiff_page(&tiff, count, &english()), Err(OcrError::BadImage(_))));
+    assert!(matches!(engine.recognize_tiff_page(&tiff, usize::MAX, &english()), Err(OcrError::BadImage(_))));
+    let tiny = OcrOptions { max_megapixels: 0.01, ..english() };
+    assert!(matches!(engine.recognize_tiff_page(&tiff, 1, &tiny), Err(OcrError::TooLarge { .. })));
+    assert!(matches!(engine.recognize_tiff_page(&read("docs/testOCR.jpg"), 0, &english()), Err(OcrError::BadImage(_))));
+}
+
+#[test]
+fn pages_read_the_same_whatever_came_before() {
+    let mut engine = engine();
+    let first = ocr(&mut engine, "ocr/eurotext.tif", &english()).text;
+    for image in ["ocr/8087_054.3B.tif", "ocr/phototest.tif"] {
+        ocr(&mut engine, image, &english());
+    }
+    assert_eq!(ocr(&mut engine, "ocr/eurotext.tif", &english()).text, first);
 }
 
 #[test]
@@ -160,7 +210,7 @@ fn corrupt_input_is_an_error_not_a_panic() {
     let mut garbage_after_header = png[..16].to_vec();
     garbage_after_header.extend((0..4000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
     let mut tiff_with_bad_offsets = tiff[..8].to_vec();
-    tiff_with_bad_offsets.extend(std::iter::repeat(0xff).take(64));
+    tiff_with_bad_offsets.extend(std::iter::repeat_n(0xff, 64));
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("empty", Vec::new()),
         ("text", b"this is not an image at all, just words".to_vec()),
