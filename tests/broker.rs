@@ -60,7 +60,7 @@ async fn submitted_documents_each_get_one_result_with_hash_and_provenance() {
         assert_eq!(annotation.provenance.engine, "docpipe-extract");
         assert!(!annotation.provenance.worker_id.is_empty());
         assert!(annotation.provenance.finished_at >= annotation.provenance.started_at);
-        let AnnotationBody::Text { chars: got, .. } = &annotation.body;
+        let AnnotationBody::Text { chars: got, .. } = &annotation.body else { panic!("expected a text annotation") };
         assert_eq!(got, chars);
     }
     // Large documents went by claim check: their blobs exist in the store.

@@ -44,7 +44,7 @@ fn sample_batch_gets_one_honest_result_per_file() {
     // UTF-16 with a byte-order mark decodes to the same text as the FLORES source line.
     let arabic = &results["flores-arb.utf16.txt"];
     assert_eq!(arabic.status, JobStatus::Complete);
-    let AnnotationBody::Text { encoding, lines, segments, .. } = &arabic.annotations[0].body;
+    let AnnotationBody::Text { encoding, lines, segments, .. } = &arabic.annotations[0].body else { panic!("expected a text annotation") };
     assert_eq!(encoding.as_deref(), Some("utf-16le (bom)"));
     assert_eq!(*lines, 10);
     assert!(segments[0].text.starts_with("أضاف قائلاً"), "decoded Arabic text");
@@ -52,13 +52,13 @@ fn sample_batch_gets_one_honest_result_per_file() {
 
     // A UTF-8 byte-order mark is removed, not kept as a character.
     let persian = &results["flores-pes.bom.txt"];
-    let AnnotationBody::Text { segments, .. } = &persian.annotations[0].body;
+    let AnnotationBody::Text { segments, .. } = &persian.annotations[0].body else { panic!("expected a text annotation") };
     assert!(!segments[0].text.starts_with('\u{feff}'));
 
     // A scanned PDF page has no text layer: it is OCR'd, flagged machine-generated, with boxes.
     let scan = &results["scansmpl.pdf"];
     assert_eq!(scan.document.detected_media_type.as_deref(), Some("application/pdf"));
-    let AnnotationBody::Text { segments, .. } = &scan.annotations[0].body;
+    let AnnotationBody::Text { segments, .. } = &scan.annotations[0].body else { panic!("expected a text annotation") };
     assert_eq!(segments[0].source, "ocr");
     assert!(segments[0].text.contains("SLEREXE"), "{}", segments[0].text);
     assert!(segments[0].confidence.unwrap() > 0.5);
@@ -67,11 +67,37 @@ fn sample_batch_gets_one_honest_result_per_file() {
 
     // Legacy code pages come out as correct Unicode.
     let cp866 = &results["russian.cp866.txt"];
-    let AnnotationBody::Text { segments, .. } = &cp866.annotations[0].body;
+    let AnnotationBody::Text { segments, .. } = &cp866.annotations[0].body else { panic!("expected a text annotation") };
     assert!(segments[0].text.starts_with("Однажды, в студеную зимнюю пору"));
     let cp1252 = &results["testTXT_win-1252.txt"];
-    let AnnotationBody::Text { segments, .. } = &cp1252.annotations[0].body;
+    let AnnotationBody::Text { segments, .. } = &cp1252.annotations[0].body else { panic!("expected a text annotation") };
     assert!(segments[0].text.contains("\u{201c}windows\u{201d}"), "{}", segments[0].text);
+
+    // Languages per document, and summaries that quote the document at their offsets.
+    for (name, code) in [("flores-zho.txt", "zho"), ("flores-rus.txt", "rus"), ("flores-arb.utf16.txt", "ara"), ("flores-pes.bom.txt", "fas"), ("russian.cp866.txt", "rus")] {
+        let result = &results[name];
+        let languages = result.annotations.iter().find_map(|a| match &a.body {
+            AnnotationBody::Languages { document, .. } => Some(document),
+            _ => None,
+        });
+        assert_eq!(languages.expect("languages annotation")[0].code, code, "{name}");
+        let AnnotationBody::Text { segments, .. } = &result.annotations[0].body else { panic!("expected a text annotation") };
+        let text: String = segments.iter().map(|s| s.text.as_str()).collect::<Vec<_>>().join("\n\n");
+        let summary = result.annotations.iter().find_map(|a| match &a.body {
+            AnnotationBody::Summary { sentences, .. } => Some(sentences),
+            _ => None,
+        });
+        let summary = summary.expect("summary annotation");
+        assert!(!summary.is_empty() && summary.len() <= 5, "{name}");
+        for s in summary {
+            let quoted: String = text.chars().skip(s.start as usize).take((s.end - s.start) as usize).collect();
+            assert_eq!(quoted.split_whitespace().collect::<Vec<_>>(), s.text.split_whitespace().collect::<Vec<_>>(), "{name}");
+        }
+    }
+    assert_eq!(results["flores-zho.txt"].annotations.iter().find_map(|a| match &a.body {
+        AnnotationBody::Languages { document, .. } => Some(document[0].tag.clone()),
+        _ => None,
+    }).as_deref(), Some("zh-Hans"));
 
     // The email's attachment is a child with its own hash, pointing back to the email.
     let email = &results["testEmailWithPNGAtt.eml"];
