@@ -167,3 +167,16 @@ fn garbage_and_truncated_inputs_fail_cleanly() {
         assert!(e.pages.iter().all(|p| !p.text.is_empty() || p.problem.is_some()), "no silent empty page");
     }
 }
+
+#[test]
+fn ocr_page_time_limit_stops_the_page_not_the_document() {
+    let bytes = std::fs::read(docs().join("testTIFF_multipage.tif")).unwrap();
+    let limits = Limits { ocr_page_timeout: std::time::Duration::from_millis(1), ..Limits::default() };
+    let started = std::time::Instant::now();
+    let e = Extractor::new(limits).extract(&bytes, &Request { ocr_languages: vec!["eng".into()], depth: 0 }).unwrap();
+    assert_eq!(e.pages.len(), 2, "every page is listed");
+    for page in &e.pages {
+        assert_eq!(page.problem.as_ref().map(|p| p.kind), Some(ErrorKind::Timeout), "page {}", page.number);
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}

@@ -127,12 +127,14 @@ pub struct OcrOptions {
     pub max_megapixels: f64,
     /// Resolution to assume when the image does not state a credible one.
     pub dpi_hint: Option<u32>,
+    /// Recognition of one page stops at this limit with [`OcrError::Timeout`].
+    pub deadline: Option<std::time::Duration>,
 }
 
 impl Default for OcrOptions {
     fn default() -> Self {
         // 40 MP holds an A4 page at 600 dpi with room to spare.
-        OcrOptions { languages: Vec::new(), max_megapixels: 40.0, dpi_hint: None }
+        OcrOptions { languages: Vec::new(), max_megapixels: 40.0, dpi_hint: None, deadline: None }
     }
 }
 
@@ -180,6 +182,8 @@ pub enum OcrError {
     TooLarge { megapixels: f64, limit: f64 },
     #[error("recognition failed: {0}")]
     Recognize(String),
+    #[error("recognition stopped at the {0:?} page limit")]
+    Timeout(std::time::Duration),
 }
 
 /// Tesseract instances for one thread: a recogniser loaded with the last language set used,
@@ -246,31 +250,31 @@ impl OcrEngine {
         // pages (tests/data/docs/testRotated+10.png, 10 degrees, came out "upside down").
         let (pix, skew) = pix.deskewed();
         let mut page = if options.languages.is_empty() {
-            self.read_automatic(&pix, options.dpi_hint)?
+            self.read_automatic(&pix, options)?
         } else {
             let languages = self.check_languages(&options.languages)?;
-            self.read_with(&pix, &languages, options.dpi_hint)?
+            self.read_with(&pix, &languages, options)?
         };
         page.deskew_degrees = skew;
         Ok(page)
     }
 
     /// Turn the page upright and pick languages from OSD, then read it.
-    fn read_automatic(&mut self, pix: &Pix, dpi_hint: Option<u32>) -> Result<OcrPage, OcrError> {
-        let detected = self.detect_orientation_script(pix, dpi_hint)?;
+    fn read_automatic(&mut self, pix: &Pix, options: &OcrOptions) -> Result<OcrPage, OcrError> {
+        let detected = self.detect_orientation_script(pix, options.dpi_hint)?;
         let script = detected.as_ref().and_then(|d| d.script.clone());
         let languages = self.languages_for_script(script.as_deref());
         let (rotation, trusted) = detected.map_or((0, true), |d| (d.rotation, d.trusted));
         let mut page = if rotation == 0 {
-            self.read_with(pix, &languages, dpi_hint)?
+            self.read_with(pix, &languages, options)?
         } else {
-            let mut turned = self.read_with(&pix.rotate_clockwise(rotation)?, &languages, dpi_hint)?;
+            let mut turned = self.read_with(&pix.rotate_clockwise(rotation)?, &languages, options)?;
             turned.rotation_degrees = rotation;
             // OSD misjudges some pages (monospaced text came out "180" with confidence 2.6): when
             // a turn on weak advice reads poorly, read the page as it was too and keep the better
             // reading. Costs a second recognition only on pages that read poorly anyway.
             if !trusted && turned.confidence < POOR_PAGE_CONFIDENCE {
-                let as_is = self.read_with(pix, &languages, dpi_hint)?;
+                let as_is = self.read_with(pix, &languages, options)?;
                 if as_is.confidence > turned.confidence {
                     turned = as_is;
                 }
@@ -282,9 +286,9 @@ impl OcrEngine {
     }
 
     /// Read an upright page with the given languages.
-    fn read_with(&mut self, pix: &Pix, languages: &[String], dpi_hint: Option<u32>) -> Result<OcrPage, OcrError> {
+    fn read_with(&mut self, pix: &Pix, languages: &[String], options: &OcrOptions) -> Result<OcrPage, OcrError> {
         self.load_languages(languages)?;
-        let mut page = self.read_page(pix, dpi_hint)?;
+        let mut page = self.read_page(pix, options.dpi_hint, options.deadline)?;
         page.languages = languages.to_vec();
         Ok(page)
     }
@@ -365,11 +369,11 @@ impl OcrEngine {
     }
 
     /// Recognise an upright page and collect its text and words.
-    fn read_page(&mut self, pix: &Pix, dpi_hint: Option<u32>) -> Result<OcrPage, OcrError> {
+    fn read_page(&mut self, pix: &Pix, dpi_hint: Option<u32>, deadline: Option<std::time::Duration>) -> Result<OcrPage, OcrError> {
         let (width, height) = (pix.width(), pix.height());
         let api = &mut self.recognizer;
         api.set_image(pix, dpi_hint);
-        let result = api.recognize().map(|()| (api.utf8_text().unwrap_or_default(), api.words(width, height)));
+        let result = api.recognize(deadline).map(|()| (api.utf8_text().unwrap_or_default(), api.words(width, height)));
         // Free the image and results now rather than holding them until the next page, and
         // forget the page's words so the next page reads the same whatever came before.
         api.clear();
@@ -834,9 +838,26 @@ impl TessApi {
         }
     }
 
-    fn recognize(&mut self) -> Result<(), OcrError> {
-        // SAFETY: valid handle with an image set; no progress monitor.
-        let status = unsafe { sys::TessBaseAPIRecognize(self.0.as_ptr(), std::ptr::null_mut()) };
+    /// Recognise the image set, stopping at `deadline` through Tesseract's progress monitor.
+    fn recognize(&mut self, deadline: Option<std::time::Duration>) -> Result<(), OcrError> {
+        let Some(deadline) = deadline else {
+            // SAFETY: valid handle with an image set; no progress monitor.
+            let status = unsafe { sys::TessBaseAPIRecognize(self.0.as_ptr(), std::ptr::null_mut()) };
+            return if status == 0 { Ok(()) } else { Err(OcrError::Recognize(format!("Tesseract returned {status}"))) };
+        };
+        let started = std::time::Instant::now();
+        let millis = i32::try_from(deadline.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: the monitor lives until after Recognize returns and is deleted once.
+        let status = unsafe {
+            let monitor = sys::TessMonitorCreate();
+            sys::TessMonitorSetDeadlineMSecs(monitor, millis);
+            let status = sys::TessBaseAPIRecognize(self.0.as_ptr(), monitor);
+            sys::TessMonitorDelete(monitor);
+            status
+        };
+        if started.elapsed() >= deadline {
+            return Err(OcrError::Timeout(deadline));
+        }
         if status != 0 {
             return Err(OcrError::Recognize(format!("Tesseract returned {status}")));
         }

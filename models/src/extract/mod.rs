@@ -13,7 +13,7 @@ mod process;
 pub mod text;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::ocr::{OcrEngine, OcrError, OcrOptions, OcrPage};
 use crate::sniff;
@@ -219,11 +219,11 @@ impl Extractor {
 
     /// OCR one page image; failures become the page's problem, not the document's.
     fn ocr(&mut self, number: u32, image: Image<'_>, request: &Request) -> Page {
-        let started = Instant::now();
         let options = OcrOptions {
             languages: request.ocr_languages.clone(),
             max_megapixels: self.limits.ocr_max_megapixels,
             dpi_hint: None,
+            deadline: Some(self.limits.ocr_page_timeout),
         };
         let engine = match &mut self.ocr {
             Some(engine) => engine,
@@ -245,10 +245,6 @@ impl Extractor {
                 ..Page::failed(number, ExtractError::new(ErrorKind::Empty, "no text recognised on this page (blank, a picture, or unreadable)"))
             },
             Ok(ocr) => {
-                // Tesseract is not interrupted mid-page; an overrun is reported with the text kept.
-                let problem = (started.elapsed() > self.limits.ocr_page_timeout).then(|| {
-                    ExtractError::new(ErrorKind::Timeout, format!("OCR took {:.0}s, over the page limit", started.elapsed().as_secs_f32()))
-                });
                 Page {
                     number,
                     text: ocr.text.clone(),
@@ -257,12 +253,16 @@ impl Extractor {
                     width: Some(ocr.width),
                     height: Some(ocr.height),
                     ocr: Some(ocr),
-                    problem,
+                    problem: None,
                 }
             }
             Err(OcrError::TooLarge { megapixels, limit }) => Page::failed(
                 number,
                 ExtractError::new(ErrorKind::TooLarge, format!("page is {megapixels:.1} megapixels, over the {limit} limit")),
+            ),
+            Err(OcrError::Timeout(limit)) => Page::failed(
+                number,
+                ExtractError::new(ErrorKind::Timeout, format!("OCR stopped at the {}s page limit (extract.ocr_page_timeout_secs)", limit.as_secs())),
             ),
             Err(e @ OcrError::MissingLanguage(_)) => Page::failed(number, ExtractError::new(ErrorKind::Unsupported, e.to_string())),
             Err(e) => Page::failed(number, ExtractError::new(ErrorKind::Corrupt, format!("OCR failed: {e}"))),
