@@ -309,3 +309,50 @@ async fn archive_members_become_child_jobs_with_their_own_results() {
     worker.await.unwrap().unwrap();
     common::cleanup(&config).await;
 }
+
+#[tokio::test]
+async fn results_waits_for_every_child_listed_by_a_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(&common::prefix("batchkids"), &dir.path().join("blobs"));
+    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["extract"]);
+    let inputs = dir.path().join("in");
+    std::fs::create_dir_all(&inputs).unwrap();
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/docs/targz-with-pdf-doc-docx.tar.gz"), inputs.join("a.tar.gz")).unwrap();
+    std::fs::write(inputs.join("b.txt"), "a short note that finishes long before the archive").unwrap();
+    let args = submit::Args { paths: vec![inputs], case: "c".into(), batch: Some("kids".into()), stages: vec!["extract".into()], target_language: None, ocr_languages: vec![] };
+    assert_eq!(submit::submit(&config, args).await.unwrap().published, 2);
+    let out = dir.path().join("out");
+    let args = results::Args { batch: "kids".into(), out: Some(out.clone()), expect: None, idle_timeout: 120, keep: false };
+    let (seen, total) = results::collect(&config, args).await.unwrap();
+    // Two submitted files and the archive's three members.
+    assert_eq!((seen, total), (5, Some(5)));
+    let lines = std::fs::read_to_string(out.join("kids.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 5);
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+    common::cleanup(&config).await;
+}
+
+#[tokio::test]
+async fn a_job_past_its_delivery_limit_is_parked_with_a_failed_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(&common::prefix("crashloop"), dir.path());
+    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["extract"]);
+    // As the broker marks a message that workers kept dying on.
+    let job = common::job("this document killed every worker", &["extract"], "cl");
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert("x-delivery-count".into(), lapin::types::AMQPValue::LongLongInt(config.broker.delivery_limit as i64));
+    common::publish_raw(&config, &[(serde_json::to_vec(&job).unwrap(), json_properties(JOB_TYPE).with_headers(headers))]).await;
+    let results = common::collect_results(&config, 1, Duration::from_secs(30)).await;
+    assert_eq!(results[0].status, JobStatus::Failed);
+    assert_eq!(results[0].stages[0].error.as_ref().unwrap().kind, ErrorKind::WorkerCrash);
+    let connection = connect(&config).await.unwrap();
+    let channel = confirm_channel(&connection).await.unwrap();
+    let parked = dlq::list(&channel, &config, 10).await.unwrap();
+    connection.close(200, "").await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].error_kind.as_deref(), Some("worker_crash"));
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+    common::cleanup(&config).await;
+}

@@ -112,9 +112,12 @@ fn page_limit_reports_the_pages_it_skips() {
     let bytes = std::fs::read(docs().join("stanley.ec02.pdf")).unwrap();
     let limits = Limits { max_pages: 3, ..Limits::default() };
     let e = Extractor::new(limits).extract(&bytes, &Request::default()).unwrap();
-    assert_eq!(e.pages.len(), 30);
+    assert_eq!(e.page_count, Some(30));
+    assert_eq!(e.pages.len(), 4, "three pages read, one entry for the rest");
     assert!(e.pages[..3].iter().all(|p| p.problem.is_none() && !p.text.is_empty()));
-    assert!(e.pages[3..].iter().all(|p| p.problem.as_ref().is_some_and(|x| x.kind == ErrorKind::TooLarge)));
+    let rest = e.pages[3].problem.as_ref().unwrap();
+    assert_eq!(rest.kind, ErrorKind::TooLarge);
+    assert!(rest.reason.contains("pages 4-30"), "{}", rest.reason);
 }
 
 fn zip_of(members: &[(&str, Vec<u8>)]) -> Vec<u8> {
@@ -173,7 +176,7 @@ fn ocr_page_time_limit_stops_the_page_not_the_document() {
     let bytes = std::fs::read(docs().join("testTIFF_multipage.tif")).unwrap();
     let limits = Limits { ocr_page_timeout: std::time::Duration::from_millis(1), ..Limits::default() };
     let started = std::time::Instant::now();
-    let e = Extractor::new(limits).extract(&bytes, &Request { ocr_languages: vec!["eng".into()], depth: 0 }).unwrap();
+    let e = Extractor::new(limits).extract(&bytes, &Request { ocr_languages: vec!["eng".into()], ..Request::default() }).unwrap();
     assert_eq!(e.pages.len(), 2, "every page is listed");
     for page in &e.pages {
         assert_eq!(page.problem.as_ref().map(|p| p.kind), Some(ErrorKind::Timeout), "page {}", page.number);

@@ -116,8 +116,9 @@ fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File), BlobError> {
 #[derive(Default)]
 pub struct LocalFiles {
     paths: std::sync::RwLock<std::collections::HashMap<String, PathBuf>>,
-    /// Child documents (archive members, attachments) held until processed.
-    memory: std::sync::RwLock<std::collections::HashMap<String, Vec<u8>>>,
+    /// Child documents (archive members, attachments) held until processed, with how many
+    /// pending children share the bytes (identical attachments share one entry).
+    memory: std::sync::RwLock<std::collections::HashMap<String, (usize, Vec<u8>)>>,
 }
 
 impl LocalFiles {
@@ -129,13 +130,19 @@ impl LocalFiles {
 
     pub fn add_bytes(&self, sha256: &str, bytes: Vec<u8>) -> String {
         let key = key_for(sha256);
-        self.memory.write().expect("lock").insert(key.clone(), bytes);
+        self.memory.write().expect("lock").entry(key.clone()).or_insert((0, bytes)).0 += 1;
         key
     }
 
-    /// Forget a child once it has been processed.
+    /// Forget a child once it has been processed (the bytes stay while an identical one waits).
     pub fn forget(&self, key: &str) {
-        self.memory.write().expect("lock").remove(key);
+        let mut memory = self.memory.write().expect("lock");
+        if let Some(entry) = memory.get_mut(key) {
+            entry.0 -= 1;
+            if entry.0 == 0 {
+                memory.remove(key);
+            }
+        }
     }
 }
 
@@ -149,7 +156,7 @@ impl BlobStore for LocalFiles {
 
     fn get(&self, key: &str) -> Result<Vec<u8>, BlobError> {
         let digest = digest_of(key)?;
-        if let Some(bytes) = self.memory.read().expect("lock").get(key) {
+        if let Some((_, bytes)) = self.memory.read().expect("lock").get(key) {
             return Ok(bytes.clone());
         }
         let path = self.paths.read().expect("lock").get(key).cloned();

@@ -19,7 +19,10 @@ struct Task {
     job: Arc<Job>,
     result: Arc<JobResult>,
     span: tracing::Span,
+    /// Set when the caller gave up on the task: the stage should stop at its next checkpoint,
+    /// and the thread running it exits afterwards (a replacement already took its place).
     abandoned: Arc<AtomicBool>,
+    started: Option<oneshot::Sender<()>>,
     reply: oneshot::Sender<Reply>,
 }
 
@@ -60,15 +63,26 @@ impl EnginePool {
     /// Run the stage on one document, within `limit`.
     pub async fn run(&self, job: Arc<Job>, result: Arc<JobResult>, limit: Duration) -> Reply {
         let (reply, answer) = oneshot::channel();
+        let (started_tx, started) = oneshot::channel();
         let abandoned = Arc::new(AtomicBool::new(false));
-        let task = Task { job, result, span: tracing::Span::current(), abandoned: abandoned.clone(), reply };
-        let started = tokio::time::Instant::now();
+        let task = Task {
+            job,
+            result,
+            span: tracing::Span::current(),
+            abandoned: abandoned.clone(),
+            started: Some(started_tx),
+            reply,
+        };
         let failed = |kind, reason: String| Reply { detected_media_type: None, outcome: Err(StageError::new(kind, reason)) };
         if self.tx.send_async(task).await.is_err() {
             return failed(ErrorKind::Internal, "engine threads have stopped".into());
         }
-        // The limit counts from submission so a full queue cannot hide a hung engine.
-        match tokio::time::timeout_at(started + limit, answer).await {
+        // The limit counts from when an engine takes the task, so time spent queued behind long
+        // documents is not charged to this one. A hung engine is replaced below, so the queue moves.
+        if started.await.is_err() {
+            return failed(ErrorKind::Internal, "engine thread dropped the task".into());
+        }
+        match tokio::time::timeout(limit, answer).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => failed(ErrorKind::Internal, "engine thread dropped the task".into()),
             Err(_) => {
@@ -82,10 +96,13 @@ impl EnginePool {
 
 fn engine_loop(rx: flume::Receiver<Task>, factory: StageFactory, store: Arc<dyn BlobStore>) {
     let mut stage: Option<Box<dyn Stage>> = None;
-    while let Ok(task) = rx.recv() {
+    while let Ok(mut task) = rx.recv() {
         let _enter = task.span.enter();
-        if task.abandoned.load(Ordering::SeqCst) {
-            continue; // timed out while queued; a replacement thread already exists
+        if task.reply.is_closed() {
+            continue; // nobody waits for it any more (the delivery was dropped on a reconnect)
+        }
+        if let Some(started) = task.started.take() {
+            let _ = started.send(());
         }
         let mut detected = None;
         let outcome = catch_unwind(AssertUnwindSafe(|| run_one(&mut stage, &factory, store.as_ref(), &task, &mut detected)))
@@ -117,7 +134,7 @@ fn run_one(
     if let Some(bytes) = &content {
         *detected = Some(docpipe_models::sniff::media_type(bytes).to_owned());
     }
-    stage.run(StageInput { job: &task.job, result: &task.result, content: content.as_deref() })
+    stage.run(StageInput { job: &task.job, result: &task.result, content: content.as_deref(), cancel: &task.abandoned })
 }
 
 /// The document bytes, checked against the job's sha256 whatever their source.

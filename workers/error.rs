@@ -28,6 +28,9 @@ pub enum ErrorKind {
     Unavailable,
     /// The stage panicked. Treated as a bug, not retried.
     Panic,
+    /// The job was delivered as often as the queue allows without finishing: workers crashed,
+    /// were killed (out of memory?) or lost their connection while on it.
+    WorkerCrash,
     /// The message itself could not be read (bad JSON, unknown schema version).
     BadMessage,
     /// Transient retries ran out.
@@ -49,6 +52,7 @@ impl ErrorKind {
             ErrorKind::Model => "model",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Panic => "panic",
+            ErrorKind::WorkerCrash => "worker_crash",
             ErrorKind::BadMessage => "bad_message",
             ErrorKind::RetriesExhausted => "retries_exhausted",
             ErrorKind::Internal => "internal",

@@ -111,7 +111,18 @@ impl Runner {
                         body: produced.body,
                     });
                 }
-                let children = output.children.into_iter().enumerate().map(|(i, c)| child_job(job, result, i, c)).collect();
+                // Hashing children (up to gigabytes) is CPU work: off the async threads.
+                let (parent, payloads) = (job.clone(), output.children);
+                let hashed = tokio::task::spawn_blocking(move || {
+                    payloads.into_iter().enumerate().map(|(i, c)| child_job(&parent, i, c)).collect::<Vec<_>>()
+                })
+                .await
+                .expect("child hashing task");
+                let mut children = Vec::with_capacity(hashed.len());
+                for (document, child) in hashed {
+                    result.children.push(document);
+                    children.push(child);
+                }
                 let status = if output.condition.is_some() { StageStatus::Error } else { StageStatus::Ok };
                 result.stages.push(StageReport { stage: stage.into(), status, error: output.condition, attempts: attempt });
                 Outcome::Recorded(children)
@@ -133,18 +144,18 @@ impl Runner {
 
 /// A child's job: same case, batch, stages and options as its parent; a job id derived from the
 /// parent's, so a redelivered parent yields the same child ids (and results dedupe).
-fn child_job(parent: &Job, result: &mut JobResult, index: usize, child: ChildPayload) -> ChildJob {
+fn child_job(parent: &Job, index: usize, child: ChildPayload) -> (ChildDocument, ChildJob) {
     let sha256 = sha256_hex(&child.bytes);
     let job_id = Uuid::new_v5(&parent.job_id, format!("{index}:{sha256}:{}", child.path).as_bytes());
     let size = child.bytes.len() as u64;
-    result.children.push(ChildDocument {
+    let document = ChildDocument {
         job_id,
         sha256: sha256.clone(),
         size,
         path: child.path.clone(),
         parent_sha256: parent.document.sha256.clone(),
         media_type: Some(docpipe_models::sniff::media_type(&child.bytes).to_owned()),
-    });
+    };
     let job = Job {
         schema_version: SCHEMA_VERSION,
         job_id,
@@ -168,7 +179,7 @@ fn child_job(parent: &Job, result: &mut JobResult, index: usize, child: ChildPay
             depth: parent.parent.as_ref().map_or(0, |p| p.depth) + 1,
         }),
     };
-    ChildJob { job, bytes: child.bytes }
+    (document, ChildJob { job, bytes: child.bytes })
 }
 
 pub fn plan(config: &Config, job: &Job, result: &mut JobResult) -> Vec<String> {

@@ -134,7 +134,8 @@ fn decide(ranked: &[(String, f32)], s: &ScriptStats) -> (String, f32) {
     let top = ranked.first().cloned().unwrap_or_else(|| ("und".into(), 0.0));
     let prob = |code: &str| ranked.iter().find(|(c, _)| c == code).map_or(0.0, |(_, p)| *p);
     // Script-exclusive writing systems.
-    if s.kana > 0 {
+    // Kana is Japanese, but one katakana name in a foreign sentence is not.
+    if s.kana > 0 && s.kana * 5 >= s.letters.min(s.kana + s.han + s.latin) {
         return ("jpn".into(), top.1.max(prob("jpn")).max(0.9));
     }
     if s.hangul > 0 && s.hangul * 2 >= s.letters {

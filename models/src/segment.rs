@@ -82,8 +82,10 @@ fn full_stop(chars: &[char], i: usize) -> bool {
         return false;
     }
     // The word before the dot.
+    // Look back at most 32 characters: abbreviations are short, and a megabyte without spaces
+    // (minified code) must not make splitting quadratic.
     let mut k = i;
-    while k > 0 && !chars[k - 1].is_whitespace() && !matches!(chars[k - 1], '(' | '"' | '«' | '“') {
+    while k > 0 && i - k < 32 && !chars[k - 1].is_whitespace() && !matches!(chars[k - 1], '(' | '"' | '«' | '“') {
         k -= 1;
     }
     let word: String = chars[k..i].iter().collect::<String>().to_lowercase();

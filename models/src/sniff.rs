@@ -10,7 +10,6 @@ pub fn media_type(bytes: &[u8]) -> &'static str {
         (b"GIF89a", "image/gif"),
         (b"II*\0", "image/tiff"),
         (b"MM\0*", "image/tiff"),
-        (b"BM", "image/bmp"),
         (b"PK\x03\x04", "application/zip"),
         (b"PK\x05\x06", "application/zip"),
         (b"\x1f\x8b", "application/gzip"),
@@ -25,6 +24,11 @@ pub fn media_type(bytes: &[u8]) -> &'static str {
         if bytes.starts_with(magic) {
             return media;
         }
+    }
+    // "BM" alone is too weak (text can start with it): the reserved bytes must be zero and the
+    // DIB header size one of the defined ones.
+    if bytes.len() > 18 && bytes.starts_with(b"BM") && bytes[6..10] == [0, 0, 0, 0] && matches!(u32::from_le_bytes([bytes[14], bytes[15], bytes[16], bytes[17]]), 12 | 40 | 52 | 56 | 64 | 108 | 124) {
+        return "image/bmp";
     }
     if bytes.len() > 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
         return "image/webp";
@@ -99,5 +103,6 @@ mod tests {
         assert_eq!(media_type(b"From: a@b.c\nTo: d@e.f\nSubject: hi\n\nbody"), "message/rfc822");
         assert_eq!(media_type(b"<!DOCTYPE html><html><body>x</body></html>"), "text/html");
         assert_eq!(media_type(b"caf\xe9 cr\xe8me\n"), "text/plain");
+        assert_eq!(media_type(b"BMW annual report 2026\n"), "text/plain");
     }
 }

@@ -63,6 +63,7 @@ pub fn summarize(input: &Input<'_>, options: &Options) -> Summary {
     }
     let tokens: Vec<Vec<String>> = input.sentences.iter().map(|s| tokens(&s.clean)).collect();
     let boilerplate = boilerplate(input);
+    let boilerplate_set: std::collections::HashSet<usize> = boilerplate.iter().copied().collect();
     let (vectors, idf) = tfidf(&tokens);
 
     // Candidates: not boilerplate, not tiny; duplicates of an earlier sentence are dropped.
@@ -74,7 +75,7 @@ pub fn summarize(input: &Input<'_>, options: &Options) -> Summary {
     // fragments (under three content words) only when there are not enough full sentences.
     let mut seen = std::collections::HashSet::new();
     let unique: Vec<usize> = (0..n)
-        .filter(|&i| !boilerplate.contains(&i) && !tokens[i].is_empty() && seen.insert(normalized(&input.sentences[i].clean)))
+        .filter(|&i| !boilerplate_set.contains(&i) && !tokens[i].is_empty() && seen.insert(normalized(&input.sentences[i].clean)))
         .collect();
     let full: Vec<usize> = unique.iter().copied().filter(|&i| tokens[i].len() >= 3).collect();
     let candidates = if full.len() >= want { full } else { unique };
@@ -89,11 +90,12 @@ pub fn summarize(input: &Input<'_>, options: &Options) -> Summary {
         .collect();
     let mut picked: Vec<Picked> = Vec::with_capacity(want);
     let mut chosen: Vec<usize> = Vec::new();
+    let mut taken = std::collections::HashSet::new();
     while picked.len() < want {
         let best = candidates
             .iter()
             .enumerate()
-            .filter(|(_, i)| !chosen.contains(i))
+            .filter(|(_, i)| !taken.contains(*i))
             .map(|(k, &i)| {
                 let redundancy = chosen.iter().map(|&j| cosine(&vectors[i], &vectors[j])).fold(0.0f32, f32::max);
                 (i, options.lambda * centrality[k] - (1.0 - options.lambda) * redundancy, centrality[k])
@@ -101,11 +103,12 @@ pub fn summarize(input: &Input<'_>, options: &Options) -> Summary {
             .max_by(|a, b| a.1.total_cmp(&b.1));
         let Some((i, _, score)) = best else { break };
         chosen.push(i);
+        taken.insert(i);
         picked.push(Picked { index: i, score });
     }
     picked.sort_by_key(|p| p.index);
 
-    Summary { sentences: picked, key_terms: key_terms(&tokens, &idf, &boilerplate, options.key_terms), boilerplate }
+    Summary { sentences: picked, key_terms: key_terms(&tokens, &idf, &boilerplate_set, options.key_terms), boilerplate }
 }
 
 /// The LEAD-k baseline: the first k non-boilerplate sentences, by the same segmentation.
@@ -270,7 +273,7 @@ fn lexrank(candidates: &[usize], vectors: &[Vector]) -> Vec<f32> {
 
 /// Terms with the highest summed TF-IDF outside boilerplate; bigrams of unspaced scripts are
 /// kept as they are.
-fn key_terms(tokens: &[Vec<String>], idf: &HashMap<String, f32>, boilerplate: &[usize], k: usize) -> Vec<(String, f32)> {
+fn key_terms(tokens: &[Vec<String>], idf: &HashMap<String, f32>, boilerplate: &std::collections::HashSet<usize>, k: usize) -> Vec<(String, f32)> {
     let mut score: HashMap<&str, f32> = HashMap::new();
     for (i, sentence) in tokens.iter().enumerate() {
         if boilerplate.contains(&i) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::{FieldTable, ShortString};
@@ -80,7 +80,7 @@ pub async fn run(
                 }
             }
         };
-        backoff = Backoff::new(&config);
+        let began = tokio::time::Instant::now();
         match session(&ctx, &config, &connection, &stages, &mut shutdown).await {
             Ok(()) => {
                 let _ = connection.close(200, "shutdown").await;
@@ -88,8 +88,18 @@ pub async fn run(
                 return Ok(());
             }
             Err(e) => {
-                tracing::warn!(error = %e, "broker connection lost; reconnecting");
                 let _ = connection.close(320, "reconnecting").await;
+                // A session that failed at once (e.g. a queue redeclared with other arguments)
+                // must not turn into a tight reconnect loop; a long healthy one starts afresh.
+                if began.elapsed() > Duration::from_secs(60) {
+                    backoff = Backoff::new(&config);
+                }
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "broker connection lost; reconnecting");
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
+                }
             }
         }
     }
@@ -171,9 +181,14 @@ async fn session(
 
 /// Handle one delivery end to end. Ack only after every publish it caused is confirmed.
 async fn handle(ctx: &Ctx, stage: &str, channel: &Channel, delivery: Delivery) {
-    let attempt = header_u32(delivery.properties.headers(), H_ATTEMPT).unwrap_or(1);
+    let attempt = header_u32(delivery.properties.headers(), H_ATTEMPT).unwrap_or(1).max(1);
     let span = tracing::info_span!("job", stage, attempt, job_id = tracing::field::Empty);
-    let done = process(ctx, stage, channel, &delivery, attempt).instrument(span.clone()).await;
+    // A panic here must not strand the delivery unacked: it is nacked and redelivered, and the
+    // queue's delivery limit parks it if it keeps failing.
+    let done = std::panic::AssertUnwindSafe(process(ctx, stage, channel, &delivery, attempt).instrument(span.clone()))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(TransportError::Store("panic while handling the delivery".into())));
     let _enter = span.enter();
     match done {
         Ok(()) => {
@@ -197,6 +212,16 @@ async fn process(ctx: &Ctx, stage: &str, channel: &Channel, delivery: &Delivery,
         }
     };
     tracing::Span::current().record("job_id", tracing::field::display(job.job_id));
+    // The broker parks a message silently once it passes the delivery limit. Before that
+    // happens, park it ourselves with the reason and tell the case system.
+    let deliveries = header_u32(delivery.properties.headers(), "x-delivery-count").unwrap_or(0);
+    if deliveries >= ctx.runner.config().broker.delivery_limit {
+        let reason = format!("delivered {} times without finishing: workers crashed or lost their connection on it", deliveries + 1);
+        tracing::error!(error_kind = "worker_crash", %reason, "to dead-letter queue");
+        dead_letter(ctx, channel, delivery, stage, ErrorKind::WorkerCrash, &reason, attempt).await?;
+        result.fail_stage(stage, attempt, ErrorKind::WorkerCrash, &reason);
+        return publish_result(ctx, channel, delivery, result).await;
+    }
     let plan = ctx.runner.plan(&job, &mut result);
     let job = Arc::new(job);
     match ctx.runner.run_stage(stage, &job, &mut result, attempt).await {
@@ -307,7 +332,7 @@ async fn publish_result(ctx: &Ctx, channel: &Channel, delivery: &Delivery, mut r
 async fn retry(ctx: &Ctx, channel: &Channel, delivery: &Delivery, stage: &str, attempt: u32) -> Result<(), TransportError> {
     let mut headers = own_headers(delivery.properties.headers());
     set_header(&mut headers, H_ATTEMPT, (attempt + 1).to_string());
-    set_header(&mut headers, H_RETRY_STEP, (attempt - 1).to_string());
+    set_header(&mut headers, H_RETRY_STEP, attempt.saturating_sub(1).to_string());
     let properties = delivery.properties.clone().with_headers(headers);
     publish(channel, &ctx.names.retry_exchange(), stage, &delivery.data, properties, ctx.confirm_timeout).await
 }

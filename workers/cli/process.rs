@@ -101,7 +101,10 @@ pub async fn process(config: Arc<Config>, registry: Registry, args: Args) -> any
         }
         let Some((outcome, children)) = running.next().await else { break };
         bar.inc_length(children.len() as u64);
-        pending.extend(children.into_iter().map(Work::Child));
+        for ChildJob { job, bytes } in children {
+            files.add_bytes(&job.document.sha256, bytes);
+            pending.push_back(Work::Child(ChildJob { job, bytes: Vec::new() }));
+        }
         match outcome {
             Ok(result) => {
                 match result.status {
@@ -147,10 +150,9 @@ async fn process_one(
     work: Work,
 ) -> (Result<JobResult, inputs::Unreadable>, Vec<ChildJob>) {
     let job = match work {
-        Work::Child(ChildJob { job, bytes }) => {
-            files.add_bytes(&job.document.sha256, bytes);
-            job
-        }
+        // The bytes were registered when the parent finished (see `process`), so identical
+        // children share one copy until the last of them is done.
+        Work::Child(ChildJob { job, .. }) => job,
         Work::File(input) => {
             let path = input.path.clone();
             let hashed = tokio::task::spawn_blocking(move || inputs::hash_file(&path)).await.expect("hashing task");

@@ -59,14 +59,19 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
         }
         None => Box::new(std::io::stdout().lock()),
     };
-    let mut seen = HashSet::new();
+    let mut seen: HashSet<String> = HashSet::new();
     let mut expected = args.expect;
-    // Child documents (archive members, attachments) have results of their own, announced by
-    // their parent's result: each one raises the count to wait for.
-    let mut children = 0u64;
+    // The batch is complete when every submitted document has a result and so has every child
+    // document (archive member, attachment) that some parent result lists. Children can arrive
+    // before their parent, and other documents' results in any order.
+    let mut top_level = 0u64;
+    let mut children: HashSet<String> = HashSet::new();
     let bar = inputs::progress(expected.unwrap_or(0), "results");
     let idle = (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
-    while expected.is_none_or(|n| (seen.len() as u64) < n + children) {
+    let complete = |top_level: u64, expected: Option<u64>, children: &HashSet<String>, seen: &HashSet<String>| {
+        expected.is_some_and(|n| top_level >= n) && children.iter().all(|c| seen.contains(c))
+    };
+    while !complete(top_level, expected, &children, &seen) {
         let next = match idle {
             Some(limit) => match tokio::time::timeout(limit, consumer.next()).await {
                 Ok(next) => next,
@@ -76,25 +81,37 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
         };
         let Some(delivery) = next else { break };
         let delivery = delivery?;
-        let value: serde_json::Value = serde_json::from_slice(&delivery.data).context("a result is not JSON")?;
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&delivery.data) else {
+            // Not a result: reject it (without requeue) rather than stall on it for ever.
+            eprintln!("skipping a message that is not JSON");
+            delivery.acker.reject(lapin::options::BasicRejectOptions { requeue: false }).await?;
+            continue;
+        };
         let key = value.get("idempotency_key").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
         if expected.is_none() {
             expected = value.get("batch_total").and_then(|n| n.as_u64());
         }
         // A redelivered job yields a second, equivalent result: keep the first.
         if seen.insert(key) {
-            children += value.get("children").and_then(|c| c.as_array()).map_or(0, |c| c.len() as u64);
-            bar.set_length(expected.unwrap_or(0) + children);
+            if value.get("parent").is_none_or(|p| p.is_null()) {
+                top_level += 1;
+            }
+            for child in value.get("children").and_then(|c| c.as_array()).into_iter().flatten() {
+                if let Some(id) = child.get("job_id").and_then(|i| i.as_str()) {
+                    children.insert(id.to_owned());
+                }
+            }
             out.write_all(&delivery.data)?;
             out.write_all(b"\n")?;
             out.flush()?;
+            bar.set_length(expected.unwrap_or(0) + children.len() as u64);
             bar.inc(1);
         }
         delivery.acker.ack(BasicAckOptions::default()).await?;
     }
     bar.finish_and_clear();
-    let expected = expected.map(|n| n + children);
-    let complete = expected.is_some_and(|n| seen.len() as u64 >= n);
+    let complete = complete(top_level, expected, &children, &seen);
+    let expected = expected.map(|n| n + children.len() as u64);
     if complete && !args.keep {
         channel.queue_delete(&queue, QueueDeleteOptions::default()).await?;
     }

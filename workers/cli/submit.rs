@@ -116,9 +116,12 @@ pub async fn submit(config: &Config, args: Args) -> anyhow::Result<Submitted> {
         } else {
             Content::Blob { key: key_for(&item.sha256) }
         };
+        // Derived from batch, path and content: resubmitting a batch after a failure mid-publish
+        // gives the same job ids, so results dedupe instead of counting twice.
+        let job_id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, format!("docpipe:{batch_id}/{}/{}", item.path.display(), item.sha256).as_bytes());
         let job = Job {
             schema_version: SCHEMA_VERSION,
-            job_id: uuid::Uuid::new_v4(),
+            job_id,
             case_id: args.case.clone(),
             batch_id: batch_id.clone(),
             batch_total: Some(total),

@@ -59,6 +59,7 @@ impl Stage for Extract {
         let request = Request {
             ocr_languages: input.job.options.ocr_languages.clone(),
             depth: input.job.parent.as_ref().map_or(0, |p| p.depth),
+            cancel: Some(input.cancel.clone()),
         };
         let extracted = self.extractor.extract(bytes, &request).map_err(stage_error)?;
         Ok(output(extracted, &request, self.extractor.limits()))

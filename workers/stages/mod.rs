@@ -18,6 +18,8 @@ pub struct StageInput<'a> {
     pub job: &'a Job,
     pub result: &'a JobResult,
     pub content: Option<&'a [u8]>,
+    /// Raised when the runner gave up (time limit): long stages check it between pages.
+    pub cancel: &'a Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The engine behind an annotation, for provenance.

@@ -8,6 +8,8 @@ use super::{EngineInfo, Produced, Stage, StageInput, StageOutput};
 use crate::error::StageError;
 use crate::schema::{AnnotationBody, KeyTerm, SummarySentence};
 
+const MAX_SENTENCES: usize = 50;
+
 pub struct Summarize {
     pub default_sentences: usize,
     pub key_terms: usize,
@@ -16,7 +18,8 @@ pub struct Summarize {
 impl Stage for Summarize {
     fn run(&mut self, input: StageInput<'_>) -> Result<StageOutput, StageError> {
         let doc = document_sentences(input.result)?;
-        let wanted = input.job.options.summary_sentences.map_or(self.default_sentences, |n| n as usize);
+        // Capped: a summary is for reading, and selection costs grow with its length.
+        let wanted = input.job.options.summary_sentences.map_or(self.default_sentences, |n| n as usize).clamp(1, MAX_SENTENCES);
         let options = Options { length: Length::Sentences(wanted), key_terms: self.key_terms, ..Options::default() };
         let summary = summarize(&Input { sentences: &doc.sentences, pages: &doc.pages }, &options);
         let sentences = summary

@@ -25,7 +25,7 @@ fn read_limited(reader: impl Read, budget: u64, what: &str) -> Result<Vec<u8>, E
         .read_to_end(&mut buf)
         .map_err(|e| ExtractError::new(ErrorKind::Corrupt, format!("{what}: {e}")))?;
     if buf.len() as u64 > budget {
-        return Err(too_large(format!("{what} expands past limits.archive_max_total_bytes")));
+        return Err(too_large(format!("{what} expands past its limit (archive_max_ratio, archive_max_total_bytes)")));
     }
     Ok(buf)
 }
@@ -69,8 +69,10 @@ pub fn zip(bytes: &[u8], limits: &Limits, request: &Request) -> Result<Extracted
         if size > budget {
             return Err(too_large(format!("members expand past limits.archive_max_total_bytes ({})", limits.archive_max_total_bytes)));
         }
+        // Counted as read, so a member whose header understates its size is still caught.
+        let member_budget = budget.min((compressed.max(1) as f64 * limits.archive_max_ratio) as u64);
         let member = match archive.by_index(i) {
-            Ok(file) => read_limited(file, budget, &format!("member {name}")),
+            Ok(file) => read_limited(file, member_budget, &format!("member {name}")),
             Err(e) => Err(ExtractError::new(ErrorKind::Corrupt, e.to_string())),
         };
         match member {
@@ -102,10 +104,11 @@ pub fn zip(bytes: &[u8], limits: &Limits, request: &Request) -> Result<Extracted
 pub fn tar(bytes: &[u8], media: &str, limits: &Limits, request: &Request) -> Result<Extracted, ExtractError> {
     check_depth(limits, request)?;
     let (plain, gzipped) = if media == "application/gzip" {
-        let data = read_limited(flate2::read::GzDecoder::new(bytes), limits.archive_max_total_bytes, "gzip stream")?;
-        if bytes.len() > 0 && data.len() as f64 / bytes.len() as f64 > limits.archive_max_ratio.max(1.0) * 10.0 {
-            return Err(too_large(format!("gzip stream expands {:.0}x", data.len() as f64 / bytes.len() as f64)));
-        }
+        // Bytes actually produced are what count: at most the total budget, and at most
+        // archive_max_ratio times the compressed size. MultiGz: concatenated members all count.
+        let budget = limits.archive_max_total_bytes.min((bytes.len() as f64 * limits.archive_max_ratio) as u64);
+        let data = read_limited(flate2::read::MultiGzDecoder::new(bytes), budget, "gzip stream")
+            .map_err(|e| if e.kind == ErrorKind::TooLarge { too_large(format!("gzip stream expands past {budget} bytes (limits.archive_max_ratio / archive_max_total_bytes)")) } else { e })?;
         (data, true)
     } else {
         (bytes.to_vec(), false)

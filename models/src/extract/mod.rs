@@ -62,6 +62,17 @@ pub struct Request {
     pub ocr_languages: Vec<String>,
     /// Archive nesting level of this document (0 for a submitted file).
     pub depth: u32,
+    /// Raised by the caller to stop between pages (the stage's time limit passed).
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Request {
+    fn check_cancelled(&self) -> Result<(), ExtractError> {
+        match &self.cancel {
+            Some(flag) if flag.load(std::sync::atomic::Ordering::Relaxed) => Err(ExtractError::new(ErrorKind::Timeout, "stopped: the stage's time limit passed")),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,6 +287,7 @@ impl Extractor {
         }
         let mut extracted = Extracted { page_count: Some(total), ..Default::default() };
         for number in 1..=total {
+            request.check_cancelled()?;
             extracted.pages.push(if number > self.limits.max_pages {
                 Page::failed(number, too_many_pages(self.limits.max_pages))
             } else {

@@ -40,20 +40,26 @@ pub fn kind(bytes: &[u8]) -> Option<Kind> {
     .map(|(_, media)| Kind::Odf(media))
 }
 
-const PART_LIMIT: u64 = 512 << 20;
+/// XML read from one office file, all parts together: office files are ZIP archives too, and a
+/// deck of slides each inflating to hundreds of megabytes is a zip bomb like any other.
+const OFFICE_BUDGET: u64 = 1 << 30;
+/// Largest inflation of one part relative to its compressed size (XML compresses well, ~20x).
+const PART_RATIO: u64 = 400;
 
-fn part(zip: &mut zip::ZipArchive<Cursor<&[u8]>>, name: &str) -> Result<Option<String>, ExtractError> {
+fn part(zip: &mut zip::ZipArchive<Cursor<&[u8]>>, name: &str, budget: &mut u64) -> Result<Option<String>, ExtractError> {
     let Ok(file) = zip.by_name(name) else { return Ok(None) };
     if file.encrypted() {
         return Err(ExtractError::new(ErrorKind::Encrypted, "office document is password-protected"));
     }
+    let limit = (*budget).min(file.compressed_size().max(1024).saturating_mul(PART_RATIO));
     let mut buf = Vec::new();
-    file.take(PART_LIMIT + 1)
+    file.take(limit + 1)
         .read_to_end(&mut buf)
         .map_err(|e| ExtractError::new(ErrorKind::Corrupt, format!("{name}: {e}")))?;
-    if buf.len() as u64 > PART_LIMIT {
-        return Err(ExtractError::new(ErrorKind::TooLarge, format!("{name} expands past {PART_LIMIT} bytes")));
+    if buf.len() as u64 > limit {
+        return Err(ExtractError::new(ErrorKind::TooLarge, format!("{name} inflates past {limit} bytes: treated as a zip bomb")));
     }
+    *budget -= buf.len() as u64;
     Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
 }
 
@@ -114,11 +120,12 @@ fn simple_fields(xml: &str, fields: &[(&str, &str)]) -> Vec<(String, String)> {
 fn only_element(xml: &str, local: &str) -> String {
     let open = [format!("<dc:{local}"), format!("<dcterms:{local}"), format!("<cp:{local}"), format!("<meta:{local}")];
     for tag in &open {
-        if let Some(start) = xml.find(tag.as_str()) {
-            let close = tag.replacen('<', "</", 1);
-            if let Some(end) = xml[start..].find(&close) {
-                return format!("<x>{}</x>", &xml[start + xml[start..].find('>').unwrap_or(0) + 1..start + end]);
-            }
+        let Some(start) = xml.find(tag.as_str()) else { continue };
+        let close = tag.replacen('<', "</", 1);
+        let (Some(head_end), Some(end)) = (xml[start..].find('>'), xml[start..].find(&close)) else { continue };
+        // A malformed part (`<dc:title</dc:title>`) puts the close before the head's end.
+        if let Some(inner) = xml.get(start + head_end + 1..start + end) {
+            return format!("<x>{inner}</x>");
         }
     }
     String::new()
@@ -127,10 +134,12 @@ fn only_element(xml: &str, local: &str) -> String {
 pub fn extract(kind: Kind, bytes: &[u8]) -> Result<Extracted, ExtractError> {
     let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| ExtractError::new(ErrorKind::Corrupt, format!("damaged office container: {e}")))?;
     let mut extracted = Extracted::default();
+    let mut budget = OFFICE_BUDGET;
+    let budget = &mut budget;
     let texts: Vec<String> = match kind {
         Kind::Docx => {
             extracted.media_type = "application/vnd.openxmlformats-officedocument.wordprocessingml.document".into();
-            let body = part(&mut zip, "word/document.xml")?.unwrap_or_default();
+            let body = part(&mut zip, "word/document.xml", budget)?.unwrap_or_default();
             vec![xml_text(&body, &[b"p", b"br", b"cr"], &[b"tab"], &[b"instrText"])]
         }
         Kind::Pptx => {
@@ -142,23 +151,23 @@ pub fn extract(kind: Kind, bytes: &[u8]) -> Result<Extracted, ExtractError> {
             slides.sort();
             let mut texts = Vec::new();
             for (_, name) in slides {
-                let xml = part(&mut zip, &name)?.unwrap_or_default();
+                let xml = part(&mut zip, &name, budget)?.unwrap_or_default();
                 texts.push(xml_text(&xml, &[b"p", b"br"], &[], &[]));
             }
             texts
         }
         Kind::Xlsx => {
             extracted.media_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet".into();
-            xlsx(&mut zip)?
+            xlsx(&mut zip, budget)?
         }
         Kind::Odf(media) => {
             extracted.media_type = media.into();
-            let content = part(&mut zip, "content.xml")?.ok_or_else(|| ExtractError::new(ErrorKind::Corrupt, "OpenDocument without content.xml"))?;
+            let content = part(&mut zip, "content.xml", budget)?.ok_or_else(|| ExtractError::new(ErrorKind::Corrupt, "OpenDocument without content.xml"))?;
             vec![xml_text(&content, &[b"p", b"h", b"line-break", b"table-row"], &[b"tab", b"table-cell"], &[b"annotation"])]
         }
     };
     let meta_part = if matches!(kind, Kind::Odf(_)) { "meta.xml" } else { "docProps/core.xml" };
-    if let Some(meta) = part(&mut zip, meta_part)? {
+    if let Some(meta) = part(&mut zip, meta_part, budget)? {
         let fields = [("title", "title"), ("creator", "author"), ("initial-creator", "author"), ("subject", "subject"), ("created", "created"), ("creation-date", "created"), ("modified", "modified"), ("date", "modified"), ("lastModifiedBy", "last_modified_by")];
         for (key, value) in simple_fields(&meta, &fields) {
             extracted.metadata.entry(key).or_insert(value);
@@ -170,8 +179,8 @@ pub fn extract(kind: Kind, bytes: &[u8]) -> Result<Extracted, ExtractError> {
 }
 
 /// One text per sheet: rows on lines, cells separated by tabs, shared strings resolved.
-fn xlsx(zip: &mut zip::ZipArchive<Cursor<&[u8]>>) -> Result<Vec<String>, ExtractError> {
-    let shared: Vec<String> = match part(zip, "xl/sharedStrings.xml")? {
+fn xlsx(zip: &mut zip::ZipArchive<Cursor<&[u8]>>, budget: &mut u64) -> Result<Vec<String>, ExtractError> {
+    let shared: Vec<String> = match part(zip, "xl/sharedStrings.xml", budget)? {
         Some(xml) => split_elements(&xml, "si").iter().map(|si| xml_text(si, &[], &[], &[b"rPh"])).collect(),
         None => Vec::new(),
     };
@@ -182,7 +191,7 @@ fn xlsx(zip: &mut zip::ZipArchive<Cursor<&[u8]>>) -> Result<Vec<String>, Extract
     sheets.sort();
     let mut texts = Vec::new();
     for (_, name) in sheets {
-        let xml = part(zip, &name)?.unwrap_or_default();
+        let xml = part(zip, &name, budget)?.unwrap_or_default();
         let mut out = String::new();
         for row in split_elements(&xml, "row") {
             let cells: Vec<String> = split_elements(&row, "c")
@@ -233,7 +242,13 @@ fn split_elements(xml: &str, tag: &str) -> Vec<String> {
 pub fn rtf(bytes: &[u8]) -> Extracted {
     let source = String::from_utf8_lossy(bytes);
     let codepage = source.find("\\ansicpg").and_then(|at| source[at + 8..].chars().take_while(char::is_ascii_digit).collect::<String>().parse::<u16>().ok()).unwrap_or(1252);
-    let encoding = encoding_rs::Encoding::for_label(format!("windows-{codepage}").as_bytes()).unwrap_or(encoding_rs::WINDOWS_1252);
+    let encoding = match codepage {
+        932 => encoding_rs::SHIFT_JIS,
+        936 => encoding_rs::GBK,
+        949 => encoding_rs::EUC_KR,
+        950 => encoding_rs::BIG5,
+        _ => encoding_rs::Encoding::for_label(format!("windows-{codepage}").as_bytes()).unwrap_or(encoding_rs::WINDOWS_1252),
+    };
     let skip_groups = ["fonttbl", "colortbl", "stylesheet", "info", "pict", "header", "footer", "listtable", "listoverridetable", "rsidtbl", "generator", "themedata", "colorschememapping", "latentstyles", "datastore", "xmlnstbl"];
     let chars: Vec<char> = source.chars().collect();
     let mut out = String::new();

@@ -9,7 +9,7 @@
 use std::ffi::OsStr;
 
 use super::process::{run, TempFile};
-use super::{too_many_pages, ErrorKind, ExtractError, Extracted, Extractor, Page, Request, Source};
+use super::{ErrorKind, ExtractError, Extracted, Extractor, Page, Request, Source};
 
 /// Below this many letters or digits, a page's text layer is treated as absent.
 const MIN_TEXT_CHARS: usize = 16;
@@ -18,6 +18,7 @@ pub fn extract(extractor: &mut Extractor, bytes: &[u8], request: &Request) -> Re
     let limits = extractor.limits().clone();
     let file = TempFile::new(bytes, "input.pdf")?;
     let info = run("pdfinfo", &[OsStr::new("-isodates"), file.path.as_os_str()], limits.tool_timeout)?;
+    let sizes = page_sizes(&file, limits.max_pages, limits.tool_timeout);
     let info_text = String::from_utf8_lossy(&info.stdout).into_owned();
     if !info.status.success() {
         return Err(classify_failure(&info.stderr));
@@ -54,22 +55,52 @@ pub fn extract(extractor: &mut Extractor, bytes: &[u8], request: &Request) -> Re
     let mut layer_pages: Vec<&str> = layer.split('\u{c}').collect();
     layer_pages.truncate(readable as usize);
 
-    for number in 1..=pages {
-        if number > readable {
-            extracted.pages.push(Page::failed(number, too_many_pages(limits.max_pages)));
-            continue;
-        }
+    for number in 1..=readable {
         let page_text = layer_pages.get(number as usize - 1).copied().unwrap_or("");
         if usable(page_text) {
             extracted.pages.push(Page::text(number, page_text.trim_end().to_owned(), Source::TextLayer));
             continue;
         }
-        extracted.pages.push(match rasterize(&file, number, limits.ocr_dpi, limits.ocr_page_timeout) {
+        request.check_cancelled()?;
+        // Render at the configured resolution unless the page is so large that the image would
+        // pass the megapixel cap: then at the resolution that fits (never below 72 dpi).
+        let dpi = match sizes.get(number as usize - 1) {
+            Some(&(w, h)) if w > 0.0 && h > 0.0 => {
+                let fit = (limits.ocr_max_megapixels * 1e6 / (w / 72.0 * h / 72.0)).sqrt();
+                (limits.ocr_dpi as f64).min(fit).max(72.0) as u32
+            }
+            _ => limits.ocr_dpi,
+        };
+        extracted.pages.push(match rasterize(&file, number, dpi, limits.ocr_page_timeout) {
             Ok(png) => extractor.ocr_page(number, &png, request),
             Err(e) => Page::failed(number, e),
         });
     }
+    if pages > readable {
+        // One entry for the pages not read, not one per page: a 100,000-page file stays small.
+        extracted.pages.push(Page::failed(
+            readable + 1,
+            ExtractError::new(ErrorKind::TooLarge, format!("pages {}-{pages} not read: past limits.max_pages ({})", readable + 1, limits.max_pages)),
+        ));
+    }
     Ok(extracted)
+}
+
+/// Page sizes in points (up to `max` pages), from pdfinfo; empty when it cannot tell.
+fn page_sizes(file: &TempFile, max: u32, timeout: std::time::Duration) -> Vec<(f64, f64)> {
+    let last = max.to_string();
+    let Ok(out) = run("pdfinfo", &[OsStr::new("-f"), OsStr::new("1"), OsStr::new("-l"), OsStr::new(&last), file.path.as_os_str()], timeout) else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("Page ") && l.contains(" size:"))
+        .filter_map(|l| {
+            let dims = l.split("size:").nth(1)?;
+            let mut numbers = dims.split_whitespace().filter_map(|t| t.parse::<f64>().ok());
+            Some((numbers.next()?, numbers.next()?))
+        })
+        .collect()
 }
 
 /// Enough letters or digits, and not mostly unmapped glyphs.

@@ -2,6 +2,7 @@
 //! files cannot take the worker with it, and every run has a deadline.
 
 use std::io::Read;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -66,7 +67,8 @@ pub struct TempFile {
 impl TempFile {
     pub fn new(bytes: &[u8], name: &str) -> Result<Self, ExtractError> {
         let dir = std::env::temp_dir().join(format!("docpipe-{}-{:x}", std::process::id(), rand_suffix()));
-        std::fs::create_dir_all(&dir).map_err(|e| io_error("tempdir", e))?;
+        // Private to this user: the copy is evidence.
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| io_error("tempdir", e))?;
         let path = dir.join(name);
         std::fs::write(&path, bytes).map_err(|e| io_error("tempfile", e))?;
         Ok(Self { dir, path })
