@@ -356,3 +356,28 @@ async fn a_job_past_its_delivery_limit_is_parked_with_a_failed_result() {
     worker.await.unwrap().unwrap();
     common::cleanup(&config).await;
 }
+
+#[tokio::test]
+async fn results_resumes_from_its_file_after_an_interruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(&common::prefix("resume"), &dir.path().join("blobs"));
+    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["extract"]);
+    let inputs = dir.path().join("in");
+    std::fs::create_dir_all(&inputs).unwrap();
+    for i in 0..6 {
+        std::fs::write(inputs.join(format!("{i}.txt")), format!("note number {i}")).unwrap();
+    }
+    let args = submit::Args { paths: vec![inputs], case: "c".into(), batch: Some("resume".into()), stages: vec!["extract".into()], target_language: None, ocr_languages: vec![] };
+    submit::submit(&config, args).await.unwrap();
+    let out = dir.path().join("out");
+    // First run stops after three results (as if interrupted), keeping the queue.
+    let args = results::Args { batch: "resume".into(), out: Some(out.clone()), expect: Some(3), idle_timeout: 60, keep: true };
+    assert_eq!(results::collect(&config, args).await.unwrap().0, 3);
+    // The second run counts those three from the file and collects the other three.
+    let args = results::Args { batch: "resume".into(), out: Some(out.clone()), expect: None, idle_timeout: 60, keep: false };
+    assert_eq!(results::collect(&config, args).await.unwrap(), (6, Some(6)));
+    assert_eq!(std::fs::read_to_string(out.join("resume.jsonl")).unwrap().lines().count(), 6);
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+    common::cleanup(&config).await;
+}

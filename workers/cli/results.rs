@@ -51,10 +51,16 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
     channel.basic_qos(256, BasicQosOptions::default()).await?;
     let mut consumer = channel.basic_consume(&queue, "", BasicConsumeOptions::default(), FieldTable::default()).await?;
 
+    let mut earlier = Vec::new();
     let mut out: Box<dyn Write> = match &args.out {
         Some(dir) => {
             std::fs::create_dir_all(dir)?;
             let path = dir.join(format!("{}.jsonl", crate::amqp::routing_word(&args.batch)));
+            // Resuming after an interruption: results already written were acked and are gone
+            // from the queue, so they count from the file.
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                earlier = text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).collect();
+            }
             Box::new(std::io::BufWriter::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?))
         }
         None => Box::new(std::io::stdout().lock()),
@@ -71,6 +77,12 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
     let complete = |top_level: u64, expected: Option<u64>, children: &HashSet<String>, seen: &HashSet<String>| {
         expected.is_some_and(|n| top_level >= n) && children.iter().all(|c| seen.contains(c))
     };
+    for value in &earlier {
+        if expected.is_none() {
+            expected = value.get("batch_total").and_then(|n| n.as_u64());
+        }
+        record(value, &mut seen, &mut top_level, &mut children);
+    }
     while !complete(top_level, expected, &children, &seen) {
         let next = match idle {
             Some(limit) => match tokio::time::timeout(limit, consumer.next()).await {
@@ -87,20 +99,13 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
             delivery.acker.reject(lapin::options::BasicRejectOptions { requeue: false }).await?;
             continue;
         };
-        let key = value.get("idempotency_key").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
+        let key = key_of(&value);
         if expected.is_none() {
             expected = value.get("batch_total").and_then(|n| n.as_u64());
         }
         // A redelivered job yields a second, equivalent result: keep the first.
-        if seen.insert(key) {
-            if value.get("parent").is_none_or(|p| p.is_null()) {
-                top_level += 1;
-            }
-            for child in value.get("children").and_then(|c| c.as_array()).into_iter().flatten() {
-                if let Some(id) = child.get("job_id").and_then(|i| i.as_str()) {
-                    children.insert(id.to_owned());
-                }
-            }
+        if !seen.contains(&key) {
+            record(&value, &mut seen, &mut top_level, &mut children);
             out.write_all(&delivery.data)?;
             out.write_all(b"\n")?;
             out.flush()?;
@@ -117,4 +122,23 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
     }
     connection.close(200, "collected").await?;
     Ok((seen.len() as u64, expected))
+}
+
+fn key_of(value: &serde_json::Value) -> String {
+    value.get("idempotency_key").and_then(|k| k.as_str()).unwrap_or_default().to_owned()
+}
+
+/// Count one result: its key, whether it is a submitted document, and the children it lists.
+fn record(value: &serde_json::Value, seen: &mut HashSet<String>, top_level: &mut u64, children: &mut HashSet<String>) {
+    if !seen.insert(key_of(value)) {
+        return;
+    }
+    if value.get("parent").is_none_or(|p| p.is_null()) {
+        *top_level += 1;
+    }
+    for child in value.get("children").and_then(|c| c.as_array()).into_iter().flatten() {
+        if let Some(id) = child.get("job_id").and_then(|i| i.as_str()) {
+            children.insert(id.to_owned());
+        }
+    }
 }
