@@ -66,9 +66,7 @@ async fn submitted_documents_each_get_one_result_with_hash_and_provenance() {
     // Large documents went by claim check: their blobs exist in the store.
     assert!(std::fs::read_dir(dir.path().join("blobs")).unwrap().count() > 0);
 
-    stop.send(()).unwrap();
-    worker.await.unwrap().unwrap();
-    common::cleanup(&config).await;
+    common::finish(&config, stop, worker).await;
 }
 
 #[tokio::test]
@@ -124,10 +122,7 @@ async fn poison_messages_go_to_the_dead_letter_queue_and_the_worker_carries_on()
     let report = crashed.stages.iter().find(|s| s.stage == "panics").unwrap();
     assert_eq!(report.error.as_ref().unwrap().kind, ErrorKind::Panic);
 
-    let connection = connect(&config).await.unwrap();
-    let channel = confirm_channel(&connection).await.unwrap();
-    let parked = dlq::list(&channel, &config, 10).await.unwrap();
-    connection.close(200, "").await.unwrap();
+    let parked = common::dead_letters(&config).await;
     let kinds: Vec<_> = parked.iter().map(|p| p.error_kind.clone().unwrap()).collect();
     assert_eq!(kinds.iter().filter(|k| *k == "bad_message").count(), 2, "{parked:?}");
     assert_eq!(kinds.iter().filter(|k| *k == "panic").count(), 1, "{parked:?}");
@@ -139,9 +134,7 @@ async fn poison_messages_go_to_the_dead_letter_queue_and_the_worker_carries_on()
     assert_eq!(panic_entry.stage.as_deref(), Some("panics"));
     assert_eq!(panic_entry.job_id, Some(panicking.job_id.to_string()));
 
-    stop.send(()).unwrap();
-    worker.await.unwrap().unwrap();
-    common::cleanup(&config).await;
+    common::finish(&config, stop, worker).await;
 }
 
 #[tokio::test]
@@ -162,9 +155,7 @@ async fn transient_failure_is_retried_after_a_delay_then_succeeds() {
     // Each retry went through exactly one delay queue: no second copy turns up later.
     let late = common::collect_results(&config, 1, Duration::from_secs(2)).await;
     assert!(late.is_empty(), "duplicate results: {late:?}");
-    stop.send(()).unwrap();
-    worker.await.unwrap().unwrap();
-    common::cleanup(&config).await;
+    common::finish(&config, stop, worker).await;
 }
 
 #[tokio::test]
@@ -180,10 +171,7 @@ async fn exhausted_retries_end_in_the_dead_letter_queue_and_replay_works() {
     assert_eq!(report.error.as_ref().unwrap().kind, ErrorKind::RetriesExhausted);
     assert_eq!(report.attempts, 3);
 
-    let connection = connect(&config).await.unwrap();
-    let channel = confirm_channel(&connection).await.unwrap();
-    let parked = dlq::list(&channel, &config, 10).await.unwrap();
-    connection.close(200, "").await.unwrap();
+    let parked = common::dead_letters(&config).await;
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0].error_kind.as_deref(), Some("retries_exhausted"));
     assert_eq!(parked[0].attempts, Some(3));
@@ -198,9 +186,7 @@ async fn exhausted_retries_end_in_the_dead_letter_queue_and_replay_works() {
     assert_eq!(results[0].job_id, job.job_id);
     assert_eq!(results[0].status, JobStatus::Complete);
 
-    stop.send(()).unwrap();
-    worker.await.unwrap().unwrap();
-    common::cleanup(&config).await;
+    common::finish(&config, stop, worker).await;
 }
 
 #[tokio::test]
@@ -217,9 +203,7 @@ async fn stage_time_limit_gives_a_timeout_status_and_the_worker_continues() {
     assert_eq!(report.error.as_ref().unwrap().kind, ErrorKind::Timeout);
     assert_eq!(slow_result.status, JobStatus::Partial);
     assert_eq!(results.iter().find(|r| r.job_id == quick.job_id).unwrap().status, JobStatus::Complete);
-    stop.send(()).unwrap();
-    worker.await.unwrap().unwrap();
-    common::cleanup(&config).await;
+    common::finish(&config, stop, worker).await;
 }
 
 #[tokio::test]
@@ -248,9 +232,7 @@ async fn reply_to_and_correlation_id_are_honoured() {
     let result: JobResult = serde_json::from_slice(&delivery.data).unwrap();
     assert_eq!(result.job_id, job.job_id);
     connection.close(200, "").await.unwrap();
-    stop.send(()).unwrap();
-    worker.await.unwrap().unwrap();
-    common::cleanup(&config).await;
+    common::finish(&config, stop, worker).await;
 }
 
 #[tokio::test]
@@ -274,9 +256,7 @@ async fn tampered_blob_is_reported_as_an_integrity_failure() {
     let results = common::collect_results(&config, 1, Duration::from_secs(30)).await;
     assert_eq!(results[0].status, JobStatus::Failed);
     assert_eq!(results[0].stages[0].error.as_ref().unwrap().kind, ErrorKind::Integrity);
-    stop.send(()).unwrap();
-    worker.await.unwrap().unwrap();
-    common::cleanup(&config).await;
+    common::finish(&config, stop, worker).await;
 }
 
 #[tokio::test]
@@ -305,9 +285,7 @@ async fn archive_members_become_child_jobs_with_their_own_results() {
     }
     let doc = results.iter().find(|r| r.document.filename.ends_with(".doc")).unwrap();
     assert_eq!(doc.stages[0].error.as_ref().unwrap().kind, ErrorKind::Unsupported);
-    stop.send(()).unwrap();
-    worker.await.unwrap().unwrap();
-    common::cleanup(&config).await;
+    common::finish(&config, stop, worker).await;
 }
 
 #[tokio::test]
@@ -328,9 +306,7 @@ async fn results_waits_for_every_child_listed_by_a_parent() {
     assert_eq!((seen, total), (5, Some(5)));
     let lines = std::fs::read_to_string(out.join("kids.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 5);
-    stop.send(()).unwrap();
-    worker.await.unwrap().unwrap();
-    common::cleanup(&config).await;
+    common::finish(&config, stop, worker).await;
 }
 
 #[tokio::test]
@@ -346,15 +322,10 @@ async fn a_job_past_its_delivery_limit_is_parked_with_a_failed_result() {
     let results = common::collect_results(&config, 1, Duration::from_secs(30)).await;
     assert_eq!(results[0].status, JobStatus::Failed);
     assert_eq!(results[0].stages[0].error.as_ref().unwrap().kind, ErrorKind::WorkerCrash);
-    let connection = connect(&config).await.unwrap();
-    let channel = confirm_channel(&connection).await.unwrap();
-    let parked = dlq::list(&channel, &config, 10).await.unwrap();
-    connection.close(200, "").await.unwrap();
+    let parked = common::dead_letters(&config).await;
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0].error_kind.as_deref(), Some("worker_crash"));
-    stop.send(()).unwrap();
-    worker.await.unwrap().unwrap();
-    common::cleanup(&config).await;
+    common::finish(&config, stop, worker).await;
 }
 
 #[tokio::test]
@@ -377,7 +348,5 @@ async fn results_resumes_from_its_file_after_an_interruption() {
     let args = results::Args { batch: "resume".into(), out: Some(out.clone()), expect: None, idle_timeout: 60, keep: false };
     assert_eq!(results::collect(&config, args).await.unwrap(), (6, Some(6)));
     assert_eq!(std::fs::read_to_string(out.join("resume.jsonl")).unwrap().lines().count(), 6);
-    stop.send(()).unwrap();
-    worker.await.unwrap().unwrap();
-    common::cleanup(&config).await;
+    common::finish(&config, stop, worker).await;
 }

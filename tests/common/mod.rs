@@ -241,3 +241,19 @@ pub fn child_env() -> Option<(String, std::path::PathBuf)> {
     let blobs = std::env::var("DOCPIPE_TEST_BLOBS").ok()?;
     Some((prefix, blobs.into()))
 }
+
+/// What the dead-letter queue holds (left in place).
+pub async fn dead_letters(config: &Config) -> Vec<docpipe::cli::dlq::Parked> {
+    let connection = connect(config).await.expect("connect");
+    let channel = confirm_channel(&connection).await.expect("channel");
+    let parked = docpipe::cli::dlq::list(&channel, config, 100).await.expect("dlq list");
+    connection.close(200, "").await.ok();
+    parked
+}
+
+/// Stop an in-process worker, check it ended cleanly, and remove the test's broker objects.
+pub async fn finish(config: &Config, stop: tokio::sync::oneshot::Sender<()>, worker: tokio::task::JoinHandle<anyhow::Result<()>>) {
+    stop.send(()).expect("worker still running");
+    worker.await.expect("worker task").expect("worker result");
+    cleanup(config).await;
+}
