@@ -126,6 +126,8 @@ pub struct LangIdConfig {
 pub struct SummarizeConfig {
     /// Sentences in an extractive summary unless the job asks otherwise.
     pub sentences: usize,
+    /// When above 0, the summary is this share of the document's sentences instead (at least one).
+    pub share: f32,
     /// Key terms reported per document.
     pub key_terms: usize,
 }

@@ -82,8 +82,8 @@ impl Registry {
         registry.add("extract", move || Ok(Box::new(extract::Extract::new(limits.clone())) as Box<dyn Stage>));
         let langid_config = config.clone();
         registry.add("langid", move || Ok(Box::new(langid::LangId::load(&langid_config)?) as Box<dyn Stage>));
-        let (sentences, key_terms) = (config.summarize.sentences, config.summarize.key_terms);
-        registry.add("summarize", move || Ok(Box::new(summarize::Summarize { default_sentences: sentences, key_terms }) as Box<dyn Stage>));
+        let (sentences, share, key_terms) = (config.summarize.sentences, config.summarize.share, config.summarize.key_terms);
+        registry.add("summarize", move || Ok(Box::new(summarize::Summarize { default_sentences: sentences, share, key_terms }) as Box<dyn Stage>));
         registry
     }
 

@@ -12,6 +12,8 @@ const MAX_SENTENCES: usize = 50;
 
 pub struct Summarize {
     pub default_sentences: usize,
+    /// Share of the sentences, when above 0 (used unless the job names a count).
+    pub share: f32,
     pub key_terms: usize,
 }
 
@@ -19,7 +21,12 @@ impl Stage for Summarize {
     fn run(&mut self, input: StageInput<'_>) -> Result<StageOutput, StageError> {
         let doc = document_sentences(input.result)?;
         // Capped: a summary is for reading, and selection costs grow with its length.
-        let wanted = input.job.options.summary_sentences.map_or(self.default_sentences, |n| n as usize).clamp(1, MAX_SENTENCES);
+        let by_share = (self.share > 0.0).then(|| (doc.sentences.len() as f32 * self.share).round() as usize);
+        let wanted = match input.job.options.summary_sentences {
+            Some(n) => n as usize,
+            None => by_share.unwrap_or(self.default_sentences),
+        }
+        .clamp(1, MAX_SENTENCES);
         let options = Options { length: Length::Sentences(wanted), key_terms: self.key_terms, ..Options::default() };
         let summary = summarize(&Input { sentences: &doc.sentences, pages: &doc.pages }, &options);
         let sentences = summary

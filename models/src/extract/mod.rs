@@ -201,7 +201,7 @@ impl Extractor {
             "application/x-ole-storage" => return Err(ole_unsupported(bytes)),
             "application/rtf" => office::rtf(bytes),
             "application/x-7z-compressed" | "application/vnd.rar" => {
-                return Err(ExtractError::new(ErrorKind::Unsupported, format!("{media} archives are not read (no maintained pure-Rust reader); unpack them before submitting")))
+                return Err(ExtractError::new(ErrorKind::Unsupported, format!("{media} archives are not read in this version; unpack them before submitting")))
             }
             "message/rfc822" => email::eml(bytes)?,
             "application/pgp-encrypted" => {
