@@ -7,5 +7,6 @@ pub mod langid;
 pub mod rouge;
 pub mod segment;
 pub mod sniff;
+pub mod spm;
 pub mod summarize;
 pub mod text;
