@@ -350,3 +350,36 @@ async fn results_resumes_from_its_file_after_an_interruption() {
     assert_eq!(std::fs::read_to_string(out.join("resume.jsonl")).unwrap().lines().count(), 6);
     common::finish(&config, stop, worker).await;
 }
+
+#[tokio::test]
+async fn oversized_hand_offs_and_results_travel_by_claim_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(&common::prefix("claimcheck"), &dir.path().join("blobs"));
+    config.broker.max_message_bytes = 4096;
+    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["extract", "counts"]);
+    let inputs = dir.path().join("in");
+    std::fs::create_dir_all(&inputs).unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mt/flores200-devtest-1-100.eng_Latn")).unwrap();
+    std::fs::write(inputs.join("long.txt"), &text).unwrap();
+    let args = submit::Args { paths: vec![inputs], case: "c".into(), batch: Some("big".into()), stages: vec!["extract".into(), "counts".into()], target_language: None, ocr_languages: vec![] };
+    submit::submit(&config, args).await.unwrap();
+    let out = dir.path().join("out");
+    let args = results::Args { batch: "big".into(), out: Some(out.clone()), expect: None, idle_timeout: 60, keep: false };
+    assert_eq!(results::collect(&config, args).await.unwrap().0, 1);
+    // The second stage read the hand-off from the blob store; the written result is complete.
+    let result: JobResult = serde_json::from_str(std::fs::read_to_string(out.join("big.jsonl")).unwrap().trim()).unwrap();
+    assert_eq!(result.status, JobStatus::Complete, "{:?}", result.stages);
+    assert!(result.annotations_blob.is_none());
+    let AnnotationBody::Text { chars, .. } = &result.annotations[0].body else { panic!("expected a text annotation") };
+    assert_eq!(*chars, text.chars().count() as u64);
+    // Both went through the blob store: a stored hand-off (job + result) and the stored result.
+    let stored: Vec<serde_json::Value> = walkdir::WalkDir::new(dir.path().join("blobs"))
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+        .collect();
+    assert!(stored.iter().any(|v| v.get("job").is_some() && v.get("result").is_some()), "hand-off by claim check");
+    assert!(stored.iter().any(|v| v.get("idempotency_key").and_then(|k| k.as_str()) == Some(&result.idempotency_key)), "result by claim check");
+    common::finish(&config, stop, worker).await;
+}

@@ -56,6 +56,9 @@ pub struct BrokerConfig {
     pub delivery_limit: u32,
     /// Seconds to wait for a publisher confirm.
     pub confirm_timeout_secs: u64,
+    /// Hand-offs and results larger than this go through the blob store (claim check) instead
+    /// of the broker, whose message size is limited (128 MiB by default on RabbitMQ 3).
+    pub max_message_bytes: u64,
     /// First and largest pause between reconnection attempts.
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,

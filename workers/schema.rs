@@ -120,6 +120,10 @@ pub struct JobResult {
     pub stages: Vec<StageReport>,
     /// Machine output. Every annotation says what produced it.
     pub annotations: Vec<Annotation>,
+    /// Set when the whole result was too large for the broker: the blob-store key (`sha256:…`)
+    /// of the complete result, whose `annotations` this message leaves out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations_blob: Option<String>,
     /// Set when this document was found inside another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentRef>,
@@ -380,6 +384,7 @@ impl JobResult {
             parent: job.parent.clone(),
             stages: Vec::new(),
             annotations: Vec::new(),
+            annotations_blob: None,
             children: Vec::new(),
             completed_at: None,
         }

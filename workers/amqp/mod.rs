@@ -29,6 +29,8 @@ pub enum TransportError {
 /// Message `type` property of jobs, stage-to-stage hand-offs and results.
 pub const JOB_TYPE: &str = "docpipe.job.v1";
 pub const HANDOFF_TYPE: &str = "docpipe.handoff.v1";
+/// A hand-off too large for the broker: the body names the blob holding it.
+pub const HANDOFF_REF_TYPE: &str = "docpipe.handoff-ref.v1";
 pub const RESULT_TYPE: &str = "docpipe.result.v1";
 
 /// Headers docpipe sets.

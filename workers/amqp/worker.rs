@@ -41,6 +41,7 @@ struct Ctx {
     confirm_timeout: Duration,
     store: Arc<FileStore>,
     inline_max: u64,
+    max_message: u64,
 }
 
 /// Run a worker for `stages` until `shutdown` resolves. Returns after in-flight jobs finished
@@ -60,6 +61,7 @@ pub async fn run(
         confirm_timeout: Duration::from_secs(config.broker.confirm_timeout_secs),
         store,
         inline_max: config.blobs.inline_max_bytes,
+        max_message: config.broker.max_message_bytes,
     });
     tokio::pin!(shutdown);
     let mut backoff = Backoff::new(&config);
@@ -204,7 +206,14 @@ async fn handle(ctx: &Ctx, stage: &str, channel: &Channel, delivery: Delivery) {
 }
 
 async fn process(ctx: &Ctx, stage: &str, channel: &Channel, delivery: &Delivery, attempt: u32) -> Result<(), TransportError> {
-    let (job, mut result) = match decode(delivery.properties.kind().as_ref(), &delivery.data) {
+    let kind = delivery.properties.kind().as_ref().map(|k| k.as_str().to_owned());
+    let (kind, body) = if kind.as_deref() == Some(HANDOFF_REF_TYPE) {
+        // Claim check: fetch the hand-off from the blob store (a failure requeues the delivery).
+        (Some(HANDOFF_TYPE.to_owned()), std::borrow::Cow::Owned(load_blob(ctx, &delivery.data).await?))
+    } else {
+        (kind, std::borrow::Cow::Borrowed(delivery.data.as_slice()))
+    };
+    let (job, mut result) = match decode(kind.as_deref(), &body) {
         Ok(decoded) => decoded,
         Err(reason) => {
             tracing::warn!(error_kind = "bad_message", %reason, "unreadable message to dead-letter queue");
@@ -252,9 +261,9 @@ async fn process(ctx: &Ctx, stage: &str, channel: &Channel, delivery: &Delivery,
     }
 }
 
-fn decode(kind: Option<&ShortString>, body: &[u8]) -> Result<(Job, JobResult), String> {
+fn decode(kind: Option<&str>, body: &[u8]) -> Result<(Job, JobResult), String> {
     let value = check_version(body).map_err(|e| e.to_string())?;
-    let (job, result) = if kind.map(|k| k.as_str()) == Some(HANDOFF_TYPE) {
+    let (job, result) = if kind == Some(HANDOFF_TYPE) {
         let handoff: Handoff = serde_json::from_value(value).map_err(|e| format!("bad hand-off: {e}"))?;
         (handoff.job, handoff.result)
     } else {
@@ -302,13 +311,48 @@ async fn forward(
     };
     let handoff = Handoff { schema_version: SCHEMA_VERSION, job: job.clone(), result };
     let body = serde_json::to_vec(&handoff).expect("hand-off serializes");
-    let properties = reply_properties(&delivery.properties, json_properties(HANDOFF_TYPE));
+    let (kind, body) = if body.len() as u64 > ctx.max_message {
+        let key = store_blob(ctx, body).await?;
+        (HANDOFF_REF_TYPE, serde_json::to_vec(&serde_json::json!({ "schema_version": SCHEMA_VERSION, "key": key })).expect("ref serializes"))
+    } else {
+        (HANDOFF_TYPE, body)
+    };
+    let properties = reply_properties(&delivery.properties, json_properties(kind));
     publish(channel, &ctx.names.work_exchange(), next, &body, properties, ctx.confirm_timeout).await
+}
+
+/// Keep `bytes` in the blob store; returns the key.
+async fn store_blob(ctx: &Ctx, bytes: Vec<u8>) -> Result<String, TransportError> {
+    let store = ctx.store.clone();
+    tokio::task::spawn_blocking(move || store.put(&crate::blob::sha256_hex(&bytes), &bytes))
+        .await
+        .expect("blob write task")
+        .map_err(|e| TransportError::Store(e.to_string()))
+}
+
+/// The hand-off a claim-check message names, read back and verified.
+async fn load_blob(ctx: &Ctx, reference: &[u8]) -> Result<Vec<u8>, TransportError> {
+    let key = serde_json::from_slice::<serde_json::Value>(reference)
+        .ok()
+        .and_then(|v| v.get("key").and_then(|k| k.as_str()).map(str::to_owned))
+        .ok_or_else(|| TransportError::Store("claim-check message without a key".into()))?;
+    let store = ctx.store.clone();
+    tokio::task::spawn_blocking(move || store.get(&key))
+        .await
+        .expect("blob read task")
+        .map_err(|e| TransportError::Store(e.to_string()))
 }
 
 async fn publish_result(ctx: &Ctx, channel: &Channel, delivery: &Delivery, mut result: JobResult) -> Result<(), TransportError> {
     result.settle();
-    let body = serde_json::to_vec(&result).expect("result serializes");
+    let mut body = serde_json::to_vec(&result).expect("result serializes");
+    if body.len() as u64 > ctx.max_message {
+        // Too large for the broker: the full result goes to the blob store, the message says where.
+        let key = store_blob(ctx, body).await?;
+        result.annotations.clear();
+        result.annotations_blob = Some(key);
+        body = serde_json::to_vec(&result).expect("result serializes");
+    }
     let mut headers = FieldTable::default();
     set_header(&mut headers, "case_id", result.case_id.clone());
     set_header(&mut headers, "batch_id", result.batch_id.clone());

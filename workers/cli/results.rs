@@ -13,6 +13,7 @@ use lapin::types::FieldTable;
 use super::inputs;
 use crate::amqp::topology::{declare, declare_batch_queue};
 use crate::amqp::connect;
+use crate::blob::BlobStore;
 use crate::config::Config;
 
 #[derive(Debug, clap::Args)]
@@ -51,6 +52,7 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
     channel.basic_qos(256, BasicQosOptions::default()).await?;
     let mut consumer = channel.basic_consume(&queue, "", BasicConsumeOptions::default(), FieldTable::default()).await?;
 
+    let store = crate::blob::FileStore::new(config.blobs.dir.clone());
     let mut earlier = Vec::new();
     let mut out: Box<dyn Write> = match &args.out {
         Some(dir) => {
@@ -106,7 +108,18 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
         // A redelivered job yields a second, equivalent result: keep the first.
         if !seen.contains(&key) {
             record(&value, &mut seen, &mut top_level, &mut children);
-            out.write_all(&delivery.data)?;
+            // A result too large for the broker comes by claim check: write the full one.
+            let full = match value.get("annotations_blob").and_then(|k| k.as_str()) {
+                Some(blob) => match store.get(blob) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        eprintln!("result {key}: full result not readable from the blob store ({e}); writing it without annotations");
+                        delivery.data.clone()
+                    }
+                },
+                None => delivery.data.clone(),
+            };
+            out.write_all(&full)?;
             out.write_all(b"\n")?;
             out.flush()?;
             bar.set_length(expected.unwrap_or(0) + children.len() as u64);
