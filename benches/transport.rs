@@ -55,9 +55,7 @@ async fn broker_run(dir: &std::path::Path, workers: usize) -> (f64, f64) {
         paths: vec![dir.join("docs")],
         case: "bench".into(),
         batch: Some(batch.clone()),
-        stages: vec![],
-        target_language: None,
-        ocr_languages: vec![],
+        job: docpipe::cli::JobArgs::default(),
     };
     let submitted = submit::submit(&config, args).await.unwrap();
     assert_eq!(submitted.published, DOCS);
@@ -113,8 +111,7 @@ fn main() {
             out: dir.path().join("out-embedded"),
             case: None,
             batch: None,
-            stages: vec![],
-            target_language: None,
+            job: docpipe::cli::JobArgs::default(),
         };
         let registry = Registry::builtin(&config);
         let summary = process::process(config, registry, args).await.unwrap();

@@ -34,9 +34,7 @@ async fn submitted_documents_each_get_one_result_with_hash_and_provenance() {
         paths: vec![inputs.clone()],
         case: "case-42".into(),
         batch: Some("batch-a".into()),
-        stages: vec!["extract".into()],
-        target_language: None,
-        ocr_languages: vec![],
+        job: docpipe::cli::JobArgs { stages: vec!["extract".into()], ..Default::default() },
     };
     let submitted = submit::submit(&config, args).await.unwrap();
     assert_eq!(submitted.published, 12);
@@ -297,7 +295,7 @@ async fn results_waits_for_every_child_listed_by_a_parent() {
     std::fs::create_dir_all(&inputs).unwrap();
     std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/docs/targz-with-pdf-doc-docx.tar.gz"), inputs.join("a.tar.gz")).unwrap();
     std::fs::write(inputs.join("b.txt"), "a short note that finishes long before the archive").unwrap();
-    let args = submit::Args { paths: vec![inputs], case: "c".into(), batch: Some("kids".into()), stages: vec!["extract".into()], target_language: None, ocr_languages: vec![] };
+    let args = submit::Args { paths: vec![inputs], case: "c".into(), batch: Some("kids".into()), job: docpipe::cli::JobArgs { stages: vec!["extract".into()], ..Default::default() } };
     assert_eq!(submit::submit(&config, args).await.unwrap().published, 2);
     let out = dir.path().join("out");
     let args = results::Args { batch: "kids".into(), out: Some(out.clone()), expect: None, idle_timeout: 120, keep: false };
@@ -338,7 +336,7 @@ async fn results_resumes_from_its_file_after_an_interruption() {
     for i in 0..6 {
         std::fs::write(inputs.join(format!("{i}.txt")), format!("note number {i}")).unwrap();
     }
-    let args = submit::Args { paths: vec![inputs], case: "c".into(), batch: Some("resume".into()), stages: vec!["extract".into()], target_language: None, ocr_languages: vec![] };
+    let args = submit::Args { paths: vec![inputs], case: "c".into(), batch: Some("resume".into()), job: docpipe::cli::JobArgs { stages: vec!["extract".into()], ..Default::default() } };
     submit::submit(&config, args).await.unwrap();
     let out = dir.path().join("out");
     // First run stops after three results (as if interrupted), keeping the queue.
@@ -361,7 +359,7 @@ async fn oversized_hand_offs_and_results_travel_by_claim_check() {
     std::fs::create_dir_all(&inputs).unwrap();
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mt/flores200-devtest-1-100.eng_Latn")).unwrap();
     std::fs::write(inputs.join("long.txt"), &text).unwrap();
-    let args = submit::Args { paths: vec![inputs], case: "c".into(), batch: Some("big".into()), stages: vec!["extract".into(), "counts".into()], target_language: None, ocr_languages: vec![] };
+    let args = submit::Args { paths: vec![inputs], case: "c".into(), batch: Some("big".into()), job: docpipe::cli::JobArgs { stages: vec!["extract".into(), "counts".into()], ..Default::default() } };
     submit::submit(&config, args).await.unwrap();
     let out = dir.path().join("out");
     let args = results::Args { batch: "big".into(), out: Some(out.clone()), expect: None, idle_timeout: 60, keep: false };

@@ -66,6 +66,36 @@ pub struct SchemaArgs {
     pub out: PathBuf,
 }
 
+/// What to do with each document: shared by `process` and `submit`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct JobArgs {
+    /// Stages to run, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub stages: Vec<String>,
+    /// Language to translate into (default: defaults.target_language).
+    #[arg(long)]
+    pub target_language: Option<String>,
+    /// Tesseract languages to use for OCR, comma-separated (e.g. rus,chi_sim); default: detect.
+    #[arg(long, value_delimiter = ',')]
+    pub ocr_languages: Vec<String>,
+    /// Sentences in each summary (default: summarize.sentences).
+    #[arg(long)]
+    pub summary_sentences: Option<u32>,
+}
+
+impl JobArgs {
+    /// The stages to run, checked against the pipeline, and the job options.
+    pub fn resolve(&self, config: &crate::config::Config) -> anyhow::Result<(Vec<String>, crate::schema::JobOptions)> {
+        let stages = select_stages(config, &self.stages)?;
+        let options = crate::schema::JobOptions {
+            target_language: self.target_language.clone().unwrap_or_else(|| config.defaults.target_language.clone()),
+            ocr_languages: self.ocr_languages.clone(),
+            summary_sentences: self.summary_sentences,
+        };
+        Ok((stages, options))
+    }
+}
+
 /// Resolve `--stages` against the pipeline: empty means all; unknown names are an error.
 pub fn select_stages(config: &crate::config::Config, requested: &[String]) -> anyhow::Result<Vec<String>> {
     if requested.is_empty() {

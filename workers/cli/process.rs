@@ -34,12 +34,8 @@ pub struct Args {
     /// Batch id (default: a new UUID).
     #[arg(long)]
     pub batch: Option<String>,
-    /// Stages to run, comma-separated (default: all).
-    #[arg(long, value_delimiter = ',')]
-    pub stages: Vec<String>,
-    /// Language to translate into (default: defaults.target_language).
-    #[arg(long)]
-    pub target_language: Option<String>,
+    #[command(flatten)]
+    pub job: super::JobArgs,
 }
 
 /// Counts printed at the end and used by tests.
@@ -65,7 +61,7 @@ pub async fn run(config: Arc<Config>, registry: Registry, args: Args) -> anyhow:
 }
 
 pub async fn process(config: Arc<Config>, registry: Registry, args: Args) -> anyhow::Result<Summary> {
-    let stages = super::select_stages(&config, &args.stages)?;
+    let (stages, options) = args.job.resolve(&config)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let (found, unreadable) = inputs::walk(&args.paths);
     let mut summary = Summary { unreadable: unreadable.len(), ..Default::default() };
@@ -84,7 +80,7 @@ pub async fn process(config: Arc<Config>, registry: Registry, args: Args) -> any
         batch_id: args.batch.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         batch_total: found.len() as u64,
         stages,
-        target_language: args.target_language.unwrap_or_else(|| config.defaults.target_language.clone()),
+        options,
     };
 
     tracing::info!(documents = found.len(), unreadable = unreadable.len(), batch_id = %template.batch_id, "processing");
@@ -140,7 +136,7 @@ struct Template {
     batch_id: String,
     batch_total: u64,
     stages: Vec<String>,
-    target_language: String,
+    options: JobOptions,
 }
 
 async fn process_one(
@@ -176,7 +172,7 @@ async fn process_one(
                     content: Content::Blob { key },
                 },
                 stages: template.stages.clone(),
-                options: JobOptions { target_language: template.target_language.clone(), ..Default::default() },
+                options: template.options.clone(),
                 parent: None,
             }
         }

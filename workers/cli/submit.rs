@@ -16,7 +16,7 @@ use crate::amqp::topology::{declare, declare_batch_queue, Names};
 use crate::amqp::{confirm_channel, connect, json_properties, JOB_TYPE};
 use crate::blob::{key_for, BlobStore, FileStore};
 use crate::config::Config;
-use crate::schema::{Content, DocumentRef, Job, JobOptions, SCHEMA_VERSION};
+use crate::schema::{Content, DocumentRef, Job, SCHEMA_VERSION};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -29,15 +29,8 @@ pub struct Args {
     /// Batch id (default: a new UUID, printed at the end).
     #[arg(long)]
     pub batch: Option<String>,
-    /// Stages to run, comma-separated (default: all).
-    #[arg(long, value_delimiter = ',')]
-    pub stages: Vec<String>,
-    /// Language to translate into (default: defaults.target_language).
-    #[arg(long)]
-    pub target_language: Option<String>,
-    /// Tesseract languages to try first, comma-separated (e.g. rus,chi_sim).
-    #[arg(long, value_delimiter = ',')]
-    pub ocr_languages: Vec<String>,
+    #[command(flatten)]
+    pub job: super::JobArgs,
 }
 
 /// What a submission did.
@@ -67,7 +60,7 @@ struct Stored {
 }
 
 pub async fn submit(config: &Config, args: Args) -> anyhow::Result<Submitted> {
-    let stages = super::select_stages(config, &args.stages)?;
+    let (stages, options) = args.job.resolve(config)?;
     let batch_id = args.batch.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let store = Arc::new(FileStore::new(config.blobs.dir.clone()));
 
@@ -134,11 +127,7 @@ pub async fn submit(config: &Config, args: Args) -> anyhow::Result<Submitted> {
                 content,
             },
             stages: stages.clone(),
-            options: JobOptions {
-                target_language: args.target_language.clone().unwrap_or_else(|| config.defaults.target_language.clone()),
-                ocr_languages: args.ocr_languages.clone(),
-                summary_sentences: None,
-            },
+            options: options.clone(),
             parent: None,
         };
         let body = serde_json::to_vec(&job)?;
