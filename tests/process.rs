@@ -138,7 +138,7 @@ fn config_errors_name_the_key() {
 
 #[test]
 fn every_command_explains_itself() {
-    for command in ["process", "submit", "results", "worker", "declare", "dlq", "schema"] {
+    for command in ["process", "submit", "results", "worker", "declare", "dlq", "schema", "models"] {
         let output = docpipe().args([command, "--help"]).output().unwrap();
         assert!(output.status.success(), "{command} --help");
         assert!(String::from_utf8_lossy(&output.stdout).len() > 100, "{command} --help says something");

@@ -31,6 +31,7 @@ pub struct Config {
     pub blobs: BlobConfig,
     pub limits: LimitsConfig,
     pub extract: ExtractConfig,
+    pub models: ModelsConfig,
     pub langid: LangIdConfig,
     pub summarize: SummarizeConfig,
     pub defaults: DefaultsConfig,
@@ -113,6 +114,13 @@ pub struct ExtractConfig {
     pub ocr_page_timeout_secs: u64,
     pub ocr_dpi: u32,
     pub tool_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Where `docpipe models install` puts models, one directory each with its manifest.
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]

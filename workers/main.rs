@@ -71,6 +71,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             Ok(ok)
         }
         Command::Dlq(args) => cli::dlq::run(&config, args).await,
+        Command::Models(args) => cli::models::run(&config, args),
         Command::Schema(args) => {
             std::fs::create_dir_all(&args.out)?;
             for (name, text) in docpipe::schema::json_schemas() {

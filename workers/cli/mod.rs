@@ -2,6 +2,7 @@
 
 pub mod dlq;
 pub mod inputs;
+pub mod models;
 pub mod process;
 pub mod results;
 pub mod submit;
@@ -42,6 +43,8 @@ pub enum Command {
     Declare,
     /// Inspect or replay the dead-letter queue.
     Dlq(dlq::Args),
+    /// List, install (from a directory or archive, hashed) and verify local models.
+    Models(models::Args),
     /// Write the JSON Schema files of the message contract.
     Schema(SchemaArgs),
 }
