@@ -161,11 +161,10 @@ fn decide(ranked: &[(String, f32)], s: &ScriptStats) -> (String, f32) {
         }
     }
     if s.arabic * 2 >= s.letters && s.arabic > 0 {
-        if s.persian_only > 0 && matches!(top.0.as_str(), "ara" | "fas" | "urd" | "pus" | "ckb" | "azb" | "glk" | "mzn") {
-            if top.0 != "urd" || s.urdu_only == 0 {
+        if s.persian_only > 0 && matches!(top.0.as_str(), "ara" | "fas" | "urd" | "pus" | "ckb" | "azb" | "glk" | "mzn")
+            && (top.0 != "urd" || s.urdu_only == 0) {
                 return ("fas".into(), top.1.max(prob("fas")));
             }
-        }
         if s.arabic_only > 0 && s.persian_only == 0 && top.0 == "fas" {
             return ("ara".into(), top.1.max(prob("ara")));
         }

@@ -52,12 +52,12 @@ impl SentencePiece {
         let (mut model_type, mut byte_fallback, mut unk_id) = (1u64, false, 0usize);
         let (mut charsmap, mut add_dummy_prefix, mut remove_extra_whitespaces) = (Vec::new(), true, true);
         for field in Fields::new(bytes) {
-            let (number, value) = field.map_err(|e| bad(e))?;
+            let (number, value) = field.map_err(&bad)?;
             match (number, value) {
                 (1, Value::Bytes(piece)) => {
                     let (mut text, mut score, mut kind) = (String::new(), 0f32, 1u64);
                     for f in Fields::new(piece) {
-                        match f.map_err(|e| bad(e))? {
+                        match f.map_err(&bad)? {
                             (1, Value::Bytes(b)) => text = String::from_utf8(b.to_vec()).map_err(|_| bad("piece is not UTF-8"))?,
                             (2, Value::Fixed32(bits)) => score = f32::from_bits(bits),
                             (3, Value::Varint(v)) => kind = v,
@@ -80,7 +80,7 @@ impl SentencePiece {
                 }
                 (2, Value::Bytes(trainer)) => {
                     for f in Fields::new(trainer) {
-                        match f.map_err(|e| bad(e))? {
+                        match f.map_err(&bad)? {
                             (3, Value::Varint(v)) => model_type = v,
                             (35, Value::Varint(v)) => byte_fallback = v != 0,
                             _ => {}
@@ -89,7 +89,7 @@ impl SentencePiece {
                 }
                 (3, Value::Bytes(normalizer)) => {
                     for f in Fields::new(normalizer) {
-                        match f.map_err(|e| bad(e))? {
+                        match f.map_err(&bad)? {
                             (2, Value::Bytes(b)) => charsmap = b.to_vec(),
                             (3, Value::Varint(v)) => add_dummy_prefix = v != 0,
                             (4, Value::Varint(v)) => remove_extra_whitespaces = v != 0,

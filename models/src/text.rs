@@ -94,7 +94,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, TextError> {
 }
 
 fn utf16(body: &[u8], unit: fn([u8; 2]) -> u16) -> Result<String, TextError> {
-    if body.len() % 2 != 0 {
+    if !body.len().is_multiple_of(2) {
         return Err(TextError::BadUtf16);
     }
     let units = body.chunks_exact(2).map(|c| unit([c[0], c[1]]));
