@@ -36,6 +36,15 @@ pub fn key_for(sha256: &str) -> String {
     format!("sha256:{sha256}")
 }
 
+/// `bytes` if they hash to `digest`, else a mismatch naming `key`.
+fn verified(key: &str, digest: &str, bytes: Vec<u8>) -> Result<Vec<u8>, BlobError> {
+    let actual = sha256_hex(&bytes);
+    if actual != digest {
+        return Err(BlobError::Mismatch { key: key.to_owned(), actual });
+    }
+    Ok(bytes)
+}
+
 fn digest_of(key: &str) -> Result<&str, BlobError> {
     match key.strip_prefix("sha256:") {
         Some(d) if d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) => Ok(d),
@@ -93,11 +102,7 @@ impl BlobStore for FileStore {
             }
             Err(e) => return Err(BlobError::Io { path, source: e }),
         };
-        let actual = sha256_hex(&bytes);
-        if actual != digest {
-            return Err(BlobError::Mismatch { key: key.to_owned(), actual });
-        }
-        Ok(bytes)
+        verified(key, digest, bytes)
     }
 
     fn contains(&self, key: &str) -> Result<bool, BlobError> {
@@ -162,11 +167,7 @@ impl BlobStore for LocalFiles {
         let path = self.paths.read().expect("lock").get(key).cloned();
         let path = path.ok_or_else(|| BlobError::NotFound { key: key.to_owned() })?;
         let bytes = std::fs::read(&path).map_err(io(&path))?;
-        let actual = sha256_hex(&bytes);
-        if actual != digest {
-            return Err(BlobError::Mismatch { key: key.to_owned(), actual });
-        }
-        Ok(bytes)
+        verified(key, digest, bytes)
     }
 
     fn contains(&self, key: &str) -> Result<bool, BlobError> {
