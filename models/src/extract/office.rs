@@ -144,13 +144,8 @@ pub fn extract(kind: Kind, bytes: &[u8]) -> Result<Extracted, ExtractError> {
         }
         Kind::Pptx => {
             extracted.media_type = "application/vnd.openxmlformats-officedocument.presentationml.presentation".into();
-            let mut slides: Vec<(u32, String)> = zip
-                .file_names()
-                .filter_map(|n| n.strip_prefix("ppt/slides/slide")?.strip_suffix(".xml")?.parse().ok().map(|i| (i, n.to_owned())))
-                .collect();
-            slides.sort();
             let mut texts = Vec::new();
-            for (_, name) in slides {
+            for name in numbered_parts(&zip, "ppt/slides/slide") {
                 let xml = part(&mut zip, &name, budget)?.unwrap_or_default();
                 texts.push(xml_text(&xml, &[b"p", b"br"], &[], &[]));
             }
@@ -178,19 +173,24 @@ pub fn extract(kind: Kind, bytes: &[u8]) -> Result<Extracted, ExtractError> {
     Ok(extracted)
 }
 
+/// Parts named `<prefix><n>.xml` (slides, sheets), in numeric order (slide10 after slide9).
+fn numbered_parts(zip: &zip::ZipArchive<Cursor<&[u8]>>, prefix: &str) -> Vec<String> {
+    let mut parts: Vec<(u32, String)> = zip
+        .file_names()
+        .filter_map(|n| n.strip_prefix(prefix)?.strip_suffix(".xml")?.parse().ok().map(|i| (i, n.to_owned())))
+        .collect();
+    parts.sort();
+    parts.into_iter().map(|(_, name)| name).collect()
+}
+
 /// One text per sheet: rows on lines, cells separated by tabs, shared strings resolved.
 fn xlsx(zip: &mut zip::ZipArchive<Cursor<&[u8]>>, budget: &mut u64) -> Result<Vec<String>, ExtractError> {
     let shared: Vec<String> = match part(zip, "xl/sharedStrings.xml", budget)? {
         Some(xml) => split_elements(&xml, "si").iter().map(|si| xml_text(si, &[], &[], &[b"rPh"])).collect(),
         None => Vec::new(),
     };
-    let mut sheets: Vec<(u32, String)> = zip
-        .file_names()
-        .filter_map(|n| n.strip_prefix("xl/worksheets/sheet")?.strip_suffix(".xml")?.parse().ok().map(|i| (i, n.to_owned())))
-        .collect();
-    sheets.sort();
     let mut texts = Vec::new();
-    for (_, name) in sheets {
+    for name in numbered_parts(zip, "xl/worksheets/sheet") {
         let xml = part(zip, &name, budget)?.unwrap_or_default();
         let mut out = String::new();
         for row in split_elements(&xml, "row") {
