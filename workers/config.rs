@@ -34,6 +34,7 @@ pub struct Config {
     pub models: ModelsConfig,
     pub langid: LangIdConfig,
     pub summarize: SummarizeConfig,
+    pub translate: TranslateConfig,
     pub defaults: DefaultsConfig,
     pub log: LogConfig,
     /// Stages in pipeline order. The first reads the document bytes and is every job's entry.
@@ -141,6 +142,44 @@ pub struct SummarizeConfig {
     pub share: f32,
     /// Key terms reported per document.
     pub key_terms: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranslateConfig {
+    /// Sentences per model call.
+    pub batch: usize,
+    /// Sentences translated per document; later ones get status `limit`.
+    pub max_segments: usize,
+    pub decoding: docpipe_models::mt::Decoding,
+    /// Source language → model routes.
+    #[serde(default)]
+    pub models: Vec<TranslationModel>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranslationModel {
+    /// Recorded in provenance, e.g. `Helsinki-NLP/opus-mt-zh-en`.
+    pub id: String,
+    /// Model directory (Hugging Face layout); relative paths are under `models.dir`.
+    pub path: PathBuf,
+    /// `marian` or `t5`.
+    pub kind: String,
+    /// sha256 of the weights file; a different file is refused.
+    pub sha256: String,
+    /// Source languages (ISO 639-3, as language identification reports them).
+    pub languages: Vec<String>,
+    /// Language it translates into (BCP-47).
+    #[serde(default = "default_target")]
+    pub target: String,
+    /// Text put before every input (T5 task prefixes, Marian `>>xxx<<` target tokens).
+    #[serde(default)]
+    pub prefix: String,
+}
+
+fn default_target() -> String {
+    "en".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -247,6 +247,55 @@ pub enum AnnotationBody {
         sentences: Vec<SummarySentence>,
         key_terms: Vec<KeyTerm>,
     },
+    /// Machine translation, sentence by sentence, each pointing back to its source.
+    Translation {
+        /// BCP-47 language translated into.
+        target: String,
+        /// One entry per sentence of the document, in order, translated or not (and why not).
+        segments: Vec<TranslationSegment>,
+    },
+}
+
+/// What happened to one sentence in translation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TranslationStatus {
+    /// `text` is the machine translation.
+    Translated,
+    /// Already in the target language.
+    SourceIsTarget,
+    /// Language identification could not tell the language (numbers, symbols, too short).
+    Undetermined,
+    /// No model is configured for this language into the target.
+    Unsupported,
+    /// The configured model could not be loaded or failed on this sentence (see the stage error).
+    ModelError,
+    /// Past `translate.max_segments` for one document.
+    Limit,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TranslationSegment {
+    /// Character offsets of the source sentence in the document text, and its page.
+    pub start: u64,
+    pub end: u64,
+    pub page: u32,
+    /// Source language (ISO 639-3) as language identification found it.
+    pub source_language: String,
+    pub status: TranslationStatus,
+    /// The translation; present only when `status` is `translated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Model id (see the annotation's `parameters.models` for its weights sha256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Geometric mean of the output token probabilities (0-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
+    /// The sentence was longer than the model takes and was translated in this many parts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

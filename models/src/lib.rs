@@ -4,6 +4,7 @@
 pub mod ocr;
 pub mod extract;
 pub mod langid;
+pub mod mt;
 pub mod rouge;
 pub mod segment;
 pub mod sniff;

@@ -36,6 +36,7 @@ pub struct SentencePiece {
     normalizer: Option<Precompiled>,
     add_dummy_prefix: bool,
     remove_extra_whitespaces: bool,
+    index: std::collections::HashMap<String, u32>,
 }
 
 impl SentencePiece {
@@ -114,7 +115,8 @@ impl SentencePiece {
             .collect();
         let model = Unigram::from(vocab, Some(unk_id), byte_fallback).map_err(|e| bad(&e.to_string()))?;
         let normalizer = if charsmap.is_empty() { None } else { Some(Precompiled::from(&charsmap).map_err(|e| bad(&e.to_string()))?) };
-        Ok(Self { pieces, model, normalizer, add_dummy_prefix, remove_extra_whitespaces })
+        let index = pieces.iter().enumerate().map(|(i, (p, _))| (p.clone(), i as u32)).collect();
+        Ok(Self { pieces, model, normalizer, add_dummy_prefix, remove_extra_whitespaces, index })
     }
 
     pub fn len(&self) -> usize {
@@ -153,6 +155,12 @@ impl SentencePiece {
 
     /// Piece ids of `text`.
     pub fn encode(&self, text: &str) -> Vec<u32> {
+        self.encode_pieces(text).into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// Piece ids of `text` with their surface strings (an unknown piece keeps its text, which
+    /// Marian looks up in its own vocabulary).
+    pub fn encode_pieces(&self, text: &str) -> Vec<(u32, String)> {
         let normalized = self.normalize(text);
         let mut ids = Vec::new();
         // Pieces never cross a word boundary: segment each "▁word" on its own.
@@ -161,12 +169,22 @@ impl SentencePiece {
         for end in boundaries {
             if end > start {
                 if let Ok(tokens) = self.model.tokenize(&normalized[start..end]) {
-                    ids.extend(tokens.into_iter().map(|t| t.id));
+                    ids.extend(tokens.into_iter().map(|t| (t.id, t.value)));
                 }
             }
             start = end;
         }
         ids
+    }
+
+    /// Id of the unknown piece.
+    pub fn unknown_id(&self) -> Option<u32> {
+        self.pieces.iter().position(|(_, k)| *k == PieceType::Unknown).map(|i| i as u32)
+    }
+
+    /// Id of a piece string.
+    pub fn piece_id(&self, piece: &str) -> Option<u32> {
+        self.index.get(piece).copied()
     }
 
     /// Text of piece ids: control pieces dropped, byte pieces reassembled, U+2581 as spaces.

@@ -12,6 +12,7 @@ pub mod extract;
 pub mod langid;
 pub mod summarize;
 mod text;
+pub mod translate;
 
 /// What a stage sees: the job, the result so far, and the document bytes if it asked for them.
 pub struct StageInput<'a> {
@@ -84,6 +85,9 @@ impl Registry {
         registry.add("langid", move || Ok(Box::new(langid::LangId::load(&langid_config)?) as Box<dyn Stage>));
         let (sentences, share, key_terms) = (config.summarize.sentences, config.summarize.share, config.summarize.key_terms);
         registry.add("summarize", move || Ok(Box::new(summarize::Summarize { default_sentences: sentences, share, key_terms }) as Box<dyn Stage>));
+        let translate_config = config.clone();
+        let pool = Arc::new(translate::ModelPool::default());
+        registry.add("translate", move || Ok(Box::new(translate::Translate::new(&translate_config, pool.clone())) as Box<dyn Stage>));
         registry
     }
 

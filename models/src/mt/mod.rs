@@ -1,0 +1,261 @@
+//! Local sequence-to-sequence models on candle: Marian (OPUS-MT) and the T5 family, loaded from
+//! a Hugging Face model directory (`config.json`, `model.safetensors` or `pytorch_model.bin`,
+//! SentencePiece files), decoded with greedy or beam search.
+
+pub mod generate;
+mod layers;
+pub mod marian;
+pub mod t5;
+pub mod tokenizer;
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use sha2::{Digest, Sha256};
+
+pub use generate::{Decoding, Hypothesis};
+use generate::{Special, Step};
+pub use layers::Cache;
+use tokenizer::Tokenizer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MtError {
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("{0}: {1}")]
+    Config(String, String),
+    #[error("{0}: no weights (model.safetensors or pytorch_model.bin)")]
+    NoWeights(String),
+    #[error("{0}: weights unreadable: {1}")]
+    Weights(String, String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("input of {0} tokens is longer than the model's {1} positions")]
+    TooLong(usize, usize),
+    #[error("inference failed: {0}")]
+    Inference(#[from] candle_core::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Marian,
+    T5,
+}
+
+/// What a loaded model is, for provenance.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub dir: PathBuf,
+    pub family: Family,
+    pub weights_file: PathBuf,
+    pub weights_sha256: String,
+    pub max_positions: Option<usize>,
+}
+
+enum Network {
+    Marian(marian::Marian),
+    T5(t5::T5),
+}
+
+pub struct Seq2Seq {
+    pub info: ModelInfo,
+    net: Network,
+    tokenizer: Tokenizer,
+    special: Special,
+    device: Device,
+}
+
+/// One generated output.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub text: String,
+    pub hypothesis: Hypothesis,
+    pub input_tokens: usize,
+}
+
+fn weights_file(dir: &Path) -> Result<PathBuf, MtError> {
+    ["model.safetensors", "pytorch_model.bin"].iter().map(|n| dir.join(n)).find(|p| p.exists()).ok_or_else(|| MtError::NoWeights(dir.display().to_string()))
+}
+
+pub fn sha256_file(path: &Path) -> Result<String, MtError> {
+    let mut file = std::fs::File::open(path).map_err(|e| MtError::Io(path.display().to_string(), e))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| MtError::Io(path.display().to_string(), e))?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+impl Seq2Seq {
+    /// Loads a model directory. A wrong `expected_sha256` is refused before anything is parsed.
+    pub fn load(dir: &Path, expected_sha256: Option<&str>) -> Result<Self, MtError> {
+        let name = dir.display().to_string();
+        let config_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path).map_err(|e| MtError::Io(config_path.display().to_string(), e))?;
+        let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| MtError::Config(name.clone(), e.to_string()))?;
+        let model_type = raw.get("model_type").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+        let weights = weights_file(dir)?;
+        let weights_sha256 = sha256_file(&weights)?;
+        if let Some(expected) = expected_sha256 {
+            if !expected.eq_ignore_ascii_case(&weights_sha256) {
+                return Err(MtError::Weights(weights.display().to_string(), format!("sha256 is {weights_sha256}, the registry expects {expected}")));
+            }
+        }
+        let device = Device::Cpu;
+        let wname = weights.display().to_string();
+        // Malformed pickles or tensors must become an error, never a dead worker.
+        let vb = std::panic::catch_unwind(AssertUnwindSafe(|| -> candle_core::Result<VarBuilder<'static>> {
+            if weights.extension().is_some_and(|e| e == "bin") {
+                VarBuilder::from_pth(&weights, DType::F32, &device)
+            } else {
+                // SAFETY: the file is only read; the registry keeps installed models immutable.
+                unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
+            }
+        }))
+        .map_err(|_| MtError::Weights(wname.clone(), "the reader panicked".into()))?
+        .map_err(|e| MtError::Weights(wname.clone(), e.to_string()))?;
+        let config_err = |e: serde_json::Error| MtError::Config(name.clone(), e.to_string());
+        let load = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<(Network, Tokenizer, Special, Family, Option<usize>), MtError> {
+            let weights_err = |e: candle_core::Error| MtError::Weights(wname.clone(), e.to_string());
+            match model_type.as_str() {
+                "marian" => {
+                    let config: marian::Config = serde_json::from_value(raw.clone()).map_err(config_err)?;
+                    let start = config.decoder_start_token_id.unwrap_or(config.pad_token_id);
+                    let mut banned: Vec<u32> = config.bad_words_ids.iter().flatten().filter(|w| w.len() == 1).map(|w| w[0]).collect();
+                    if banned.is_empty() {
+                        banned.push(config.pad_token_id);
+                    }
+                    let special = Special { start, eos: config.eos_token_id, pad: config.pad_token_id, banned, forced_eos: config.forced_eos_token_id.is_some() };
+                    let tokenizer = Tokenizer::marian(dir, config.eos_token_id, config.pad_token_id)?;
+                    let max = Some(config.max_position_embeddings);
+                    Ok((Network::Marian(marian::Marian::load(config, vb).map_err(weights_err)?), tokenizer, special, Family::Marian, max))
+                }
+                "t5" | "mt5" => {
+                    let config: t5::Config = serde_json::from_value(raw.clone()).map_err(config_err)?;
+                    let start = config.decoder_start_token_id.unwrap_or(config.pad_token_id);
+                    let special = Special { start, eos: config.eos_token_id, pad: config.pad_token_id, banned: Vec::new(), forced_eos: false };
+                    let tokenizer = Tokenizer::t5(dir, config.eos_token_id)?;
+                    Ok((Network::T5(t5::T5::load(config, vb).map_err(weights_err)?), tokenizer, special, Family::T5, None))
+                }
+                other => Err(MtError::Config(name.clone(), format!("model_type {other:?} is not supported (marian, t5, mt5)"))),
+            }
+        }))
+        .map_err(|_| MtError::Weights(wname.clone(), "loading panicked".into()))?;
+        let (net, tokenizer, special, family, max_positions) = load?;
+        let info = ModelInfo { dir: dir.to_owned(), family, weights_file: weights, weights_sha256, max_positions };
+        Ok(Self { info, net, tokenizer, special, device })
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    fn layers(&self) -> usize {
+        match &self.net {
+            Network::Marian(m) => m.decoder_layers(),
+            Network::T5(t) => t.decoder_layers(),
+        }
+    }
+
+    /// Right-padded id matrix and its 0/1 mask.
+    fn batch(&self, inputs: &[Vec<u32>]) -> Result<(Tensor, Tensor), MtError> {
+        let width = inputs.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        if let Some(max) = self.info.max_positions {
+            if width > max {
+                return Err(MtError::TooLong(width, max));
+            }
+        }
+        let mut ids = Vec::with_capacity(inputs.len() * width);
+        let mut mask = Vec::with_capacity(inputs.len() * width);
+        for input in inputs {
+            for i in 0..width {
+                ids.push(input.get(i).copied().unwrap_or(self.special.pad));
+                mask.push(if i < input.len() { 1f32 } else { 0.0 });
+            }
+        }
+        Ok((Tensor::from_vec(ids, (inputs.len(), width), &self.device)?, Tensor::from_vec(mask, (inputs.len(), width), &self.device)?))
+    }
+
+    /// Encoder states for a batch of inputs.
+    pub fn encode(&self, inputs: &[Vec<u32>]) -> Result<(Tensor, Tensor), MtError> {
+        let (ids, mask) = self.batch(inputs)?;
+        let states = match &self.net {
+            Network::Marian(m) => m.encode(&ids, &mask)?,
+            Network::T5(t) => t.encode(&ids, &mask)?,
+        };
+        Ok((states, mask))
+    }
+
+    /// Teacher-forced logits `[positions, vocab]` of one input (for checking against the reference).
+    pub fn logits(&self, input: &[u32], decoder_input: &[u32]) -> Result<Tensor, MtError> {
+        let (memory, mask) = self.encode(&[input.to_vec()])?;
+        let ids = Tensor::new(decoder_input, &self.device)?.unsqueeze(0)?;
+        let mut cache = Cache::new(self.layers());
+        let logits = self.decode(&ids, &memory, &mask, &mut cache)?;
+        Ok(logits.squeeze(0)?)
+    }
+
+    fn decode(&self, ids: &Tensor, memory: &Tensor, mask: &Tensor, cache: &mut Cache) -> candle_core::Result<Tensor> {
+        match &self.net {
+            Network::Marian(m) => m.decode(ids, memory, mask, cache),
+            Network::T5(t) => t.decode(ids, memory, mask, cache),
+        }
+    }
+
+    /// Generates for a batch of tokenized inputs; every batch starts from an empty cache.
+    pub fn generate(&self, inputs: &[Vec<u32>], decoding: &Decoding) -> Result<Vec<Hypothesis>, MtError> {
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (memory, mask) = self.encode(inputs)?;
+        let beams = decoding.beams.max(1);
+        // Each input's encoder rows repeated once per beam.
+        let (memory, mask) = if beams > 1 {
+            let index: Vec<u32> = (0..inputs.len() as u32).flat_map(|i| std::iter::repeat_n(i, beams)).collect();
+            let index = Tensor::new(index.as_slice(), &self.device)?;
+            (memory.index_select(&index, 0)?, mask.index_select(&index, 0)?)
+        } else {
+            (memory, mask)
+        };
+        let step = Stepper { model: self, memory, mask };
+        Ok(generate::generate(&step, Cache::new(self.layers()), inputs.len(), decoding, &self.special)?)
+    }
+
+    /// Tokenizes, generates in batches of `batch` (inputs sorted by length to pad little) and
+    /// decodes. Outputs are in input order.
+    pub fn run(&self, texts: &[&str], decoding: &Decoding, batch: usize) -> Result<Vec<Output>, MtError> {
+        let inputs = texts.iter().map(|t| self.tokenizer.encode(t)).collect::<Result<Vec<_>, _>>()?;
+        let mut order: Vec<usize> = (0..inputs.len()).collect();
+        order.sort_by_key(|&i| inputs[i].len());
+        let mut outputs: Vec<Option<Output>> = vec![None; inputs.len()];
+        for chunk in order.chunks(batch.max(1)) {
+            let group: Vec<Vec<u32>> = chunk.iter().map(|&i| inputs[i].clone()).collect();
+            for (&i, hypothesis) in chunk.iter().zip(self.generate(&group, decoding)?) {
+                let text = self.tokenizer.decode(&hypothesis.tokens)?;
+                outputs[i] = Some(Output { text, hypothesis, input_tokens: inputs[i].len() });
+            }
+        }
+        Ok(outputs.into_iter().map(|o| o.expect("every input generated")).collect())
+    }
+
+    /// Token ids the reference pads beam-search outputs with (its pad id, or `</s>` when the pad
+    /// id is 0).
+    pub fn special(&self) -> (u32, u32, u32) {
+        (self.special.start, self.special.eos, self.special.pad)
+    }
+}
+
+struct Stepper<'a> {
+    model: &'a Seq2Seq,
+    memory: Tensor,
+    mask: Tensor,
+}
+
+impl Step for Stepper<'_> {
+    fn step(&self, tokens: &[u32], cache: &mut Cache) -> candle_core::Result<Tensor> {
+        let ids = Tensor::new(tokens, &self.model.device)?.unsqueeze(1)?;
+        let logits = self.model.decode(&ids, &self.memory, &self.mask, cache)?;
+        logits.squeeze(1)
+    }
+}

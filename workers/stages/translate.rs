@@ -1,0 +1,236 @@
+//! Translation stage: every sentence whose language differs from the target goes to the model
+//! routed for its language; every sentence gets a status, and translations keep their offsets.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use docpipe_models::mt::{Decoding, MtError, Seq2Seq};
+use serde_json::json;
+
+use super::text::document_sentences;
+use super::{EngineInfo, Produced, Stage, StageInput, StageOutput};
+use crate::config::{Config, TranslationModel};
+use crate::error::{ErrorKind, StageError};
+use crate::schema::{AnnotationBody, ModelRef, TranslationSegment, TranslationStatus};
+
+/// Models loaded once per process and shared by every engine thread's stage.
+#[derive(Default)]
+pub struct ModelPool {
+    loaded: Mutex<HashMap<String, Result<Arc<Seq2Seq>, String>>>,
+}
+
+impl ModelPool {
+    /// The model for `route`, loading it on first use; a failed load is remembered, not retried
+    /// on every document.
+    fn get(&self, route: &Route) -> Result<Arc<Seq2Seq>, String> {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        loaded
+            .entry(route.model.id.clone())
+            .or_insert_with(|| {
+                let started = std::time::Instant::now();
+                let model = Seq2Seq::load(&route.dir, Some(&route.model.sha256)).map(Arc::new).map_err(|e| format!("{}: {e}", route.model.id));
+                match &model {
+                    Ok(_) => tracing::info!(model = %route.model.id, ms = started.elapsed().as_millis() as u64, "translation model loaded"),
+                    Err(e) => tracing::error!(model = %route.model.id, error = %e, "translation model refused"),
+                }
+                model
+            })
+            .clone()
+    }
+}
+
+#[derive(Clone)]
+struct Route {
+    model: TranslationModel,
+    dir: PathBuf,
+}
+
+pub struct Translate {
+    routes: Vec<Route>,
+    decoding: Decoding,
+    batch: usize,
+    max_segments: usize,
+    pool: Arc<ModelPool>,
+}
+
+impl Translate {
+    pub fn new(config: &Config, pool: Arc<ModelPool>) -> Self {
+        let routes = config
+            .translate
+            .models
+            .iter()
+            .map(|m| Route { model: m.clone(), dir: if m.path.is_absolute() { m.path.clone() } else { config.models.dir.join(&m.path) } })
+            .collect();
+        Self { routes, decoding: config.translate.decoding.clone(), batch: config.translate.batch.max(1), max_segments: config.translate.max_segments, pool }
+    }
+
+    fn route(&self, language: &str, target: &str) -> Option<usize> {
+        self.routes.iter().position(|r| primary(&r.model.target) == primary(target) && r.model.languages.iter().any(|l| l == language))
+    }
+}
+
+fn primary(tag: &str) -> &str {
+    tag.split(['-', '_']).next().unwrap_or(tag)
+}
+
+/// Where a sentence goes.
+enum Plan {
+    Keep(TranslationStatus),
+    Model(usize),
+}
+
+impl Stage for Translate {
+    fn run(&mut self, input: StageInput<'_>) -> Result<StageOutput, StageError> {
+        let doc = document_sentences(input.result)?;
+        let languages = input
+            .result
+            .annotations
+            .iter()
+            .find_map(|a| match &a.body {
+                AnnotationBody::Languages { segments, .. } => Some(segments),
+                _ => None,
+            })
+            .ok_or_else(|| StageError::new(ErrorKind::Unsupported, "translation needs the langid stage before it"))?;
+        let by_offset: HashMap<u64, &crate::schema::LanguageSegment> = languages.iter().map(|s| (s.start, s)).collect();
+        let target = input.job.options.target_language.clone();
+        let mut segments = Vec::with_capacity(doc.sentences.len());
+        let mut plans = Vec::with_capacity(doc.sentences.len());
+        let mut queued = 0usize;
+        for (sentence, page) in doc.sentences.iter().zip(&doc.pages) {
+            let lang = by_offset.get(&(sentence.start as u64));
+            let (code, tag) = lang.map_or(("und", "und"), |l| (l.code.as_str(), l.tag.as_str()));
+            let plan = if code == "und" {
+                Plan::Keep(TranslationStatus::Undetermined)
+            } else if primary(tag) == primary(&target) {
+                Plan::Keep(TranslationStatus::SourceIsTarget)
+            } else {
+                match self.route(code, &target) {
+                    None => Plan::Keep(TranslationStatus::Unsupported),
+                    Some(_) if queued >= self.max_segments => Plan::Keep(TranslationStatus::Limit),
+                    Some(r) => {
+                        queued += 1;
+                        Plan::Model(r)
+                    }
+                }
+            };
+            let status = match plan {
+                Plan::Keep(s) => s,
+                Plan::Model(_) => TranslationStatus::ModelError, // until translated
+            };
+            segments.push(TranslationSegment {
+                start: sentence.start as u64,
+                end: sentence.end as u64,
+                page: *page,
+                source_language: code.to_owned(),
+                status,
+                text: None,
+                model: None,
+                confidence: None,
+                parts: None,
+            });
+            plans.push(plan);
+        }
+        let mut condition = None;
+        let mut used: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        for (r, route) in self.routes.iter().enumerate() {
+            let members: Vec<usize> = plans.iter().enumerate().filter(|(_, p)| matches!(p, Plan::Model(x) if *x == r)).map(|(i, _)| i).collect();
+            if members.is_empty() {
+                continue;
+            }
+            let model = match self.pool.get(route) {
+                Ok(m) => m,
+                Err(e) => {
+                    condition = Some(StageError::new(ErrorKind::Model, e));
+                    continue;
+                }
+            };
+            used.insert(
+                route.model.id.clone(),
+                json!({ "weights_sha256": model.info.weights_sha256, "family": model.info.family, "languages": route.model.languages }),
+            );
+            for chunk in members.chunks(self.batch * 4) {
+                if input.cancel.load(Ordering::Relaxed) {
+                    return Err(StageError::new(ErrorKind::Timeout, "translation cancelled at the stage time limit"));
+                }
+                let texts: Vec<String> = chunk.iter().map(|&i| format!("{}{}", route.model.prefix, doc.sentences[i].clean)).collect();
+                match translate_all(&model, &texts, &self.decoding, self.batch) {
+                    Ok(outputs) => {
+                        for (&i, (text, confidence, parts)) in chunk.iter().zip(outputs) {
+                            let seg = &mut segments[i];
+                            seg.status = TranslationStatus::Translated;
+                            seg.text = Some(text);
+                            seg.model = Some(route.model.id.clone());
+                            seg.confidence = Some(confidence);
+                            seg.parts = (parts > 1).then_some(parts as u32);
+                        }
+                    }
+                    Err(e) => {
+                        for &i in chunk {
+                            segments[i].model = Some(route.model.id.clone());
+                        }
+                        condition = Some(StageError::new(ErrorKind::Model, format!("{}: {e}", route.model.id)));
+                    }
+                }
+            }
+        }
+        let single = (used.len() == 1).then(|| {
+            let (id, v) = used.iter().next().expect("one model");
+            ModelRef { id: id.clone(), weights_sha256: v["weights_sha256"].as_str().unwrap_or_default().to_owned() }
+        });
+        let mut output = StageOutput { condition, ..StageOutput::default() };
+        output.annotations.push(Produced {
+            body: AnnotationBody::Translation { target, segments },
+            engine: EngineInfo { name: "docpipe-mt (candle: Marian, T5)".into(), version: env!("CARGO_PKG_VERSION").into(), model: single },
+            parameters: json!({ "decoding": self.decoding, "batch": self.batch, "max_segments": self.max_segments, "models": used, "unit": "sentence" })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            machine_generated: true,
+        });
+        Ok(output)
+    }
+}
+
+/// Translations of `texts` as (text, confidence, parts). A sentence longer than the model takes
+/// is cut at spaces (or characters) into parts that fit, translated, and joined.
+fn translate_all(model: &Seq2Seq, texts: &[String], decoding: &Decoding, batch: usize) -> Result<Vec<(String, f32, usize)>, MtError> {
+    let limit = model.info.max_positions.unwrap_or(usize::MAX);
+    let mut pieces: Vec<String> = Vec::new();
+    let mut owners: Vec<usize> = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        for part in fit(model, text, limit)? {
+            pieces.push(part);
+            owners.push(i);
+        }
+    }
+    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let outputs = model.run(&refs, decoding, batch)?;
+    let mut result: Vec<(Vec<String>, f32, usize)> = vec![(Vec::new(), 0.0, 0); texts.len()];
+    for (owner, out) in owners.into_iter().zip(outputs) {
+        let r = &mut result[owner];
+        r.0.push(out.text);
+        r.1 += out.hypothesis.confidence();
+        r.2 += 1;
+    }
+    Ok(result.into_iter().map(|(parts, conf, n)| (parts.join(" "), conf / n.max(1) as f32, n)).collect())
+}
+
+/// `text` split into parts that tokenize within `limit` positions.
+fn fit(model: &Seq2Seq, text: &str, limit: usize) -> Result<Vec<String>, MtError> {
+    if model.tokenizer().encode(text)?.len() <= limit {
+        return Ok(vec![text.to_owned()]);
+    }
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() < 2 {
+        return Ok(vec![text.to_owned()]);
+    }
+    let mid = chars.len() / 2;
+    // Prefer the space nearest the middle.
+    let cut = (0..mid).find_map(|d| [mid - d, mid + d].into_iter().find(|&i| i > 0 && i < chars.len() && chars[i] == ' ')).unwrap_or(mid);
+    let (a, b): (String, String) = (chars[..cut].iter().collect(), chars[cut..].iter().collect());
+    let mut parts = fit(model, a.trim(), limit)?;
+    parts.extend(fit(model, b.trim(), limit)?);
+    Ok(parts)
+}
