@@ -187,6 +187,29 @@ impl SentencePiece {
         self.index.get(piece).copied()
     }
 
+    /// Text of piece strings as SentencePiece's `DecodePieces` makes it: a piece the model does not
+    /// know is kept as written (Marian's joint vocabulary holds pieces of both languages).
+    pub fn decode_pieces(&self, pieces: &[&str]) -> String {
+        let mut bytes = Vec::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            match self.index.get(*piece).map(|&id| self.pieces[id as usize].1) {
+                Some(PieceType::Control | PieceType::Unused) => {}
+                Some(PieceType::Unknown) => bytes.extend(" \u{2047} ".as_bytes()),
+                Some(PieceType::Byte) => {
+                    if let Some(b) = piece.strip_prefix("<0x").and_then(|h| h.strip_suffix('>')).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                        bytes.push(b);
+                    }
+                }
+                _ => {
+                    let text = piece.replace(SPACE, " ");
+                    let text = if i == 0 && self.add_dummy_prefix { text.strip_prefix(' ').map(str::to_owned).unwrap_or(text) } else { text };
+                    bytes.extend(text.as_bytes());
+                }
+            }
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     /// Text of piece ids: control pieces dropped, byte pieces reassembled, U+2581 as spaces.
     pub fn decode(&self, ids: &[u32]) -> String {
         let mut bytes = Vec::new();

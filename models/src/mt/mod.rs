@@ -239,8 +239,7 @@ impl Seq2Seq {
         Ok(outputs.into_iter().map(|o| o.expect("every input generated")).collect())
     }
 
-    /// Token ids the reference pads beam-search outputs with (its pad id, or `</s>` when the pad
-    /// id is 0).
+    /// Start, end and pad token ids.
     pub fn special(&self) -> (u32, u32, u32) {
         (self.special.start, self.special.eos, self.special.pad)
     }

@@ -26,6 +26,8 @@ pub struct Config {
     pub feed_forward_proj: String,
     #[serde(default = "default_true")]
     pub tie_word_embeddings: bool,
+    /// transformers 5 writes this next to `tie_word_embeddings`; when present it decides.
+    pub scale_decoder_outputs: Option<bool>,
     #[serde(default)]
     pub pad_token_id: u32,
     #[serde(default = "default_eos")]
@@ -157,7 +159,7 @@ impl T5 {
     pub fn load(config: Config, vb: VarBuilder) -> Result<Self> {
         let c = &config;
         let shared = vb.get((c.vocab_size, c.d_model), "shared.weight")?;
-        let lm_head = if !c.tie_word_embeddings && vb.contains_tensor("lm_head.weight") {
+        let lm_head = if vb.contains_tensor("lm_head.weight") {
             vb.get((c.vocab_size, c.d_model), "lm_head.weight")?
         } else {
             shared.clone()
@@ -211,8 +213,8 @@ impl T5 {
         }
         cache.past += t;
         let mut x = self.decoder.final_norm.forward(&x)?;
-        if self.config.tie_word_embeddings {
-            // Tied checkpoints rescale before reusing the input table as output layer.
+        if self.config.scale_decoder_outputs.unwrap_or(self.config.tie_word_embeddings) {
+            // Tied (v1.0) checkpoints rescale before reusing the input table as output layer.
             x = (x * (self.config.d_model as f64).powf(-0.5))?;
         }
         let d = self.config.d_model;

@@ -42,11 +42,18 @@ impl Tokenizer {
         Ok(Self::Json { inner: Box::new(inner), eos })
     }
 
-    /// Source-side ids, ending with `</s>`.
+    /// Source-side ids, ending with `</s>`. Special-token strings in the text become those
+    /// tokens, as the reference tokenizers do.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, MtError> {
         let mut ids: Vec<u32> = match self {
-            Self::Marian { source, vocab, unk, .. } => source.encode_pieces(text).into_iter().map(|(_, p)| vocab.get(&p).copied().unwrap_or(*unk)).collect(),
-            Self::SentencePiece { spm, .. } => spm.encode(text),
+            Self::Marian { source, vocab, unk, eos, pad, .. } => {
+                let specials = [("</s>", *eos), ("<unk>", *unk), ("<pad>", *pad)];
+                with_specials(text, &specials, |part| source.encode_pieces(part).into_iter().map(|(_, p)| vocab.get(&p).copied().unwrap_or(*unk)).collect())
+            }
+            Self::SentencePiece { spm, .. } => {
+                let specials: Vec<(&str, u32)> = ["</s>", "<unk>", "<pad>"].into_iter().filter_map(|s| spm.piece_id(s).map(|id| (s, id))).collect();
+                with_specials(text, &specials, |part| spm.encode(part))
+            }
             Self::Json { inner, .. } => {
                 // The file's own post-processor adds `</s>`; take the ids without it and add it once.
                 let enc = inner.encode(text, false).map_err(|e| MtError::Tokenizer(e.to_string()))?;
@@ -60,8 +67,9 @@ impl Tokenizer {
     /// Target-side ids of reference text (Marian uses the target SentencePiece model).
     pub fn encode_target(&self, text: &str) -> Result<Vec<u32>, MtError> {
         match self {
-            Self::Marian { target, vocab, unk, eos, .. } => {
-                let mut ids: Vec<u32> = target.encode_pieces(text).into_iter().map(|(_, p)| vocab.get(&p).copied().unwrap_or(*unk)).collect();
+            Self::Marian { target, vocab, unk, eos, pad, .. } => {
+                let specials = [("</s>", *eos), ("<unk>", *unk), ("<pad>", *pad)];
+                let mut ids = with_specials(text, &specials, |part| target.encode_pieces(part).into_iter().map(|(_, p)| vocab.get(&p).copied().unwrap_or(*unk)).collect());
                 ids.push(*eos);
                 Ok(ids)
             }
@@ -73,14 +81,8 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32]) -> Result<String, MtError> {
         Ok(match self {
             Self::Marian { target, pieces, unk, eos, pad, .. } => {
-                let target_unk = target.unknown_id().unwrap_or(0);
-                let ids: Vec<u32> = ids
-                    .iter()
-                    .filter(|&&id| id != *eos && id != *pad && id != *unk)
-                    .filter_map(|&id| pieces.get(id as usize))
-                    .map(|p| target.piece_id(p).unwrap_or(target_unk))
-                    .collect();
-                target.decode(&ids)
+                let kept: Vec<&str> = ids.iter().filter(|&&id| id != *eos && id != *pad && id != *unk).filter_map(|&id| pieces.get(id as usize)).map(String::as_str).collect();
+                target.decode_pieces(&kept).trim().to_owned()
             }
             Self::SentencePiece { spm, .. } => spm.decode(ids),
             Self::Json { inner, .. } => inner.decode(ids, true).map_err(|e| MtError::Tokenizer(e.to_string()))?,
@@ -92,4 +94,17 @@ impl Tokenizer {
             Self::Marian { eos, .. } | Self::SentencePiece { eos, .. } | Self::Json { eos, .. } => *eos,
         }
     }
+}
+
+/// Encodes the text between special-token strings with `encode`, the specials as their ids.
+fn with_specials(text: &str, specials: &[(&str, u32)], mut encode: impl FnMut(&str) -> Vec<u32>) -> Vec<u32> {
+    let mut ids = Vec::new();
+    let mut rest = text;
+    while let Some((at, (token, id))) = specials.iter().filter_map(|s| rest.find(s.0).map(|at| (at, *s))).min_by_key(|(at, _)| *at) {
+        ids.extend(encode(&rest[..at]));
+        ids.push(id);
+        rest = &rest[at + token.len()..];
+    }
+    ids.extend(encode(rest));
+    ids
 }
