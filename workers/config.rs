@@ -35,6 +35,8 @@ pub struct Config {
     pub langid: LangIdConfig,
     pub summarize: SummarizeConfig,
     pub translate: TranslateConfig,
+    pub llm: LlmConfig,
+    pub abstractive: AbstractiveConfig,
     pub defaults: DefaultsConfig,
     pub log: LogConfig,
     /// Stages in pipeline order. The first reads the document bytes and is every job's entry.
@@ -159,16 +161,37 @@ pub struct TranslateConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    /// Context window used with GGUF models (tokens); the model's own limit caps it.
+    pub context: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbstractiveConfig {
+    /// Recorded in provenance.
+    pub id: String,
+    /// GGUF file; relative paths are under `models.dir`.
+    pub model: PathBuf,
+    pub sha256: String,
+    /// Sentences asked for.
+    pub sentences: usize,
+    pub max_new_tokens: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TranslationModel {
     /// Recorded in provenance, e.g. `Helsinki-NLP/opus-mt-zh-en`.
     pub id: String,
     /// Model directory (Hugging Face layout); relative paths are under `models.dir`.
     pub path: PathBuf,
-    /// `marian` or `t5`.
+    /// `marian`, `t5` or `gguf`.
     pub kind: String,
     /// sha256 of the weights file; a different file is refused.
     pub sha256: String,
-    /// Source languages (ISO 639-3, as language identification reports them).
+    /// Source languages (ISO 639-3, as language identification reports them); `*` for any
+    /// language no other route names.
     pub languages: Vec<String>,
     /// Language it translates into (BCP-47).
     #[serde(default = "default_target")]

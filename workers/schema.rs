@@ -247,6 +247,18 @@ pub enum AnnotationBody {
         sentences: Vec<SummarySentence>,
         key_terms: Vec<KeyTerm>,
     },
+    /// A model-written summary. Kept apart from the extractive one: nothing in it is quoted.
+    AbstractiveSummary {
+        /// Which text was summarized: `original` or the translation's language tag.
+        source: String,
+        text: String,
+        /// `unverified_content` when `unverified` is not empty.
+        faithfulness: Faithfulness,
+        /// Numbers (dates, amounts) and names in `text` that the source does not contain.
+        unverified: Vec<UnverifiedSpan>,
+        /// Parts the text was cut into to fit the model's context (1 = it fitted), then merged.
+        chunks: u32,
+    },
     /// Machine translation, sentence by sentence, each pointing back to its source.
     Translation {
         /// BCP-47 language translated into.
@@ -256,8 +268,25 @@ pub enum AnnotationBody {
     },
 }
 
-/// What happened to one sentence in translation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Faithfulness {
+    /// Every number and name in the summary occurs in the source.
+    Verified,
+    /// Some do not: see `unverified`.
+    UnverifiedContent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnverifiedSpan {
+    /// `number` or `name`.
+    pub kind: String,
+    pub text: String,
+}
+
+/// What happened to one sentence in translation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TranslationStatus {
     /// `text` is the machine translation.

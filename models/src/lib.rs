@@ -3,7 +3,9 @@
 
 pub mod ocr;
 pub mod extract;
+pub mod faithful;
 pub mod langid;
+pub mod llm;
 pub mod mt;
 pub mod rouge;
 pub mod segment;

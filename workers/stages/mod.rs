@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::error::StageError;
 use crate::schema::{AnnotationBody, Job, JobResult, ModelRef};
 
+pub mod abstractive;
 pub mod extract;
 pub mod langid;
 pub mod summarize;
@@ -86,8 +87,11 @@ impl Registry {
         let (sentences, share, key_terms) = (config.summarize.sentences, config.summarize.share, config.summarize.key_terms);
         registry.add("summarize", move || Ok(Box::new(summarize::Summarize { default_sentences: sentences, share, key_terms }) as Box<dyn Stage>));
         let translate_config = config.clone();
-        let pool = Arc::new(translate::ModelPool::default());
-        registry.add("translate", move || Ok(Box::new(translate::Translate::new(&translate_config, pool.clone())) as Box<dyn Stage>));
+        let pool = Arc::new(translate::ModelPool::new(config.llm.context));
+        let translate_pool = pool.clone();
+        registry.add("translate", move || Ok(Box::new(translate::Translate::new(&translate_config, translate_pool.clone())) as Box<dyn Stage>));
+        let abstractive_config = config.clone();
+        registry.add("abstractive", move || Ok(Box::new(abstractive::Abstractive::new(&abstractive_config, pool.clone())) as Box<dyn Stage>));
         registry
     }
 

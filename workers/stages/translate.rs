@@ -2,10 +2,11 @@
 //! routed for its language; every sentence gets a status, and translations keep their offsets.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
+use docpipe_models::llm::{tasks, Llm};
 use docpipe_models::mt::{Decoding, MtError, Seq2Seq};
 use serde_json::json;
 
@@ -15,29 +16,61 @@ use crate::config::{Config, TranslationModel};
 use crate::error::{ErrorKind, StageError};
 use crate::schema::{AnnotationBody, ModelRef, TranslationSegment, TranslationStatus};
 
-/// Models loaded once per process and shared by every engine thread's stage.
-#[derive(Default)]
+/// A loaded translation model.
+#[derive(Clone)]
+pub enum Engine {
+    Seq2Seq(Arc<Seq2Seq>),
+    Llm(Arc<Llm>),
+}
+
+impl Engine {
+    fn weights_sha256(&self) -> &str {
+        match self {
+            Self::Seq2Seq(m) => &m.info.weights_sha256,
+            Self::Llm(m) => &m.info.sha256,
+        }
+    }
+}
+
+/// Models loaded once per process and shared by every engine thread's stages (translation and
+/// abstractive summaries use the same GGUF model when they name the same file).
 pub struct ModelPool {
-    loaded: Mutex<HashMap<String, Result<Arc<Seq2Seq>, String>>>,
+    loaded: Mutex<HashMap<PathBuf, Result<Engine, String>>>,
+    context: usize,
 }
 
 impl ModelPool {
-    /// The model for `route`, loading it on first use; a failed load is remembered, not retried
-    /// on every document.
-    fn get(&self, route: &Route) -> Result<Arc<Seq2Seq>, String> {
+    pub fn new(context: usize) -> Self {
+        Self { loaded: Mutex::default(), context }
+    }
+
+    /// The model at `path`, loaded on first use; a failed load is remembered, not retried on
+    /// every document.
+    pub fn get(&self, id: &str, path: &Path, kind: &str, sha256: &str) -> Result<Engine, String> {
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
         loaded
-            .entry(route.model.id.clone())
+            .entry(path.to_owned())
             .or_insert_with(|| {
                 let started = std::time::Instant::now();
-                let model = Seq2Seq::load(&route.dir, Some(&route.model.sha256)).map(Arc::new).map_err(|e| format!("{}: {e}", route.model.id));
+                let model = match kind {
+                    "gguf" => Llm::load(path, Some(sha256), self.context).map(|m| Engine::Llm(Arc::new(m))).map_err(|e| e.to_string()),
+                    _ => Seq2Seq::load(path, Some(sha256)).map(|m| Engine::Seq2Seq(Arc::new(m))).map_err(|e| e.to_string()),
+                }
+                .map_err(|e| format!("{id}: {e}"));
                 match &model {
-                    Ok(_) => tracing::info!(model = %route.model.id, ms = started.elapsed().as_millis() as u64, "translation model loaded"),
-                    Err(e) => tracing::error!(model = %route.model.id, error = %e, "translation model refused"),
+                    Ok(_) => tracing::info!(model = %id, ms = started.elapsed().as_millis() as u64, "model loaded"),
+                    Err(e) => tracing::error!(model = %id, error = %e, "model refused"),
                 }
                 model
             })
             .clone()
+    }
+
+    pub fn llm(&self, id: &str, path: &Path, sha256: &str) -> Result<Arc<Llm>, String> {
+        match self.get(id, path, "gguf", sha256)? {
+            Engine::Llm(m) => Ok(m),
+            Engine::Seq2Seq(_) => Err(format!("{id}: {} is not a GGUF model", path.display())),
+        }
     }
 }
 
@@ -57,6 +90,7 @@ pub struct Translate {
 
 impl Translate {
     pub fn new(config: &Config, pool: Arc<ModelPool>) -> Self {
+        // Relative paths are under models.dir.
         let routes = config
             .translate
             .models
@@ -66,8 +100,11 @@ impl Translate {
         Self { routes, decoding: config.translate.decoding.clone(), batch: config.translate.batch.max(1), max_segments: config.translate.max_segments, pool }
     }
 
+    /// The route naming `language`, else a `*` route, into `target`.
     fn route(&self, language: &str, target: &str) -> Option<usize> {
-        self.routes.iter().position(|r| primary(&r.model.target) == primary(target) && r.model.languages.iter().any(|l| l == language))
+        let into = |r: &Route| primary(&r.model.target) == primary(target);
+        let named = self.routes.iter().position(|r| into(r) && r.model.languages.iter().any(|l| l == language));
+        named.or_else(|| self.routes.iter().position(|r| into(r) && r.model.languages.iter().any(|l| l == "*")))
     }
 }
 
@@ -139,23 +176,33 @@ impl Stage for Translate {
             if members.is_empty() {
                 continue;
             }
-            let model = match self.pool.get(route) {
+            let engine = match self.pool.get(&route.model.id, &route.dir, &route.model.kind, &route.model.sha256) {
                 Ok(m) => m,
                 Err(e) => {
                     condition = Some(StageError::new(ErrorKind::Model, e));
                     continue;
                 }
             };
-            used.insert(
-                route.model.id.clone(),
-                json!({ "weights_sha256": model.info.weights_sha256, "family": model.info.family, "languages": route.model.languages }),
-            );
+            let mut entry = json!({ "weights_sha256": engine.weights_sha256(), "kind": route.model.kind, "languages": route.model.languages });
+            if let Engine::Llm(llm) = &engine {
+                entry["prompt"] = json!(tasks::TRANSLATE_PROMPT);
+                entry["context"] = json!(llm.info.context);
+                entry["decoding"] = json!("greedy");
+            }
+            used.insert(route.model.id.clone(), entry);
             for chunk in members.chunks(self.batch * 4) {
                 if input.cancel.load(Ordering::Relaxed) {
                     return Err(StageError::new(ErrorKind::Timeout, "translation cancelled at the stage time limit"));
                 }
                 let texts: Vec<String> = chunk.iter().map(|&i| format!("{}{}", route.model.prefix, doc.sentences[i].clean)).collect();
-                match translate_all(&model, &texts, &self.decoding, self.batch) {
+                let outcome = match &engine {
+                    Engine::Seq2Seq(model) => translate_all(model, &texts, &self.decoding, self.batch).map_err(|e| e.to_string()),
+                    Engine::Llm(llm) => {
+                        let languages: Vec<&str> = chunk.iter().map(|&i| segments[i].source_language.as_str()).collect();
+                        translate_llm(llm, &texts, &languages, &target, self.decoding.max_new_tokens)
+                    }
+                };
+                match outcome {
                     Ok(outputs) => {
                         for (&i, (text, confidence, parts)) in chunk.iter().zip(outputs) {
                             let seg = &mut segments[i];
@@ -182,7 +229,7 @@ impl Stage for Translate {
         let mut output = StageOutput { condition, ..StageOutput::default() };
         output.annotations.push(Produced {
             body: AnnotationBody::Translation { target, segments },
-            engine: EngineInfo { name: "docpipe-mt (candle: Marian, T5)".into(), version: env!("CARGO_PKG_VERSION").into(), model: single },
+            engine: EngineInfo { name: "docpipe-mt (candle: Marian, T5, GGUF)".into(), version: env!("CARGO_PKG_VERSION").into(), model: single },
             parameters: json!({ "decoding": self.decoding, "batch": self.batch, "max_segments": self.max_segments, "models": used, "unit": "sentence" })
                 .as_object()
                 .cloned()
@@ -233,4 +280,26 @@ fn fit(model: &Seq2Seq, text: &str, limit: usize) -> Result<Vec<String>, MtError
     let mut parts = fit(model, a.trim(), limit)?;
     parts.extend(fit(model, b.trim(), limit)?);
     Ok(parts)
+}
+
+/// Translations by an instruction model, one segment per call (so each keeps its own offsets);
+/// a segment too long for the context is cut and its parts joined.
+fn translate_llm(llm: &Llm, texts: &[String], languages: &[&str], target: &str, max_new_tokens: usize) -> Result<Vec<(String, f32, usize)>, String> {
+    let target = tasks::target_name(target);
+    let budget = (llm.info.context / 3).max(64);
+    texts
+        .iter()
+        .zip(languages)
+        .map(|(text, lang)| {
+            let parts = tasks::chunk(llm, &[text.as_str()], budget).map_err(|e| e.to_string())?;
+            let mut out = Vec::with_capacity(parts.len());
+            let mut confidence = 0.0;
+            for part in &parts {
+                let c = tasks::translate(llm, part, tasks::language_name(lang), target, max_new_tokens).map_err(|e| e.to_string())?;
+                confidence += c.confidence;
+                out.push(c.text);
+            }
+            Ok((out.join(" "), confidence / parts.len().max(1) as f32, parts.len()))
+        })
+        .collect()
 }

@@ -63,17 +63,27 @@ impl Hypothesis {
     }
 }
 
-/// The model side of generation: feed one token per row, get next-token logits `[rows, vocab]`.
+/// The model side of generation: feed one token per row, get each row's next-token logits.
 pub trait Step {
-    fn step(&self, tokens: &[u32], cache: &mut Cache) -> Result<Tensor>;
+    fn step(&self, tokens: &[u32], cache: &mut Cache) -> Result<Vec<Vec<f32>>>;
+}
+
+/// log(sum(exp(row))), computed stably.
+fn log_sum_exp(row: &[f32]) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    max + row.iter().map(|&v| (v - max).exp()).sum::<f32>().ln()
 }
 
 const NEG: f32 = -1.0e9;
 
-/// Log-probabilities rows after the logit processors, as plain vectors.
-fn processed(logits: &Tensor, sequences: &[&[u32]], d: &Decoding, sp: &Special, new_len: usize, log_softmax: bool) -> Result<Vec<Vec<f32>>> {
-    let scores = if log_softmax { super::layers::log_softmax(logits)? } else { logits.clone() };
-    let mut rows = scores.to_vec2::<f32>()?;
+/// Rows after the logit processors (on log-probabilities when `log_softmax`, as beam search has them).
+fn processed(mut rows: Vec<Vec<f32>>, sequences: &[&[u32]], d: &Decoding, sp: &Special, new_len: usize, log_softmax: bool) -> Vec<Vec<f32>> {
+    if log_softmax {
+        for row in &mut rows {
+            let lse = log_sum_exp(row);
+            row.iter_mut().for_each(|v| *v -= lse);
+        }
+    }
     let max_len = d.max_new_tokens + 1;
     for (row, seq) in rows.iter_mut().zip(sequences) {
         if new_len < d.min_new_tokens {
@@ -92,7 +102,7 @@ fn processed(logits: &Tensor, sequences: &[&[u32]], d: &Decoding, sp: &Special, 
             row[sp.eos as usize] = 0.0;
         }
     }
-    Ok(rows)
+    rows
 }
 
 /// Tokens that would repeat an n-gram already in `seq` (start token included, as the reference).
@@ -124,15 +134,16 @@ fn greedy(model: &impl Step, mut cache: Cache, batch: usize, d: &Decoding, sp: &
         let last: Vec<u32> = seqs.iter().map(|s| *s.last().expect("start token")).collect();
         let logits = model.step(&last, &mut cache)?;
         let views: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
-        let scores = processed(&logits, &views, d, sp, step, false)?;
-        let lp = super::layers::log_softmax(&logits)?.to_vec2::<f32>()?;
+        let lse: Vec<f32> = logits.iter().map(|r| log_sum_exp(r)).collect();
+        let raw: Vec<Vec<f32>> = logits.iter().map(|r| r.to_vec()).collect();
+        let scores = processed(logits, &views, d, sp, step, false);
         for (i, row) in scores.iter().enumerate() {
             if done[i] {
                 seqs[i].push(sp.pad);
                 continue;
             }
             let token = argmax(row);
-            log_probs[i] += lp[i][token as usize];
+            log_probs[i] += raw[i][token as usize] - lse[i];
             seqs[i].push(token);
             done[i] = token == sp.eos;
         }
@@ -189,7 +200,7 @@ fn beam_search(model: &impl Step, mut cache: Cache, batch: usize, d: &Decoding, 
         let last: Vec<u32> = state.iter().flat_map(|b| b.running.iter().map(|s| *s.last().expect("start token"))).collect();
         let logits = model.step(&last, &mut cache)?;
         let views: Vec<&[u32]> = state.iter().flat_map(|b| b.running.iter().map(Vec::as_slice)).collect();
-        let scores = processed(&logits, &views, d, sp, cur_len - 1, true)?;
+        let scores = processed(logits, &views, d, sp, cur_len - 1, true);
         let mut parents = Vec::with_capacity(batch * k);
         let mut all_hit = true;
         for (bi, beams) in state.iter_mut().enumerate() {
@@ -264,7 +275,7 @@ fn beam_search(model: &impl Step, mut cache: Cache, batch: usize, d: &Decoding, 
         if !(improvable && open && !all_hit) {
             break;
         }
-        cache.reorder(&Tensor::new(parents.as_slice(), logits.device())?)?;
+        cache.reorder(&Tensor::new(parents.as_slice(), &candle_core::Device::Cpu)?)?;
     }
     Ok(state
         .into_iter()

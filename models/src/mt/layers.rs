@@ -1,7 +1,7 @@
 //! Pieces shared by the Marian and T5 stacks: multi-head attention with a key/value cache,
 //! masks, and the per-layer cache that beam search reorders.
 
-use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 /// Additive mask value; finite so a row can never become NaN.
@@ -156,9 +156,4 @@ pub fn causal_bias(past: usize, new: usize, device: &Device) -> Result<Tensor> {
     let total = past + new;
     let data: Vec<f32> = (0..new).flat_map(|i| (0..total).map(move |j| if j > past + i { MASKED } else { 0.0 })).collect();
     Tensor::from_vec(data, (1, 1, new, total), device)
-}
-
-/// Log-softmax over the vocabulary, in f32.
-pub fn log_softmax(logits: &Tensor) -> Result<Tensor> {
-    candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)
 }

@@ -186,8 +186,13 @@ impl Marian {
         }
     }
 
-    /// Logits `[batch, new, vocab]` for `new` decoder tokens after what `cache` holds.
-    pub fn decode(&self, ids: &Tensor, memory: &Tensor, memory_mask: &Tensor, cache: &mut Cache) -> Result<Tensor> {
+    /// Output layer and bias.
+    pub fn output(&self) -> (&Tensor, Option<&Tensor>) {
+        (&self.lm_head, Some(&self.logits_bias))
+    }
+
+    /// Final decoder states `[batch, new, d_model]` for `new` tokens after what `cache` holds.
+    pub fn decode_hidden(&self, ids: &Tensor, memory: &Tensor, memory_mask: &Tensor, cache: &mut Cache) -> Result<Tensor> {
         let (_, t) = ids.dims2()?;
         let before = self.config.normalize_before;
         let self_bias = if t > 1 { Some(causal_bias(cache.past, t, ids.device())?) } else { None };
@@ -202,9 +207,7 @@ impl Marian {
             x = norm.forward(&x)?;
         }
         cache.past += t;
-        let (b, t, d) = x.dims3()?;
-        let logits = x.reshape((b * t, d))?.matmul(&self.lm_head.t()?)?.broadcast_add(&self.logits_bias)?;
-        logits.reshape((b, t, ()))
+        Ok(x)
     }
 }
 

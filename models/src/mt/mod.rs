@@ -196,11 +196,30 @@ impl Seq2Seq {
         Ok(logits.squeeze(0)?)
     }
 
-    fn decode(&self, ids: &Tensor, memory: &Tensor, mask: &Tensor, cache: &mut Cache) -> candle_core::Result<Tensor> {
+    fn decode_hidden(&self, ids: &Tensor, memory: &Tensor, mask: &Tensor, cache: &mut Cache) -> candle_core::Result<Tensor> {
         match &self.net {
-            Network::Marian(m) => m.decode(ids, memory, mask, cache),
-            Network::T5(t) => t.decode(ids, memory, mask, cache),
+            Network::Marian(m) => m.decode_hidden(ids, memory, mask, cache),
+            Network::T5(t) => t.decode_hidden(ids, memory, mask, cache),
         }
+    }
+
+    fn output(&self) -> (&Tensor, Option<&Tensor>) {
+        match &self.net {
+            Network::Marian(m) => m.output(),
+            Network::T5(t) => t.output(),
+        }
+    }
+
+    /// Logits `[batch, new, vocab]`.
+    fn decode(&self, ids: &Tensor, memory: &Tensor, mask: &Tensor, cache: &mut Cache) -> candle_core::Result<Tensor> {
+        let x = self.decode_hidden(ids, memory, mask, cache)?;
+        let (b, t, d) = x.dims3()?;
+        let (weight, bias) = self.output();
+        let mut logits = x.reshape((b * t, d))?.matmul(&weight.t()?)?;
+        if let Some(bias) = bias {
+            logits = logits.broadcast_add(bias)?;
+        }
+        logits.reshape((b, t, ()))
     }
 
     /// Generates for a batch of tokenized inputs; every batch starts from an empty cache.
@@ -252,9 +271,34 @@ struct Stepper<'a> {
 }
 
 impl Step for Stepper<'_> {
-    fn step(&self, tokens: &[u32], cache: &mut Cache) -> candle_core::Result<Tensor> {
+    fn step(&self, tokens: &[u32], cache: &mut Cache) -> candle_core::Result<Vec<Vec<f32>>> {
         let ids = Tensor::new(tokens, &self.model.device)?.unsqueeze(1)?;
-        let logits = self.model.decode(&ids, &self.memory, &self.mask, cache)?;
-        logits.squeeze(1)
+        let hidden = self.model.decode_hidden(&ids, &self.memory, &self.mask, cache)?.squeeze(1)?;
+        let rows = tokens.len();
+        let (weight, bias) = self.model.output();
+        let mut out = if (2..=32).contains(&rows) {
+            // Weights on the left: candle's matmul then streams the large output matrix once
+            // instead of repacking it for every step (measured: 2x faster at 4-16 rows).
+            let vocab_major = weight.matmul(&hidden.t()?.contiguous()?)?.flatten_all()?.to_vec1::<f32>()?;
+            let vocab = vocab_major.len() / rows;
+            let mut out = vec![Vec::with_capacity(vocab); rows];
+            for chunk in vocab_major.chunks_exact(rows) {
+                for (row, &v) in out.iter_mut().zip(chunk) {
+                    row.push(v);
+                }
+            }
+            out
+        } else {
+            hidden.matmul(&weight.t()?)?.to_vec2::<f32>()?
+        };
+        if let Some(bias) = bias {
+            let bias = bias.to_vec1::<f32>()?;
+            for row in &mut out {
+                for (v, b) in row.iter_mut().zip(&bias) {
+                    *v += b;
+                }
+            }
+        }
+        Ok(out)
     }
 }

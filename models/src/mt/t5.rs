@@ -1,7 +1,7 @@
 //! T5 family (t5, flan-t5, mT5) as Hugging Face's `T5ForConditionalGeneration` lays it out:
 //! pre-norm RMS layers, relative position buckets, unscaled attention, relu or gated-gelu.
 
-use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::{Linear, RmsNorm, VarBuilder};
 use serde::Deserialize;
 
@@ -196,7 +196,13 @@ impl T5 {
         self.encoder.final_norm.forward(&x)
     }
 
-    pub fn decode(&self, ids: &Tensor, memory: &Tensor, memory_mask: &Tensor, cache: &mut Cache) -> Result<Tensor> {
+    /// Output layer (T5 has no output bias).
+    pub fn output(&self) -> (&Tensor, Option<&Tensor>) {
+        (&self.lm_head, None)
+    }
+
+    /// Final decoder states, scaled for the output layer where the checkpoint asks for it.
+    pub fn decode_hidden(&self, ids: &Tensor, memory: &Tensor, memory_mask: &Tensor, cache: &mut Cache) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let past = cache.past;
         let mut bias = self.position_bias(&self.decoder, past, t, past + t, false, ids.device())?;
@@ -217,8 +223,7 @@ impl T5 {
             // Tied (v1.0) checkpoints rescale before reusing the input table as output layer.
             x = (x * (self.config.d_model as f64).powf(-0.5))?;
         }
-        let d = self.config.d_model;
-        x.reshape((b * t, d))?.matmul(&self.lm_head.t()?)?.reshape((b, t, ()))?.to_dtype(DType::F32)
+        Ok(x)
     }
 }
 

@@ -1,0 +1,181 @@
+//! Instruction-tuned language models in GGUF on candle's quantized CPU kernels (Qwen2 family and
+//! Llama architecture): tokenizer from the file's metadata, the family's chat template, greedy
+//! decoding that stops at the end of the turn. Used for translation and abstractive summaries.
+
+pub mod tasks;
+mod tokenizer;
+
+use std::io::{Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+use candle_transformers::models::{quantized_llama, quantized_qwen2};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("{0}: sha256 is {1}, the configuration expects {2}")]
+    WrongHash(String, String, String),
+    #[error("{0}: not a readable GGUF model: {1}")]
+    Format(String, String),
+    #[error("{0}: architecture {1:?} is not supported (qwen2, llama)")]
+    Architecture(String, String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("prompt of {0} tokens does not fit the {1}-token context")]
+    TooLong(usize, usize),
+    #[error("inference failed: {0}")]
+    Inference(#[from] candle_core::Error),
+}
+
+enum Weights {
+    Qwen2(quantized_qwen2::ModelWeights),
+    Llama(quantized_llama::ModelWeights),
+}
+
+impl Weights {
+    fn forward(&mut self, ids: &Tensor, position: usize) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Qwen2(m) => m.forward(ids, position),
+            Self::Llama(m) => m.forward(ids, position),
+        }
+    }
+}
+
+/// Chat formats of the supported families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Template {
+    ChatMl,
+    Llama3,
+}
+
+impl Template {
+    fn render(self, system: &str, user: &str) -> String {
+        match self {
+            Self::ChatMl => format!("<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"),
+            Self::Llama3 => format!(
+                "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n{user}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+            ),
+        }
+    }
+
+    fn stops(self) -> &'static [&'static str] {
+        match self {
+            Self::ChatMl => &["<|im_end|>", "<|endoftext|>"],
+            Self::Llama3 => &["<|eot_id|>", "<|end_of_text|>"],
+        }
+    }
+}
+
+/// What a loaded model is, for provenance.
+#[derive(Debug, Clone)]
+pub struct LlmInfo {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub architecture: String,
+    /// `general.name` from the file, when present.
+    pub name: Option<String>,
+    /// Tokens of context docpipe uses (the smaller of the model's and the configured limit).
+    pub context: usize,
+}
+
+/// One model answer.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub text: String,
+    pub prompt_tokens: usize,
+    pub tokens: usize,
+    /// Geometric mean of the chosen tokens' probabilities.
+    pub confidence: f32,
+    /// Generation stopped at `max_new_tokens` rather than at the end of the turn.
+    pub truncated: bool,
+}
+
+pub struct Llm {
+    pub info: LlmInfo,
+    weights: Mutex<Weights>,
+    tokenizer: tokenizers::Tokenizer,
+    template: Template,
+    stops: Vec<u32>,
+    device: Device,
+}
+
+impl Llm {
+    /// Loads a GGUF file; a wrong `expected_sha256` is refused before the weights are read.
+    pub fn load(path: &Path, expected_sha256: Option<&str>, max_context: usize) -> Result<Self, LlmError> {
+        let name = path.display().to_string();
+        let sha256 = crate::mt::sha256_file(path).map_err(|e| LlmError::Format(name.clone(), e.to_string()))?;
+        if let Some(expected) = expected_sha256 {
+            if !expected.eq_ignore_ascii_case(&sha256) {
+                return Err(LlmError::WrongHash(name, sha256, expected.to_owned()));
+            }
+        }
+        let mut file = std::fs::File::open(path).map_err(|e| LlmError::Io(name.clone(), e))?;
+        let content = gguf_file::Content::read(&mut file).map_err(|e| LlmError::Format(name.clone(), e.to_string()))?;
+        let text = |key: &str| content.metadata.get(key).and_then(|v| v.to_string().ok()).cloned();
+        let architecture = text("general.architecture").unwrap_or_default();
+        let model_context = content.metadata.get(&format!("{architecture}.context_length")).and_then(|v| v.to_u32().ok()).unwrap_or(2048) as usize;
+        let tokenizer = tokenizer::from_gguf(&content)?;
+        let template = if tokenizer.token_to_id("<|im_start|>").is_some() { Template::ChatMl } else { Template::Llama3 };
+        let stops: Vec<u32> = template.stops().iter().filter_map(|s| tokenizer.token_to_id(s)).collect();
+        if stops.is_empty() {
+            return Err(LlmError::Tokenizer(format!("{name}: no end-of-turn token for the chat template")));
+        }
+        let device = Device::Cpu;
+        file.seek(SeekFrom::Start(0)).map_err(|e| LlmError::Io(name.clone(), e))?;
+        let info = LlmInfo { path: path.to_owned(), sha256, architecture: architecture.clone(), name: text("general.name"), context: model_context.min(max_context) };
+        // Damaged tensors must become an error, never a dead worker.
+        let weights = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match architecture.as_str() {
+            "qwen2" => quantized_qwen2::ModelWeights::from_gguf(content, &mut file, &device).map(Weights::Qwen2).map_err(|e| LlmError::Format(name.clone(), e.to_string())),
+            "llama" => quantized_llama::ModelWeights::from_gguf(content, &mut file, &device).map(Weights::Llama).map_err(|e| LlmError::Format(name.clone(), e.to_string())),
+            other => Err(LlmError::Architecture(name.clone(), other.to_owned())),
+        }))
+        .map_err(|_| LlmError::Format(path.display().to_string(), "reading the tensors panicked".into()))??;
+        Ok(Self { info, weights: Mutex::new(weights), tokenizer, template, stops, device })
+    }
+
+    pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn count_tokens(&self, text: &str) -> Result<usize, LlmError> {
+        Ok(self.tokenizer.encode(text, false).map_err(|e| LlmError::Tokenizer(e.to_string()))?.len())
+    }
+
+    /// Tokens the chat template adds around `system` and an empty user turn.
+    pub fn overhead(&self, system: &str) -> Result<usize, LlmError> {
+        self.count_tokens(&self.template.render(system, ""))
+    }
+
+    /// One chat turn, decoded greedily (deterministic) up to `max_new_tokens`.
+    pub fn chat(&self, system: &str, user: &str, max_new_tokens: usize) -> Result<Completion, LlmError> {
+        let prompt = self.template.render(system, user);
+        let ids = self.tokenizer.encode(prompt.as_str(), false).map_err(|e| LlmError::Tokenizer(e.to_string()))?.get_ids().to_vec();
+        if ids.len() + max_new_tokens > self.info.context {
+            return Err(LlmError::TooLong(ids.len() + max_new_tokens, self.info.context));
+        }
+        let mut weights = self.weights.lock().unwrap_or_else(|e| e.into_inner());
+        // Position 0 starts a fresh cache in the candle models.
+        let mut logits = weights.forward(&Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?, 0)?;
+        let mut out = Vec::new();
+        let mut log_prob = 0f32;
+        let mut truncated = true;
+        for step in 0..max_new_tokens {
+            let row = candle_nn::ops::log_softmax(&logits.squeeze(0)?.to_dtype(candle_core::DType::F32)?, 0)?.to_vec1::<f32>()?;
+            let (token, lp) = row.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best });
+            if self.stops.contains(&(token as u32)) {
+                truncated = false;
+                break;
+            }
+            out.push(token as u32);
+            log_prob += lp;
+            logits = weights.forward(&Tensor::new(&[token as u32], &self.device)?.unsqueeze(0)?, ids.len() + step)?;
+        }
+        let text = self.tokenizer.decode(&out, true).map_err(|e| LlmError::Tokenizer(e.to_string()))?;
+        let confidence = if out.is_empty() { 0.0 } else { (log_prob / out.len() as f32).exp() };
+        Ok(Completion { text: text.trim().to_owned(), prompt_tokens: ids.len(), tokens: out.len(), confidence, truncated })
+    }
+}

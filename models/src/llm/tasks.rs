@@ -1,0 +1,136 @@
+//! The two jobs docpipe gives a language model, with versioned prompts: translate a segment, and
+//! summarize a document by map-reduce over chunks that fit the context.
+
+use super::{Completion, Llm, LlmError};
+
+/// Recorded in provenance; change it whenever a prompt's wording changes.
+pub const TRANSLATE_PROMPT: &str = "translate-v2";
+pub const SUMMARIZE_PROMPT: &str = "summarize-v1";
+
+fn translate_system(source: &str, target: &str) -> String {
+    format!("You are a professional translator. You translate {source} into {target} faithfully and completely.")
+}
+
+fn translate_user(text: &str, source: &str, target: &str) -> String {
+    format!("Translate this {source} text into {target}. Reply with the translation only.\n\n{text}")
+}
+
+fn summarize_system(target: &str, sentences: usize, parts: bool) -> String {
+    let what = if parts { "The text is a set of summaries of consecutive parts of one document. " } else { "" };
+    format!(
+        "{what}Summarize the text for an investigator in {target}, in at most {sentences} sentences. \
+         Use only facts stated in the text and keep names, numbers, amounts and dates exactly as written. \
+         Reply with the summary only."
+    )
+}
+
+/// Translation of one segment. Output is capped relative to the input so a model that keeps
+/// talking cannot hold a worker.
+pub fn translate(llm: &Llm, text: &str, source: &str, target: &str, max_new_tokens: usize) -> Result<Completion, LlmError> {
+    let input = llm.count_tokens(text)?;
+    llm.chat(&translate_system(source, target), &translate_user(text, source, target), max_new_tokens.min(3 * input + 32))
+}
+
+/// An abstractive summary and how many model calls it took.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub completion: Completion,
+    /// Chunks the text was cut into (1 = it fitted the context).
+    pub chunks: usize,
+    /// Reduce rounds over the chunk summaries.
+    pub rounds: usize,
+}
+
+/// Summary of `sentences` (the document's, in order), chunked to fit the context: each chunk is
+/// summarized, then the summaries are summarized until one call holds them all.
+pub fn summarize(llm: &Llm, sentences: &[&str], target: &str, wanted: usize, max_new_tokens: usize) -> Result<Summary, LlmError> {
+    let system = summarize_system(target, wanted, true);
+    let budget = llm.info.context.saturating_sub(llm.overhead(&system)? + max_new_tokens + 8);
+    if budget < 64 {
+        return Err(LlmError::TooLong(llm.overhead(&system)? + max_new_tokens, llm.info.context));
+    }
+    let chunks = chunk(llm, sentences, budget)?;
+    let first = chunks.len();
+    let mut parts: Vec<Completion> = chunks.iter().map(|c| llm.chat(&summarize_system(target, wanted, false), c, max_new_tokens)).collect::<Result<_, _>>()?;
+    let mut rounds = 0;
+    while parts.len() > 1 {
+        rounds += 1;
+        let texts: Vec<&str> = parts.iter().map(|p| p.text.as_str()).collect();
+        let groups = chunk(llm, &texts, budget)?;
+        if groups.len() >= parts.len() {
+            // No progress possible (each summary fills the context alone): keep the first.
+            parts.truncate(1);
+            break;
+        }
+        parts = groups.iter().map(|g| llm.chat(&system, g, max_new_tokens)).collect::<Result<_, _>>()?;
+    }
+    let completion = parts.pop().expect("at least one chunk");
+    Ok(Summary { completion, chunks: first, rounds })
+}
+
+/// Consecutive sentences joined into chunks of at most `budget` tokens; a longer sentence is cut.
+pub fn chunk(llm: &Llm, sentences: &[&str], budget: usize) -> Result<Vec<String>, LlmError> {
+    let mut chunks = Vec::new();
+    let mut current = String::new();
+    let mut used = 0;
+    for sentence in sentences {
+        for piece in fit(llm, sentence, budget)? {
+            let n = llm.count_tokens(&piece)? + 1;
+            if used + n > budget && !current.is_empty() {
+                chunks.push(std::mem::take(&mut current));
+                used = 0;
+            }
+            if !current.is_empty() {
+                current.push(' ');
+            }
+            current.push_str(&piece);
+            used += n;
+        }
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    Ok(chunks)
+}
+
+fn fit(llm: &Llm, text: &str, budget: usize) -> Result<Vec<String>, LlmError> {
+    if llm.count_tokens(text)? <= budget {
+        return Ok(vec![text.to_owned()]);
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let mid = chars.len() / 2;
+    let mut parts = fit(llm, &chars[..mid].iter().collect::<String>(), budget)?;
+    parts.extend(fit(llm, &chars[mid..].iter().collect::<String>(), budget)?);
+    Ok(parts)
+}
+
+/// English name of an ISO 639-3 code for prompts (models follow names better than codes).
+pub fn language_name(code: &str) -> &str {
+    const NAMES: &[(&str, &str)] = &[
+        ("ara", "Arabic"), ("aze", "Azerbaijani"), ("bel", "Belarusian"), ("ben", "Bengali"), ("bul", "Bulgarian"),
+        ("cat", "Catalan"), ("ces", "Czech"), ("dan", "Danish"), ("deu", "German"), ("ell", "Greek"), ("eng", "English"),
+        ("est", "Estonian"), ("fas", "Persian"), ("fin", "Finnish"), ("fra", "French"), ("heb", "Hebrew"), ("hin", "Hindi"),
+        ("hrv", "Croatian"), ("hun", "Hungarian"), ("hye", "Armenian"), ("ind", "Indonesian"), ("ita", "Italian"),
+        ("jpn", "Japanese"), ("kat", "Georgian"), ("kaz", "Kazakh"), ("kor", "Korean"), ("kur", "Kurdish"), ("lav", "Latvian"),
+        ("lit", "Lithuanian"), ("msa", "Malay"), ("nld", "Dutch"), ("nor", "Norwegian"), ("pol", "Polish"), ("por", "Portuguese"),
+        ("pus", "Pashto"), ("ron", "Romanian"), ("rus", "Russian"), ("slk", "Slovak"), ("slv", "Slovenian"), ("spa", "Spanish"),
+        ("sqi", "Albanian"), ("srp", "Serbian"), ("swe", "Swedish"), ("tha", "Thai"), ("tur", "Turkish"), ("ukr", "Ukrainian"),
+        ("urd", "Urdu"), ("uzb", "Uzbek"), ("vie", "Vietnamese"), ("zho", "Chinese"),
+    ];
+    NAMES.iter().find(|(c, _)| *c == code).map_or(code, |(_, n)| n)
+}
+
+/// English name of a BCP-47 target tag's language.
+pub fn target_name(tag: &str) -> &str {
+    match tag.split(['-', '_']).next().unwrap_or(tag) {
+        "en" => "English",
+        "fr" => "French",
+        "de" => "German",
+        "es" => "Spanish",
+        "nl" => "Dutch",
+        "it" => "Italian",
+        "pt" => "Portuguese",
+        "pl" => "Polish",
+        other => other,
+    }
+}

@@ -1,0 +1,103 @@
+//! The GGUF backend on the real installed model (Qwen2.5-Coder-0.5B-Instruct Q4_K_M from PyPI,
+//! scripts/install-models.sh). Each test says so and returns when the model is not installed;
+//! `make test` installs it, so CI runs them all.
+
+use std::path::PathBuf;
+
+use docpipe_models::llm::{tasks, Llm, LlmError};
+
+const SHA256: &str = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32";
+
+fn model_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../var/models/qwen2.5-coder-0.5b-instruct/model.gguf")
+}
+
+fn model(context: usize) -> Option<Llm> {
+    let path = model_path();
+    if !path.exists() {
+        eprintln!("SKIPPED: {} is not installed (run scripts/install-models.sh)", path.display());
+        return None;
+    }
+    Some(Llm::load(&path, Some(SHA256), context).expect("installed model loads"))
+}
+
+fn flores(lang: &str) -> Vec<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/data/mt/flores200-devtest-1-100.{lang}"));
+    std::fs::read_to_string(path).unwrap().lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn tokenizer_from_gguf_metadata_round_trips_every_script() {
+    let Some(llm) = model(4096) else { return };
+    let tok = llm.tokenizer();
+    for lang in ["eng_Latn", "rus_Cyrl", "arb_Arab", "pes_Arab", "zho_Hans", "vie_Latn", "tur_Latn"] {
+        for line in flores(lang).iter().take(20) {
+            let ids = tok.encode(line.as_str(), false).unwrap().get_ids().to_vec();
+            assert!(!ids.is_empty());
+            assert_eq!(&tok.decode(&ids, false).unwrap(), line, "{lang}");
+        }
+    }
+    // Chat-template markers are single special tokens, not text.
+    let ids = tok.encode("<|im_start|>user\nhi<|im_end|>", false).unwrap().get_ids().to_vec();
+    assert_eq!(ids[0], tok.token_to_id("<|im_start|>").unwrap());
+    assert_eq!(*ids.last().unwrap(), tok.token_to_id("<|im_end|>").unwrap());
+    // Byte-level BPE: "Hello world" is two tokens in every Qwen2 vocabulary.
+    assert_eq!(tok.encode("Hello world", false).unwrap().get_ids().len(), 2);
+}
+
+fn content_words(text: &str) -> std::collections::BTreeSet<String> {
+    const STOP: &[&str] = &["the", "a", "an", "of", "to", "in", "and", "is", "was", "that", "it", "on", "for", "with", "as", "by", "at", "he", "she", "they", "this", "be", "are", "were", "has", "have", "had"];
+    text.split(|c: char| !c.is_alphanumeric()).map(str::to_lowercase).filter(|w| w.len() > 1 && !STOP.contains(&w.as_str())).collect()
+}
+
+#[test]
+fn translates_chinese_flores_lines_into_english_that_shares_their_content() {
+    let Some(llm) = model(4096) else { return };
+    let zh = flores("zho_Hans");
+    let en = flores("eng_Latn");
+    let mut overlaps = Vec::new();
+    for i in [0usize, 4, 10] {
+        let out = tasks::translate(&llm, &zh[i], "Chinese", "English", 128).unwrap();
+        assert!(!out.truncated, "line {}: stopped at the token limit", i + 1);
+        assert!(out.text.is_ascii() || out.text.chars().filter(|c| c.is_ascii_alphabetic()).count() > 20, "line {}: not English: {}", i + 1, out.text);
+        eprintln!("line {}: {} | reference: {}", i + 1, out.text, en[i]);
+        let (hyp, reference) = (content_words(&out.text), content_words(&en[i]));
+        let shared = hyp.intersection(&reference).count() as f32 / reference.len() as f32;
+        overlaps.push(shared);
+        assert!(out.confidence > 0.0 && out.confidence <= 1.0);
+    }
+    // Loose on purpose: a 0.5B model paraphrases, but a real translation shares its content words.
+    let mean = overlaps.iter().sum::<f32>() / overlaps.len() as f32;
+    assert!(mean >= 0.3, "content-word overlap with the FLORES references: {overlaps:?}");
+}
+
+#[test]
+fn a_text_longer_than_the_context_is_chunked_not_truncated() {
+    let Some(llm) = model(512) else { return };
+    let lines = flores("eng_Latn");
+    let sentences: Vec<&str> = lines.iter().take(40).map(String::as_str).collect();
+    let total: usize = sentences.iter().map(|s| llm.count_tokens(s).unwrap()).sum();
+    assert!(total > 1000, "{total} tokens should not fit 512");
+    // Every sentence lands in exactly one chunk, in order, each within budget.
+    let chunks = tasks::chunk(&llm, &sentences, 300).unwrap();
+    assert!(chunks.len() >= 4, "{}", chunks.len());
+    assert_eq!(chunks.join(" "), sentences.join(" "));
+    assert!(chunks.iter().all(|c| llm.count_tokens(c).unwrap() <= 300 + 40));
+    let summary = tasks::summarize(&llm, &sentences, "English", 2, 48).unwrap();
+    assert!(summary.chunks >= 3 && summary.rounds >= 1, "{} chunks, {} rounds", summary.chunks, summary.rounds);
+    assert!(!summary.completion.text.is_empty());
+    // A single prompt over the context is refused, not cut.
+    let long = sentences.join(" ");
+    assert!(matches!(llm.chat("Summarize.", &long, 32), Err(LlmError::TooLong(..))));
+}
+
+#[test]
+fn a_wrong_sha256_is_refused() {
+    let path = model_path();
+    if !path.exists() {
+        eprintln!("SKIPPED: {} is not installed", path.display());
+        return;
+    }
+    let err = Llm::load(&path, Some(&"0".repeat(64)), 4096).err().expect("refused");
+    assert!(matches!(err, LlmError::WrongHash(..)), "{err}");
+}
