@@ -23,5 +23,5 @@ for b in order:
     print(f"| {b} | " + " | ".join(f"{v:.0f}" if v else "-" for v in vals) + f" | {min(rss):.0f}-{max(rss):.0f} |")
 for ref in order[1:]:
     if ref in rows and "candle-fp32" in rows:
-        ratios = [rows["candle-fp32"][c]["tok_per_s"] / rows[ref][c]["tok_per_s"] for c in cells if c in rows[ref] and c in rows["candle-fp32"]]
-        print(f"| candle / {ref} | " + " | ".join(f"{x:.2f}x" for x in ratios) + " | |")
+        ratios = [f'{rows["candle-fp32"][c]["tok_per_s"] / rows[ref][c]["tok_per_s"]:.2f}x' if c in rows[ref] and c in rows["candle-fp32"] else "-" for c in cells]
+        print(f"| candle / {ref} | " + " | ".join(ratios) + " | |")

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use docpipe::blob::sha256_hex;
-use docpipe::schema::{AnnotationBody, JobResult, JobStatus};
+use docpipe::schema::{AnnotationBody, Faithfulness, JobResult, JobStatus, TranslationStatus};
 
 fn docpipe() -> Command {
     Command::new(env!("CARGO_BIN_EXE_docpipe"))
@@ -98,6 +98,29 @@ fn sample_batch_gets_one_honest_result_per_file() {
         AnnotationBody::Languages { document, .. } => Some(document[0].tag.clone()),
         _ => None,
     }).as_deref(), Some("zh-Hans"));
+
+    // Chinese is translated by the default GGUF route; every sentence has a status, the
+    // translations are labelled machine output with the model's sha256.
+    let zh = &results["flores-zho.txt"];
+    let translation = zh.annotations.iter().find(|a| matches!(a.body, AnnotationBody::Translation { .. })).expect("translation annotation");
+    assert!(translation.provenance.machine_generated);
+    let gguf = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32";
+    assert_eq!(translation.provenance.model.as_ref().unwrap().weights_sha256, gguf);
+    let AnnotationBody::Translation { segments, .. } = &translation.body else { unreachable!() };
+    assert!(segments.iter().filter(|s| s.source_language == "zho").all(|s| s.status == TranslationStatus::Translated && s.text.as_ref().is_some_and(|t| t.is_ascii() || t.chars().any(|c| c.is_ascii_alphabetic()))));
+    // An English document needs no translation.
+    let english = &results["scansmpl.pdf"];
+    if let Some(AnnotationBody::Translation { segments, .. }) = english.annotations.iter().map(|a| &a.body).find(|b| matches!(b, AnnotationBody::Translation { .. })) {
+        assert!(segments.iter().all(|s| s.status != TranslationStatus::Translated || s.source_language != "eng"));
+    }
+    // The abstractive summary is its own annotation, machine-generated, checked for faithfulness.
+    let abstractive = zh.annotations.iter().find(|a| matches!(a.body, AnnotationBody::AbstractiveSummary { .. })).expect("abstractive summary");
+    assert!(abstractive.provenance.machine_generated);
+    assert_eq!(abstractive.provenance.parameters["prompt"], "summarize-v1");
+    let AnnotationBody::AbstractiveSummary { source, text, faithfulness, unverified, .. } = &abstractive.body else { unreachable!() };
+    assert_eq!(source, "en");
+    assert!(!text.is_empty());
+    assert_eq!(*faithfulness == Faithfulness::Verified, unverified.is_empty());
 
     // The email's attachment is a child with its own hash, pointing back to the email.
     let email = &results["testEmailWithPNGAtt.eml"];

@@ -153,6 +153,9 @@ pub struct TranslateConfig {
     pub batch: usize,
     /// Sentences translated per document; later ones get status `limit`.
     pub max_segments: usize,
+    /// Time spent translating one document; sentences not reached by then get status `limit`
+    /// (keep it under the stage's `timeout_secs`, which discards the stage's output).
+    pub max_seconds: u64,
     pub decoding: docpipe_models::mt::Decoding,
     /// Source language → model routes.
     #[serde(default)]

@@ -299,7 +299,7 @@ pub enum TranslationStatus {
     Unsupported,
     /// The configured model could not be loaded or failed on this sentence (see the stage error).
     ModelError,
-    /// Past `translate.max_segments` for one document.
+    /// Past `translate.max_segments` or `translate.max_seconds` for one document.
     Limit,
 }
 

@@ -85,6 +85,7 @@ pub struct Translate {
     decoding: Decoding,
     batch: usize,
     max_segments: usize,
+    max_time: std::time::Duration,
     pool: Arc<ModelPool>,
 }
 
@@ -97,7 +98,14 @@ impl Translate {
             .iter()
             .map(|m| Route { model: m.clone(), dir: if m.path.is_absolute() { m.path.clone() } else { config.models.dir.join(&m.path) } })
             .collect();
-        Self { routes, decoding: config.translate.decoding.clone(), batch: config.translate.batch.max(1), max_segments: config.translate.max_segments, pool }
+        Self {
+            routes,
+            decoding: config.translate.decoding.clone(),
+            batch: config.translate.batch.max(1),
+            max_segments: config.translate.max_segments,
+            max_time: std::time::Duration::from_secs(config.translate.max_seconds),
+            pool,
+        }
     }
 
     /// The route naming `language`, else a `*` route, into `target`.
@@ -169,6 +177,7 @@ impl Stage for Translate {
             });
             plans.push(plan);
         }
+        let started = std::time::Instant::now();
         let mut condition = None;
         let mut used: BTreeMap<String, serde_json::Value> = BTreeMap::new();
         for (r, route) in self.routes.iter().enumerate() {
@@ -190,9 +199,18 @@ impl Stage for Translate {
                 entry["decoding"] = json!("greedy");
             }
             used.insert(route.model.id.clone(), entry);
-            for chunk in members.chunks(self.batch * 4) {
+            // Instruction models are slow: check the clock every few sentences, not every batch.
+            let step = if matches!(engine, Engine::Llm(_)) { 4 } else { self.batch * 4 };
+            for chunk in members.chunks(step) {
                 if input.cancel.load(Ordering::Relaxed) {
                     return Err(StageError::new(ErrorKind::Timeout, "translation cancelled at the stage time limit"));
+                }
+                if started.elapsed() > self.max_time {
+                    // Keep what is done; the rest says why it is not translated.
+                    for &i in chunk {
+                        segments[i].status = TranslationStatus::Limit;
+                    }
+                    continue;
                 }
                 let texts: Vec<String> = chunk.iter().map(|&i| format!("{}{}", route.model.prefix, doc.sentences[i].clean)).collect();
                 let outcome = match &engine {
@@ -230,7 +248,7 @@ impl Stage for Translate {
         output.annotations.push(Produced {
             body: AnnotationBody::Translation { target, segments },
             engine: EngineInfo { name: "docpipe-mt (candle: Marian, T5, GGUF)".into(), version: env!("CARGO_PKG_VERSION").into(), model: single },
-            parameters: json!({ "decoding": self.decoding, "batch": self.batch, "max_segments": self.max_segments, "models": used, "unit": "sentence" })
+            parameters: json!({ "decoding": self.decoding, "batch": self.batch, "max_segments": self.max_segments, "max_seconds": self.max_time.as_secs(), "models": used, "unit": "sentence" })
                 .as_object()
                 .cloned()
                 .unwrap_or_default(),

@@ -92,6 +92,9 @@ pub struct Completion {
     pub confidence: f32,
     /// Generation stopped at `max_new_tokens` rather than at the end of the turn.
     pub truncated: bool,
+    /// Time reading the prompt and time generating, for throughput figures.
+    pub prompt_secs: f64,
+    pub generate_secs: f64,
 }
 
 pub struct Llm {
@@ -158,8 +161,10 @@ impl Llm {
             return Err(LlmError::TooLong(ids.len() + max_new_tokens, self.info.context));
         }
         let mut weights = self.weights.lock().unwrap_or_else(|e| e.into_inner());
+        let started = std::time::Instant::now();
         // Position 0 starts a fresh cache in the candle models.
         let mut logits = weights.forward(&Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?, 0)?;
+        let prompt_secs = started.elapsed().as_secs_f64();
         let mut out = Vec::new();
         let mut log_prob = 0f32;
         let mut truncated = true;
@@ -176,6 +181,7 @@ impl Llm {
         }
         let text = self.tokenizer.decode(&out, true).map_err(|e| LlmError::Tokenizer(e.to_string()))?;
         let confidence = if out.is_empty() { 0.0 } else { (log_prob / out.len() as f32).exp() };
-        Ok(Completion { text: text.trim().to_owned(), prompt_tokens: ids.len(), tokens: out.len(), confidence, truncated })
+        let generate_secs = started.elapsed().as_secs_f64() - prompt_secs;
+        Ok(Completion { text: text.trim().to_owned(), prompt_tokens: ids.len(), tokens: out.len(), confidence, truncated, prompt_secs, generate_secs })
     }
 }
