@@ -113,14 +113,6 @@ fn sample_batch_gets_one_honest_result_per_file() {
     if let Some(AnnotationBody::Translation { segments, .. }) = english.annotations.iter().map(|a| &a.body).find(|b| matches!(b, AnnotationBody::Translation { .. })) {
         assert!(segments.iter().all(|s| s.status != TranslationStatus::Translated || s.source_language != "eng"));
     }
-    // The abstractive summary is its own annotation, machine-generated, checked for faithfulness.
-    let abstractive = zh.annotations.iter().find(|a| matches!(a.body, AnnotationBody::AbstractiveSummary { .. })).expect("abstractive summary");
-    assert!(abstractive.provenance.machine_generated);
-    assert_eq!(abstractive.provenance.parameters["prompt"], "summarize-v1");
-    let AnnotationBody::AbstractiveSummary { source, text, faithfulness, unverified, .. } = &abstractive.body else { unreachable!() };
-    assert_eq!(source, "en");
-    assert!(!text.is_empty());
-    assert_eq!(*faithfulness == Faithfulness::Verified, unverified.is_empty());
 
     // The email's attachment is a child with its own hash, pointing back to the email.
     let email = &results["testEmailWithPNGAtt.eml"];
@@ -186,5 +178,42 @@ fn json_logs_carry_ids_but_never_document_text() {
     assert!(!json_lines.is_empty(), "structured logs were written");
     for fragment in ["EasyChair", "فئران", "Voronkov"] {
         assert!(!stderr.contains(fragment), "document text leaked into logs: {fragment}");
+    }
+}
+
+#[test]
+fn an_abstractive_summary_of_a_translated_document_is_labelled_and_checked() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let zh: Vec<String> = std::fs::read_to_string(root.join("tests/data/mt/flores200-devtest-1-100.zho_Hans")).unwrap().lines().take(3).map(str::to_owned).collect();
+    std::fs::write(dir.path().join("zh.txt"), zh.join("\n")).unwrap();
+    let out = dir.path().join("out");
+    let output = docpipe()
+        .current_dir(root)
+        .arg("process")
+        .arg(dir.path().join("zh.txt"))
+        .arg("--out")
+        .arg(&out)
+        .args(["--stages", "extract,langid,translate,abstractive", "--summary-sentences", "2"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let result: JobResult = serde_json::from_str(std::fs::read_to_string(out.join("results.jsonl")).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(result.status, JobStatus::Complete, "{:?}", result.stages);
+    let abstractive = result.annotations.iter().find(|a| matches!(a.body, AnnotationBody::AbstractiveSummary { .. })).expect("abstractive summary");
+    assert!(abstractive.provenance.machine_generated);
+    assert_eq!(abstractive.provenance.parameters["prompt"], "summarize-v1");
+    assert_eq!(abstractive.provenance.model.as_ref().unwrap().weights_sha256, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32");
+    let AnnotationBody::AbstractiveSummary { source, text, faithfulness, unverified, chunks } = &abstractive.body else { unreachable!() };
+    // Summarized from the English translation, not the Chinese original.
+    assert_eq!(source, "en");
+    assert_eq!(*chunks, 1);
+    assert!(text.chars().filter(|c| c.is_ascii_alphabetic()).count() > 20, "{text}");
+    assert_eq!(*faithfulness == Faithfulness::Verified, unverified.is_empty());
+    // Whatever it lists really is absent from the source and its translation.
+    let AnnotationBody::Translation { segments, .. } = &result.annotations.iter().find(|a| matches!(a.body, AnnotationBody::Translation { .. })).unwrap().body else { unreachable!() };
+    let translated: String = segments.iter().filter_map(|s| s.text.clone()).collect::<Vec<_>>().join(" ");
+    for u in unverified {
+        assert!(!translated.contains(&u.text) && !zh.join(" ").contains(&u.text), "{u:?} is in the source");
     }
 }

@@ -47,6 +47,10 @@ languages = ["rus"]
         fixture("t5-tiny").display(),
         sha256_file(&fixture("t5-tiny/model.safetensors")).unwrap(),
     );
+    // Without the default GGUF route, so only the fixture routes exist.
+    let start = base.find("[[translate.models]]\nid = \"Qwen").expect("default route");
+    let end = start + base[start..].find("\n\n").expect("end of route");
+    let base = format!("{}{}", &base[..start], &base[end..]);
     let text = base.replace("beams = 4", "beams = 2").replace("max_new_tokens = 256", "max_new_tokens = 8") + &routes;
     let path = dir.join("pipeline.toml");
     std::fs::write(&path, text).unwrap();
@@ -99,7 +103,7 @@ fn sentences_go_to_the_model_for_their_language() {
     assert!(annotation.provenance.machine_generated);
     let params = &annotation.provenance.parameters;
     assert_eq!(params["models"]["test/marian-tiny"]["weights_sha256"], zh_sha.as_str());
-    assert_eq!(params["models"]["test/t5-tiny"]["family"], "t5");
+    assert_eq!(params["models"]["test/t5-tiny"]["kind"], "t5");
     assert_eq!(params["decoding"]["beams"], 2);
     let AnnotationBody::Translation { target, segments } = &annotation.body else { unreachable!() };
     assert_eq!(target, "en");

@@ -237,6 +237,9 @@ pub struct StageConfig {
     pub name: String,
     /// Wall-clock limit for one document in this stage.
     pub timeout_secs: u64,
+    /// Runs only when a job (or `--stages`) names it.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 impl Config {
@@ -308,6 +311,11 @@ impl Config {
 
     pub fn stage_names(&self) -> Vec<String> {
         self.stages.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// The stages a job runs when it names none: all but the optional ones.
+    pub fn default_stage_names(&self) -> Vec<String> {
+        self.stages.iter().filter(|s| !s.optional).map(|s| s.name.clone()).collect()
     }
 
     /// The broker URL with the password from the environment or the password file.

@@ -102,7 +102,7 @@ impl JobArgs {
 /// Resolve `--stages` against the pipeline: empty means all; unknown names are an error.
 pub fn select_stages(config: &crate::config::Config, requested: &[String]) -> anyhow::Result<Vec<String>> {
     if requested.is_empty() {
-        return Ok(config.stage_names());
+        return Ok(config.default_stage_names());
     }
     for name in requested {
         anyhow::ensure!(
