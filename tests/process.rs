@@ -108,6 +108,16 @@ fn sample_batch_gets_one_honest_result_per_file() {
     assert_eq!(translation.provenance.model.as_ref().unwrap().weights_sha256, gguf);
     let AnnotationBody::Translation { segments, .. } = &translation.body else { unreachable!() };
     assert!(segments.iter().filter(|s| s.source_language == "zho").all(|s| s.status == TranslationStatus::Translated && s.text.as_ref().is_some_and(|t| t.is_ascii() || t.chars().any(|c| c.is_ascii_alphabetic()))));
+    // Russian is routed to the same model; Arabic, which it translates poorly, has no route.
+    let translation_of = |name: &str| {
+        results[name].annotations.iter().find_map(|a| match &a.body {
+            AnnotationBody::Translation { segments, .. } => Some(segments.clone()),
+            _ => None,
+        })
+    };
+    assert!(translation_of("flores-rus.txt").unwrap().iter().filter(|s| s.source_language == "rus").all(|s| s.status == TranslationStatus::Translated));
+    let arabic = translation_of("flores-arb.utf16.txt").unwrap();
+    assert!(!arabic.is_empty() && arabic.iter().filter(|s| s.source_language == "ara").all(|s| s.status == TranslationStatus::Unsupported && s.text.is_none()));
     // An English document needs no translation.
     let english = &results["scansmpl.pdf"];
     if let Some(AnnotationBody::Translation { segments, .. }) = english.annotations.iter().map(|a| &a.body).find(|b| matches!(b, AnnotationBody::Translation { .. })) {
