@@ -127,7 +127,7 @@ impl Llm {
         if stops.is_empty() {
             return Err(LlmError::Tokenizer(format!("{name}: no end-of-turn token for the chat template")));
         }
-        let device = Device::Cpu;
+        let device = crate::mt::device();
         file.seek(SeekFrom::Start(0)).map_err(|e| LlmError::Io(name.clone(), e))?;
         let info = LlmInfo { path: path.to_owned(), sha256, architecture: architecture.clone(), name: text("general.name"), context: model_context.min(max_context) };
         // Damaged tensors must become an error, never a dead worker.

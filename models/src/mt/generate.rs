@@ -66,6 +66,7 @@ impl Hypothesis {
 /// The model side of generation: feed one token per row, get each row's next-token logits.
 pub trait Step {
     fn step(&self, tokens: &[u32], cache: &mut Cache) -> Result<Vec<Vec<f32>>>;
+    fn device(&self) -> &candle_core::Device;
 }
 
 /// log(sum(exp(row))), computed stably.
@@ -275,7 +276,7 @@ fn beam_search(model: &impl Step, mut cache: Cache, batch: usize, d: &Decoding, 
         if !(improvable && open && !all_hit) {
             break;
         }
-        cache.reorder(&Tensor::new(parents.as_slice(), &candle_core::Device::Cpu)?)?;
+        cache.reorder(&Tensor::new(parents.as_slice(), model.device())?)?;
     }
     Ok(state
         .into_iter()

@@ -80,6 +80,15 @@ fn weights_file(dir: &Path) -> Result<PathBuf, MtError> {
     ["model.safetensors", "pytorch_model.bin"].iter().map(|n| dir.join(n)).find(|p| p.exists()).ok_or_else(|| MtError::NoWeights(dir.display().to_string()))
 }
 
+/// The first CUDA device when built with the `cuda` feature and one is present, else the CPU.
+pub fn device() -> Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(device) = Device::new_cuda(0) {
+        return device;
+    }
+    Device::Cpu
+}
+
 pub fn sha256_file(path: &Path) -> Result<String, MtError> {
     let mut file = std::fs::File::open(path).map_err(|e| MtError::Io(path.display().to_string(), e))?;
     let mut hasher = Sha256::new();
@@ -102,7 +111,7 @@ impl Seq2Seq {
                 return Err(MtError::Weights(weights.display().to_string(), format!("sha256 is {weights_sha256}, the registry expects {expected}")));
             }
         }
-        let device = Device::Cpu;
+        let device = device();
         let wname = weights.display().to_string();
         // Malformed pickles or tensors must become an error, never a dead worker.
         let vb = std::panic::catch_unwind(AssertUnwindSafe(|| -> candle_core::Result<VarBuilder<'static>> {
@@ -271,6 +280,10 @@ struct Stepper<'a> {
 }
 
 impl Step for Stepper<'_> {
+    fn device(&self) -> &Device {
+        &self.model.device
+    }
+
     fn step(&self, tokens: &[u32], cache: &mut Cache) -> candle_core::Result<Vec<Vec<f32>>> {
         let ids = Tensor::new(tokens, &self.model.device)?.unsqueeze(1)?;
         let hidden = self.model.decode_hidden(&ids, &self.memory, &self.mask, cache)?.squeeze(1)?;
