@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use docpipe::schema::{AnnotationBody, JobResult, TranslationStatus};
-use docpipe_models::mt::{sha256_file, Decoding, Seq2Seq};
+use docpipe_models::mt::{Decoding, Seq2Seq};
+use docpipe_models::sha256_file;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -2,7 +2,6 @@
 //! by its weights' sha256 and a changed or damaged file is refused, not used.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -48,17 +47,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
 }
 
 fn sha256_file(path: &Path) -> Result<String, RegistryError> {
-    use sha2::Digest;
-    let mut file = std::fs::File::open(path).map_err(io(path))?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(io(path))?;
-        if n == 0 {
-            return Ok(hex::encode(hasher.finalize()));
-        }
-        hasher.update(&buf[..n]);
-    }
+    docpipe_models::sha256_file(path).map_err(io(path))
 }
 
 fn files_under(root: &Path) -> Result<BTreeMap<String, String>, RegistryError> {

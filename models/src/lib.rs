@@ -13,3 +13,12 @@ pub mod sniff;
 pub mod spm;
 pub mod summarize;
 pub mod text;
+
+/// sha256 of a file, read in a stream (model weights run to gigabytes).
+pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
+}

@@ -210,7 +210,7 @@ fn wrong_sha256_is_refused_before_loading() {
     assert!(matches!(err, MtError::Weights(..)), "{text}");
     assert!(text.contains("sha256") && text.contains(&"0".repeat(64)), "{text}");
     // The right hash loads.
-    let sha = docpipe_models::mt::sha256_file(&fixtures().join("marian-tiny/model.safetensors")).unwrap();
+    let sha = docpipe_models::sha256_file(&fixtures().join("marian-tiny/model.safetensors")).unwrap();
     Seq2Seq::load(&fixtures().join("marian-tiny"), Some(&sha)).unwrap();
 }
 

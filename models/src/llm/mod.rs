@@ -110,7 +110,7 @@ impl Llm {
     /// Loads a GGUF file; a wrong `expected_sha256` is refused before the weights are read.
     pub fn load(path: &Path, expected_sha256: Option<&str>, max_context: usize) -> Result<Self, LlmError> {
         let name = path.display().to_string();
-        let sha256 = crate::mt::sha256_file(path).map_err(|e| LlmError::Format(name.clone(), e.to_string()))?;
+        let sha256 = crate::sha256_file(path).map_err(|e| LlmError::Io(name.clone(), e))?;
         if let Some(expected) = expected_sha256 {
             if !expected.eq_ignore_ascii_case(&sha256) {
                 return Err(LlmError::WrongHash(name, sha256, expected.to_owned()));

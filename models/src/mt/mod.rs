@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use sha2::{Digest, Sha256};
 
 pub use generate::{Decoding, Hypothesis};
 use generate::{Special, Step};
@@ -89,13 +88,6 @@ pub fn device() -> Device {
     Device::Cpu
 }
 
-pub fn sha256_file(path: &Path) -> Result<String, MtError> {
-    let mut file = std::fs::File::open(path).map_err(|e| MtError::Io(path.display().to_string(), e))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).map_err(|e| MtError::Io(path.display().to_string(), e))?;
-    Ok(hex::encode(hasher.finalize()))
-}
-
 impl Seq2Seq {
     /// Loads a model directory. A wrong `expected_sha256` is refused before anything is parsed.
     pub fn load(dir: &Path, expected_sha256: Option<&str>) -> Result<Self, MtError> {
@@ -105,7 +97,7 @@ impl Seq2Seq {
         let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| MtError::Config(name.clone(), e.to_string()))?;
         let model_type = raw.get("model_type").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
         let weights = weights_file(dir)?;
-        let weights_sha256 = sha256_file(&weights)?;
+        let weights_sha256 = crate::sha256_file(&weights).map_err(|e| MtError::Io(weights.display().to_string(), e))?;
         if let Some(expected) = expected_sha256 {
             if !expected.eq_ignore_ascii_case(&weights_sha256) {
                 return Err(MtError::Weights(weights.display().to_string(), format!("sha256 is {weights_sha256}, the registry expects {expected}")));
