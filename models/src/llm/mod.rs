@@ -2,6 +2,8 @@
 //! Llama architecture): tokenizer from the file's metadata, the family's chat template, greedy
 //! decoding that stops at the end of the turn. Used for translation and abstractive summaries.
 
+pub mod decoder;
+pub use decoder::Decoder;
 pub mod tasks;
 mod tokenizer;
 
@@ -10,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use candle_core::quantized::gguf_file;
-use candle_core::{Device, Tensor};
-use candle_transformers::models::{quantized_llama, quantized_qwen2};
+
+/// Default bound of the f32 weight copies kept for prompt reading (a 1.5B model fits).
+pub const DEFAULT_PROMPT_F32_BYTES: usize = 8 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LlmError {
@@ -29,20 +32,6 @@ pub enum LlmError {
     TooLong(usize, usize),
     #[error("inference failed: {0}")]
     Inference(#[from] candle_core::Error),
-}
-
-enum Weights {
-    Qwen2(quantized_qwen2::ModelWeights),
-    Llama(quantized_llama::ModelWeights),
-}
-
-impl Weights {
-    fn forward(&mut self, ids: &Tensor, position: usize) -> candle_core::Result<Tensor> {
-        match self {
-            Self::Qwen2(m) => m.forward(ids, position),
-            Self::Llama(m) => m.forward(ids, position),
-        }
-    }
 }
 
 /// Chat formats of the supported families.
@@ -99,16 +88,21 @@ pub struct Completion {
 
 pub struct Llm {
     pub info: LlmInfo,
-    weights: Mutex<Weights>,
+    weights: Mutex<Decoder>,
     tokenizer: tokenizers::Tokenizer,
     template: Template,
     stops: Vec<u32>,
-    device: Device,
 }
 
 impl Llm {
     /// Loads a GGUF file; a wrong `expected_sha256` is refused before the weights are read.
     pub fn load(path: &Path, expected_sha256: Option<&str>, max_context: usize) -> Result<Self, LlmError> {
+        Self::load_with(path, expected_sha256, max_context, DEFAULT_PROMPT_F32_BYTES)
+    }
+
+    /// As `load`, keeping at most `prompt_f32_bytes` of f32 weight copies for reading prompts
+    /// (0: quantized only, the least memory).
+    pub fn load_with(path: &Path, expected_sha256: Option<&str>, max_context: usize, prompt_f32_bytes: usize) -> Result<Self, LlmError> {
         let name = path.display().to_string();
         let sha256 = crate::sha256_file(path).map_err(|e| LlmError::Io(name.clone(), e))?;
         if let Some(expected) = expected_sha256 {
@@ -130,14 +124,15 @@ impl Llm {
         let device = crate::mt::device();
         file.seek(SeekFrom::Start(0)).map_err(|e| LlmError::Io(name.clone(), e))?;
         let info = LlmInfo { path: path.to_owned(), sha256, architecture: architecture.clone(), name: text("general.name"), context: model_context.min(max_context) };
+        if architecture != "qwen2" && architecture != "llama" {
+            return Err(LlmError::Architecture(name, architecture));
+        }
+        let context = info.context;
         // Damaged tensors must become an error, never a dead worker.
-        let weights = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match architecture.as_str() {
-            "qwen2" => quantized_qwen2::ModelWeights::from_gguf(content, &mut file, &device).map(Weights::Qwen2).map_err(|e| LlmError::Format(name.clone(), e.to_string())),
-            "llama" => quantized_llama::ModelWeights::from_gguf(content, &mut file, &device).map(Weights::Llama).map_err(|e| LlmError::Format(name.clone(), e.to_string())),
-            other => Err(LlmError::Architecture(name.clone(), other.to_owned())),
-        }))
-        .map_err(|_| LlmError::Format(path.display().to_string(), "reading the tensors panicked".into()))??;
-        Ok(Self { info, weights: Mutex::new(weights), tokenizer, template, stops, device })
+        let weights = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Decoder::from_gguf(&content, &mut file, &device, context, prompt_f32_bytes)))
+            .map_err(|_| LlmError::Format(name.clone(), "reading the tensors panicked".into()))?
+            .map_err(|e| LlmError::Format(name.clone(), e.to_string()))?;
+        Ok(Self { info, weights: Mutex::new(weights), tokenizer, template, stops })
     }
 
     pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
@@ -163,13 +158,13 @@ impl Llm {
         let mut weights = self.weights.lock().unwrap_or_else(|e| e.into_inner());
         let started = std::time::Instant::now();
         // Position 0 starts a fresh cache in the candle models.
-        let mut logits = weights.forward(&Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?, 0)?;
+        let mut logits = weights.forward(&ids, 0)?;
         let prompt_secs = started.elapsed().as_secs_f64();
         let mut out = Vec::new();
         let mut log_prob = 0f32;
         let mut truncated = true;
         for step in 0..max_new_tokens {
-            let row = candle_nn::ops::log_softmax(&logits.squeeze(0)?.to_dtype(candle_core::DType::F32)?, 0)?.to_vec1::<f32>()?;
+            let row = candle_nn::ops::log_softmax(&logits, 0)?.to_vec1::<f32>()?;
             let (token, lp) = row.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best });
             if self.stops.contains(&(token as u32)) {
                 truncated = false;
@@ -177,7 +172,7 @@ impl Llm {
             }
             out.push(token as u32);
             log_prob += lp;
-            logits = weights.forward(&Tensor::new(&[token as u32], &self.device)?.unsqueeze(0)?, ids.len() + step)?;
+            logits = weights.forward(&[token as u32], ids.len() + step)?;
         }
         let text = self.tokenizer.decode(&out, true).map_err(|e| LlmError::Tokenizer(e.to_string()))?;
         let confidence = if out.is_empty() { 0.0 } else { (log_prob / out.len() as f32).exp() };
