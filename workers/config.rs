@@ -167,6 +167,13 @@ pub struct TranslateConfig {
 pub struct LlmConfig {
     /// Context window used with GGUF models (tokens); the model's own limit caps it.
     pub context: usize,
+    /// MiB of f32 weight copies a GGUF model may keep for reading prompts fast (0: none).
+    #[serde(default = "default_prompt_f32_mib")]
+    pub prompt_f32_mib: usize,
+}
+
+fn default_prompt_f32_mib() -> usize {
+    docpipe_models::llm::DEFAULT_PROMPT_F32_BYTES >> 20
 }
 
 #[derive(Debug, Clone, Deserialize)]

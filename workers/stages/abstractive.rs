@@ -71,6 +71,7 @@ impl Stage for Abstractive {
                 "decoding": "greedy",
                 "max_new_tokens": c.max_new_tokens,
                 "context": llm.info.context,
+                "prompt_f32_mib": llm.info.prompt_f32_bytes >> 20,
                 "chunks": summary.chunks,
                 "reduce_rounds": summary.rounds,
                 "output_tokens": summary.completion.tokens,

@@ -87,7 +87,7 @@ impl Registry {
         let (sentences, share, key_terms) = (config.summarize.sentences, config.summarize.share, config.summarize.key_terms);
         registry.add("summarize", move || Ok(Box::new(summarize::Summarize { default_sentences: sentences, share, key_terms }) as Box<dyn Stage>));
         let translate_config = config.clone();
-        let pool = Arc::new(translate::ModelPool::new(config.llm.context));
+        let pool = Arc::new(translate::ModelPool::new(config.llm.context, config.llm.prompt_f32_mib << 20));
         let translate_pool = pool.clone();
         registry.add("translate", move || Ok(Box::new(translate::Translate::new(&translate_config, translate_pool.clone())) as Box<dyn Stage>));
         let abstractive_config = config.clone();

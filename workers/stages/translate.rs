@@ -37,11 +37,12 @@ impl Engine {
 pub struct ModelPool {
     loaded: Mutex<HashMap<PathBuf, Result<Engine, String>>>,
     context: usize,
+    prompt_f32_bytes: usize,
 }
 
 impl ModelPool {
-    pub fn new(context: usize) -> Self {
-        Self { loaded: Mutex::default(), context }
+    pub fn new(context: usize, prompt_f32_bytes: usize) -> Self {
+        Self { loaded: Mutex::default(), context, prompt_f32_bytes }
     }
 
     /// The model at `path`, loaded on first use; a failed load is remembered, not retried on
@@ -53,7 +54,7 @@ impl ModelPool {
             .or_insert_with(|| {
                 let started = std::time::Instant::now();
                 let model = match kind {
-                    "gguf" => Llm::load(path, Some(sha256), self.context).map(|m| Engine::Llm(Arc::new(m))).map_err(|e| e.to_string()),
+                    "gguf" => Llm::load_with(path, Some(sha256), self.context, self.prompt_f32_bytes).map(|m| Engine::Llm(Arc::new(m))).map_err(|e| e.to_string()),
                     _ => Seq2Seq::load(path, Some(sha256)).map(|m| Engine::Seq2Seq(Arc::new(m))).map_err(|e| e.to_string()),
                 }
                 .map_err(|e| format!("{id}: {e}"));
@@ -196,6 +197,7 @@ impl Stage for Translate {
             if let Engine::Llm(llm) = &engine {
                 entry["prompt"] = json!(tasks::TRANSLATE_PROMPT);
                 entry["context"] = json!(llm.info.context);
+                entry["prompt_f32_mib"] = json!(llm.info.prompt_f32_bytes >> 20);
                 entry["decoding"] = json!("greedy");
             }
             used.insert(route.model.id.clone(), entry);

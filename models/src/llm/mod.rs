@@ -69,6 +69,8 @@ pub struct LlmInfo {
     pub name: Option<String>,
     /// Tokens of context docpipe uses (the smaller of the model's and the configured limit).
     pub context: usize,
+    /// f32 weight copies kept for reading prompts (bytes); the rest runs on the quantized weights.
+    pub prompt_f32_bytes: usize,
 }
 
 /// One model answer.
@@ -123,7 +125,7 @@ impl Llm {
         }
         let device = crate::mt::device();
         file.seek(SeekFrom::Start(0)).map_err(|e| LlmError::Io(name.clone(), e))?;
-        let info = LlmInfo { path: path.to_owned(), sha256, architecture: architecture.clone(), name: text("general.name"), context: model_context.min(max_context) };
+        let info = LlmInfo { path: path.to_owned(), sha256, architecture: architecture.clone(), name: text("general.name"), context: model_context.min(max_context), prompt_f32_bytes: 0 };
         if architecture != "qwen2" && architecture != "llama" {
             return Err(LlmError::Architecture(name, architecture));
         }
@@ -132,6 +134,7 @@ impl Llm {
         let weights = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Decoder::from_gguf(&content, &mut file, &device, context, prompt_f32_bytes)))
             .map_err(|_| LlmError::Format(name.clone(), "reading the tensors panicked".into()))?
             .map_err(|e| LlmError::Format(name.clone(), e.to_string()))?;
+        let info = LlmInfo { prompt_f32_bytes: weights.dense_bytes, ..info };
         Ok(Self { info, weights: Mutex::new(weights), tokenizer, template, stops })
     }
 
@@ -148,10 +151,20 @@ impl Llm {
         self.count_tokens(&self.template.render(system, ""))
     }
 
+    /// Token ids of one chat turn in the family's template, ready for the assistant's answer.
+    pub fn prompt_ids(&self, system: &str, user: &str) -> Result<Vec<u32>, LlmError> {
+        let prompt = self.template.render(system, user);
+        Ok(self.tokenizer.encode(prompt.as_str(), false).map_err(|e| LlmError::Tokenizer(e.to_string()))?.get_ids().to_vec())
+    }
+
+    /// Token ids that end the assistant's turn.
+    pub fn stop_ids(&self) -> &[u32] {
+        &self.stops
+    }
+
     /// One chat turn, decoded greedily (deterministic) up to `max_new_tokens`.
     pub fn chat(&self, system: &str, user: &str, max_new_tokens: usize) -> Result<Completion, LlmError> {
-        let prompt = self.template.render(system, user);
-        let ids = self.tokenizer.encode(prompt.as_str(), false).map_err(|e| LlmError::Tokenizer(e.to_string()))?.get_ids().to_vec();
+        let ids = self.prompt_ids(system, user)?;
         if ids.len() + max_new_tokens > self.info.context {
             return Err(LlmError::TooLong(ids.len() + max_new_tokens, self.info.context));
         }

@@ -27,8 +27,15 @@ fn summarize_system(target: &str, sentences: usize, parts: bool) -> String {
 /// Translation of one segment. Output is capped relative to the input so a model that keeps
 /// talking cannot hold a worker.
 pub fn translate(llm: &Llm, text: &str, source: &str, target: &str, max_new_tokens: usize) -> Result<Completion, LlmError> {
+    let (system, user, cap) = translate_request(llm, text, source, target, max_new_tokens)?;
+    llm.chat(&system, &user, cap)
+}
+
+/// The system and user turns `translate` sends and its token cap (for benchmarks against other
+/// runtimes on the very same prompts).
+pub fn translate_request(llm: &Llm, text: &str, source: &str, target: &str, max_new_tokens: usize) -> Result<(String, String, usize), LlmError> {
     let input = llm.count_tokens(text)?;
-    llm.chat(&translate_system(source, target), &translate_user(text, source, target), max_new_tokens.min(3 * input + 32))
+    Ok((translate_system(source, target), translate_user(text, source, target), max_new_tokens.min(3 * input + 32)))
 }
 
 /// An abstractive summary and how many model calls it took.
