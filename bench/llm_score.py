@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""chrF and BLEU (sacreBLEU, default settings) of bench/results/llm/<lang>.hyp against the FLORES
-English references; prints a markdown table. Needs `pip install sacrebleu`."""
+"""chrF and BLEU (sacreBLEU, default settings) of bench/results/llm/<model>/<lang>.hyp against the
+FLORES English references; prints a markdown table. Needs `pip install sacrebleu`.
+
+    python3 bench/llm_score.py [MODEL]      (qwen2.5-coder-0.5b-instruct by default)"""
 import glob
 import os
+import sys
+
 import sacrebleu
 
 here = os.path.dirname(os.path.abspath(__file__))
 ref = open(os.path.join(here, "../tests/data/mt/flores200-devtest-1-100.eng_Latn"), encoding="utf-8").read().splitlines()
 print("| source | lines | chrF | BLEU |")
 print("|---|---|---|---|")
-for path in sorted(glob.glob(os.path.join(here, "results/llm/*.hyp"))):
+for path in sorted(glob.glob(os.path.join(here, "results/llm", sys.argv[1] if len(sys.argv) > 1 else "qwen2.5-coder-0.5b-instruct", "*.hyp"))):
     hyp = open(path, encoding="utf-8").read().splitlines()
     r = ref[: len(hyp)]
     chrf = sacrebleu.corpus_chrf(hyp, [r]).score

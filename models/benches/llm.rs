@@ -3,6 +3,9 @@
 //! BLEU with sacreBLEU) and prints prompt and generation tokens per second and peak RSS.
 //!
 //!   LLM_EVAL=1 cargo bench -p docpipe-models --bench llm      (LLM_EVAL_LINES=100 by default)
+//!
+//! LLM_MODEL names another installed model directory (default qwen2.5-coder-0.5b-instruct);
+//! its hypotheses go to bench/results/llm/<model>/.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -21,16 +24,17 @@ fn peak_rss_mib() -> f64 {
 
 fn main() {
     if std::env::var("LLM_EVAL").is_err() {
-        eprintln!("llm bench: set LLM_EVAL=1 to run (about an hour for 100 lines x 9 languages on 2 cores); skipped");
+        eprintln!("llm bench: set LLM_EVAL=1 to run (about 30 minutes for 100 lines x 9 languages with the 0.5B model on 2 cores); skipped");
         return;
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let lines: usize = std::env::var("LLM_EVAL_LINES").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
     let only = std::env::var("LLM_EVAL_LANGS").unwrap_or_default();
-    let out = root.join("bench/results/llm");
+    let model = std::env::var("LLM_MODEL").unwrap_or_else(|_| "qwen2.5-coder-0.5b-instruct".into());
+    let out = root.join("bench/results/llm").join(&model);
     std::fs::create_dir_all(&out).unwrap();
     let started = Instant::now();
-    let llm = Llm::load(&root.join("var/models/qwen2.5-coder-0.5b-instruct/model.gguf"), None, 4096).expect("model installed by scripts/install-models.sh");
+    let llm = Llm::load(&root.join("var/models").join(&model).join("model.gguf"), None, 4096).expect("model installed (scripts/install-models.sh, docpipe models install)");
     println!("load {:.2} s, rss {:.0} MiB", started.elapsed().as_secs_f64(), peak_rss_mib());
     let (mut prompt_tokens, mut prompt_secs, mut tokens, mut gen_secs) = (0usize, 0f64, 0usize, 0f64);
     for (code, name) in LANGS.iter().filter(|(c, _)| only.is_empty() || only.split(',').any(|o| o == *c)) {
