@@ -5,12 +5,13 @@
 //!   LLM_EVAL=1 cargo bench -p docpipe-models --bench llm      (LLM_EVAL_LINES=100 by default)
 //!
 //! LLM_MODEL names another installed model directory (default qwen2.5-coder-0.5b-instruct);
-//! its hypotheses go to bench/results/llm/<model>/.
+//! its hypotheses go to bench/results/llm/<model>/. LLM_PROMPT_F32_MIB bounds the f32 copies (as
+//! `[llm] prompt_f32_mib`).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use docpipe_models::llm::{tasks, Llm};
+use docpipe_models::llm::{tasks, Llm, DEFAULT_PROMPT_F32_BYTES};
 
 const LANGS: [(&str, &str); 9] = [
     ("zho_Hans", "Chinese"), ("rus_Cyrl", "Russian"), ("arb_Arab", "Arabic"), ("spa_Latn", "Spanish"), ("fra_Latn", "French"),
@@ -34,8 +35,9 @@ fn main() {
     let out = root.join("bench/results/llm").join(&model);
     std::fs::create_dir_all(&out).unwrap();
     let started = Instant::now();
-    let llm = Llm::load(&root.join("var/models").join(&model).join("model.gguf"), None, 4096).expect("model installed (scripts/install-models.sh, docpipe models install)");
-    println!("load {:.2} s, rss {:.0} MiB", started.elapsed().as_secs_f64(), peak_rss_mib());
+    let prompt_f32 = std::env::var("LLM_PROMPT_F32_MIB").ok().and_then(|v| v.parse::<usize>().ok()).map_or(DEFAULT_PROMPT_F32_BYTES, |mib| mib << 20);
+    let llm = Llm::load_with(&root.join("var/models").join(&model).join("model.gguf"), None, 4096, prompt_f32).expect("model installed (scripts/install-models.sh, docpipe models install)");
+    println!("load {:.2} s, rss {:.0} MiB, f32 copies {} MiB", started.elapsed().as_secs_f64(), peak_rss_mib(), llm.info.prompt_f32_bytes >> 20);
     let (mut prompt_tokens, mut prompt_secs, mut tokens, mut gen_secs) = (0usize, 0f64, 0usize, 0f64);
     for (code, name) in LANGS.iter().filter(|(c, _)| only.is_empty() || only.split(',').any(|o| o == *c)) {
         let text = std::fs::read_to_string(root.join(format!("tests/data/mt/flores200-devtest-1-100.{code}"))).unwrap();

@@ -89,6 +89,12 @@ fn main() {
     println!("candle-transformers qwen2:      prompt {tp:.1} tok/s, generation {tg:.1} tok/s ({} tokens)", theirs.tokens);
     println!("ratio (docpipe / candle):       prompt {:.1}x, generation {:.1}x", op / tp, og / tg);
     println!("identical outputs: {same} of {}", requests.len());
+    for (i, (a, b)) in ours.outputs.iter().zip(&theirs.outputs).enumerate().filter(|(_, (a, b))| a != b) {
+        let shared = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+        println!("  line {}: same first {shared} tokens of {}/{}", i + 1, a.len(), b.len());
+        println!("    docpipe: {}", llm.tokenizer().decode(a, true).unwrap());
+        println!("    candle:  {}", llm.tokenizer().decode(b, true).unwrap());
+    }
     println!(
         "RESULT {{\"lines\":{},\"ours_prompt\":{op:.1},\"ours_gen\":{og:.1},\"candle_prompt\":{tp:.1},\"candle_gen\":{tg:.1},\"identical\":{same}}}",
         requests.len()
