@@ -2,7 +2,9 @@
 """chrF and BLEU (sacreBLEU, default settings) of bench/results/llm/<model>/<lang>.hyp against the
 FLORES English references; prints a markdown table. Needs `pip install sacrebleu`.
 
-    python3 bench/llm_score.py [MODEL]      (qwen2.5-coder-0.5b-instruct by default)"""
+    python3 bench/llm_score.py [MODEL [LINES]]   (qwen2.5-coder-0.5b-instruct, every line by default)
+
+LINES scores only the first LINES hypotheses, to compare models evaluated on different lengths."""
 import glob
 import os
 import sys
@@ -15,6 +17,8 @@ print("| source | lines | chrF | BLEU |")
 print("|---|---|---|---|")
 for path in sorted(glob.glob(os.path.join(here, "results/llm", sys.argv[1] if len(sys.argv) > 1 else "qwen2.5-coder-0.5b-instruct", "*.hyp"))):
     hyp = open(path, encoding="utf-8").read().splitlines()
+    if len(sys.argv) > 2:
+        hyp = hyp[: int(sys.argv[2])]
     r = ref[: len(hyp)]
     chrf = sacrebleu.corpus_chrf(hyp, [r]).score
     bleu = sacrebleu.corpus_bleu(hyp, [r]).score
