@@ -13,6 +13,7 @@ use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_qwen2::ModelWeights;
 use docpipe_models::llm::{tasks, Llm};
 
+#[derive(Default)]
 struct Run {
     prompt_tokens: usize,
     prompt_secs: f64,
@@ -62,8 +63,7 @@ fn main() {
             requests.push(tasks::translate_request(&llm, line, name, "English", 256).unwrap());
         }
     }
-    let mut ours = Run { prompt_tokens: 0, prompt_secs: 0.0, tokens: 0, gen_secs: 0.0, outputs: Vec::new() };
-    let mut theirs = Run { prompt_tokens: 0, prompt_secs: 0.0, tokens: 0, gen_secs: 0.0, outputs: Vec::new() };
+    let (mut ours, mut theirs) = (Run::default(), Run::default());
     for (system, user, cap) in &requests {
         let c = llm.chat(system, user, *cap).unwrap();
         ours.prompt_tokens += c.prompt_tokens;

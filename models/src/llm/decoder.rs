@@ -99,8 +99,9 @@ impl<R: std::io::Read + std::io::Seek> Reader<'_, R> {
         let slow = matches!(weight.dtype(), GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::Q4_1 | GgmlDType::Q8_1);
         let requantize = slow && k % 32 == 0;
         // K-quant kernels beat the f32 GEMM on prompts too (Q4K 179, Q6K 113-153 GMAC/s against
-        // 47-76 here); the 32-block and half-precision ones do not (about 15).
-        let dense_helps = requantize || matches!(weight.dtype(), GgmlDType::Q4_0 | GgmlDType::Q8_0 | GgmlDType::F16 | GgmlDType::BF16);
+        // 47-76 here); the 32-block ones do not (about 15). F32, F16 and BF16 matrices are f32 in
+        // QMatMul already, so a copy would only double them.
+        let dense_helps = requantize || matches!(weight.dtype(), GgmlDType::Q4_0 | GgmlDType::Q8_0);
         let dense_size = weight.shape().elem_count() * 4;
         let keep_dense = dense_helps && self.dense_bytes + dense_size <= self.dense_budget;
         // The f32 copy holds the stored values exactly, not the re-quantized ones.

@@ -170,7 +170,7 @@ impl Llm {
         }
         let mut weights = self.weights.lock().unwrap_or_else(|e| e.into_inner());
         let started = std::time::Instant::now();
-        // Position 0 starts a fresh cache in the candle models.
+        // Position 0 starts a fresh cache in the decoder.
         let mut logits = weights.forward(&ids, 0)?;
         let prompt_secs = started.elapsed().as_secs_f64();
         let mut out = Vec::new();
