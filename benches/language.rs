@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use docpipe_models::eval::peak_rss_mib;
 use docpipe_models::langid::{LanguageId, LID176_SHA256};
 use docpipe_models::segment::sentences;
 use docpipe_models::summarize::{summarize, Input, Options};
@@ -12,16 +13,10 @@ fn data(path: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(path)).unwrap()
 }
 
-/// Peak resident memory of this process so far, in MiB.
-fn peak_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches(" kB").parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
-}
-
 fn main() {
-    let base = peak_mib();
+    let base = peak_rss_mib();
     let model = LanguageId::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("var/models/lid.176.ftz"), Some(LID176_SHA256)).unwrap();
-    let after_model = peak_mib();
+    let after_model = peak_rss_mib();
     let tsv = data("langid/tatoeba-sample.tsv");
     let sents: Vec<&str> = tsv.lines().filter_map(|l| l.split_once('\t')).map(|(_, s)| s).collect();
     let rounds = 10;
@@ -44,7 +39,7 @@ fn main() {
     }
     for (name, text) in [("1,000-word", &one_k), ("20,000-word", &twenty_k)] {
         let words = text.split_whitespace().count();
-        let before = peak_mib();
+        let before = peak_rss_mib();
         let runs = if words > 5000 { 5 } else { 50 };
         let started = Instant::now();
         for _ in 0..runs {
@@ -54,6 +49,6 @@ fn main() {
             assert_eq!(summary.sentences.len(), 5);
         }
         let secs = started.elapsed().as_secs_f64() / runs as f64;
-        println!("| summarize {name} document ({words} words, segmentation included) | {:.1} documents/s | {:.1} ms each | peak +{:.1} MiB |", 1.0 / secs, secs * 1000.0, peak_mib() - before);
+        println!("| summarize {name} document ({words} words, segmentation included) | {:.1} documents/s | {:.1} ms each | peak +{:.1} MiB |", 1.0 / secs, secs * 1000.0, peak_rss_mib() - before);
     }
 }

@@ -9,7 +9,7 @@ use docpipe::amqp::topology::{declare, declare_batch_queue, Names};
 use docpipe::amqp::{confirm_channel, connect};
 use docpipe::cli::{process, results, submit};
 use docpipe::config::{Config, EMBEDDED};
-use docpipe::stages::Registry;
+use docpipe::stages::StageCatalog;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 
 const DOCS: usize = 2000;
@@ -71,7 +71,7 @@ async fn broker_run(dir: &std::path::Path, workers: usize) -> (f64, f64) {
         };
         handles.push(tokio::spawn(docpipe::amqp::worker::run(
             Arc::new(config.clone()),
-            Registry::builtin(&config),
+            StageCatalog::builtin(&config),
             vec!["extract".into()],
             shutdown,
         )));
@@ -113,8 +113,8 @@ fn main() {
             batch: None,
             job: docpipe::cli::JobArgs::default(),
         };
-        let registry = Registry::builtin(&config);
-        let summary = process::process(config, registry, args).await.unwrap();
+        let catalog = StageCatalog::builtin(&config);
+        let summary = process::process(config, catalog, args).await.unwrap();
         assert_eq!(summary.complete, DOCS);
         let embedded = DOCS as f64 / started.elapsed().as_secs_f64();
 

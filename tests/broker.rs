@@ -29,7 +29,7 @@ async fn submitted_documents_each_get_one_result_with_hash_and_provenance() {
         expected.insert(path.display().to_string(), (sha256_hex(text.as_bytes()), text.chars().count() as u64));
     }
 
-    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["extract"]);
+    let (stop, worker) = common::spawn_worker(&config, common::catalog(0, Duration::ZERO), &["extract"]);
     let args = submit::Args {
         paths: vec![inputs.clone()],
         case: "case-42".into(),
@@ -72,8 +72,8 @@ async fn stages_hand_off_through_their_own_queues_and_workers() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(&common::prefix("handoff"), dir.path());
     // Two workers, each serving one stage: the way a site scales stages independently.
-    let (stop_a, a) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["extract"]);
-    let (stop_b, b) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["counts"]);
+    let (stop_a, a) = common::spawn_worker(&config, common::catalog(0, Duration::ZERO), &["extract"]);
+    let (stop_b, b) = common::spawn_worker(&config, common::catalog(0, Duration::ZERO), &["counts"]);
     let jobs: Vec<_> = (0..5).map(|i| common::job(&format!("text {i}"), &["extract", "counts"], "b")).collect();
     common::publish_jobs(&config, &jobs).await;
     let results = common::collect_results(&config, 5, Duration::from_secs(30)).await;
@@ -94,7 +94,7 @@ async fn stages_hand_off_through_their_own_queues_and_workers() {
 async fn poison_messages_go_to_the_dead_letter_queue_and_the_worker_carries_on() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(&common::prefix("poison"), dir.path());
-    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["extract", "panics"]);
+    let (stop, worker) = common::spawn_worker(&config, common::catalog(0, Duration::ZERO), &["extract", "panics"]);
 
     let mut future = serde_json::to_value(common::job("x", &[], "p")).unwrap();
     future["schema_version"] = 99.into();
@@ -140,7 +140,7 @@ async fn transient_failure_is_retried_after_a_delay_then_succeeds() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(&common::prefix("retry"), dir.path());
     // Two failures: the delays are 300 ms then 600 ms, so success comes on attempt 3.
-    let (stop, worker) = common::spawn_worker(&config, common::registry(2, Duration::ZERO), &["extract", "flaky"]);
+    let (stop, worker) = common::spawn_worker(&config, common::catalog(2, Duration::ZERO), &["extract", "flaky"]);
     let job = common::job("retry me", &["extract", "flaky"], "r");
     let started = Instant::now();
     common::publish_jobs(&config, &[job.clone()]).await;
@@ -161,7 +161,7 @@ async fn exhausted_retries_end_in_the_dead_letter_queue_and_replay_works() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(&common::prefix("exhaust"), dir.path());
     // Three failures against two retries: the third attempt gives up.
-    let (stop, worker) = common::spawn_worker(&config, common::registry(3, Duration::ZERO), &["extract", "flaky"]);
+    let (stop, worker) = common::spawn_worker(&config, common::catalog(3, Duration::ZERO), &["extract", "flaky"]);
     let job = common::job("never works", &["extract", "flaky"], "x");
     common::publish_jobs(&config, &[job.clone()]).await;
     let results = common::collect_results(&config, 1, Duration::from_secs(30)).await;
@@ -178,7 +178,7 @@ async fn exhausted_retries_end_in_the_dead_letter_queue_and_replay_works() {
     // The fault has cleared (the stage fails only three times): replay completes the job.
     let connection = connect(&config).await.unwrap();
     let channel = confirm_channel(&connection).await.unwrap();
-    assert_eq!(dlq::replay(&channel, &config, Some("retries_exhausted"), 10).await.unwrap(), 1);
+    assert_eq!(dlq::replay(&channel, &config, Some(docpipe::error::ErrorKind::RetriesExhausted), 10).await.unwrap(), 1);
     connection.close(200, "").await.unwrap();
     let results = common::collect_results(&config, 1, Duration::from_secs(30)).await;
     assert_eq!(results[0].job_id, job.job_id);
@@ -191,7 +191,7 @@ async fn exhausted_retries_end_in_the_dead_letter_queue_and_replay_works() {
 async fn stage_time_limit_gives_a_timeout_status_and_the_worker_continues() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(&common::prefix("timeout"), dir.path());
-    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["extract", "sleepy"]);
+    let (stop, worker) = common::spawn_worker(&config, common::catalog(0, Duration::ZERO), &["extract", "sleepy"]);
     let slow = common::job("takes too long", &["extract", "sleepy"], "t");
     let quick = common::job("quick", &["extract"], "t");
     common::publish_jobs(&config, &[slow.clone(), quick.clone()]).await;
@@ -208,7 +208,7 @@ async fn stage_time_limit_gives_a_timeout_status_and_the_worker_continues() {
 async fn reply_to_and_correlation_id_are_honoured() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(&common::prefix("reply"), dir.path());
-    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["extract"]);
+    let (stop, worker) = common::spawn_worker(&config, common::catalog(0, Duration::ZERO), &["extract"]);
     let connection = connect(&config).await.unwrap();
     let channel = confirm_channel(&connection).await.unwrap();
     declare(&channel, &config).await.unwrap();
@@ -237,7 +237,7 @@ async fn reply_to_and_correlation_id_are_honoured() {
 async fn tampered_blob_is_reported_as_an_integrity_failure() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(&common::prefix("tamper"), &dir.path().join("blobs"));
-    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["extract"]);
+    let (stop, worker) = common::spawn_worker(&config, common::catalog(0, Duration::ZERO), &["extract"]);
     let text = "a long enough document to travel by claim check, not inline in the job";
     let path = dir.path().join("in.txt");
     std::fs::write(&path, text).unwrap();
@@ -261,7 +261,7 @@ async fn tampered_blob_is_reported_as_an_integrity_failure() {
 async fn archive_members_become_child_jobs_with_their_own_results() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(&common::prefix("children"), &dir.path().join("blobs"));
-    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["extract"]);
+    let (stop, worker) = common::spawn_worker(&config, common::catalog(0, Duration::ZERO), &["extract"]);
     let zip = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/docs/targz-with-pdf-doc-docx.tar.gz")).unwrap();
     let mut job = common::job("", &["extract"], "kids");
     job.document.sha256 = sha256_hex(&zip);
@@ -290,7 +290,7 @@ async fn archive_members_become_child_jobs_with_their_own_results() {
 async fn results_waits_for_every_child_listed_by_a_parent() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(&common::prefix("batchkids"), &dir.path().join("blobs"));
-    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["extract"]);
+    let (stop, worker) = common::spawn_worker(&config, common::catalog(0, Duration::ZERO), &["extract"]);
     let inputs = dir.path().join("in");
     std::fs::create_dir_all(&inputs).unwrap();
     std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/docs/targz-with-pdf-doc-docx.tar.gz"), inputs.join("a.tar.gz")).unwrap();
@@ -311,7 +311,7 @@ async fn results_waits_for_every_child_listed_by_a_parent() {
 async fn a_job_past_its_delivery_limit_is_parked_with_a_failed_result() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(&common::prefix("crashloop"), dir.path());
-    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["extract"]);
+    let (stop, worker) = common::spawn_worker(&config, common::catalog(0, Duration::ZERO), &["extract"]);
     // As the broker marks a message that workers kept dying on.
     let job = common::job("this document killed every worker", &["extract"], "cl");
     let mut headers = lapin::types::FieldTable::default();
@@ -330,7 +330,7 @@ async fn a_job_past_its_delivery_limit_is_parked_with_a_failed_result() {
 async fn results_resumes_from_its_file_after_an_interruption() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(&common::prefix("resume"), &dir.path().join("blobs"));
-    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["extract"]);
+    let (stop, worker) = common::spawn_worker(&config, common::catalog(0, Duration::ZERO), &["extract"]);
     let inputs = dir.path().join("in");
     std::fs::create_dir_all(&inputs).unwrap();
     for i in 0..6 {
@@ -354,7 +354,7 @@ async fn oversized_hand_offs_and_results_travel_by_claim_check() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = common::config(&common::prefix("claimcheck"), &dir.path().join("blobs"));
     config.broker.max_message_bytes = 4096;
-    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::ZERO), &["extract", "counts"]);
+    let (stop, worker) = common::spawn_worker(&config, common::catalog(0, Duration::ZERO), &["extract", "counts"]);
     let inputs = dir.path().join("in");
     std::fs::create_dir_all(&inputs).unwrap();
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mt/flores200-devtest-1-100.eng_Latn")).unwrap();
@@ -380,4 +380,108 @@ async fn oversized_hand_offs_and_results_travel_by_claim_check() {
     assert!(stored.iter().any(|v| v.get("job").is_some() && v.get("result").is_some()), "hand-off by claim check");
     assert!(stored.iter().any(|v| v.get("idempotency_key").and_then(|k| k.as_str()) == Some(&result.idempotency_key)), "result by claim check");
     common::finish(&config, stop, worker).await;
+}
+
+/// A claim-check message whose hand-off cannot be read ends at once, with a reason in the
+/// dead-letter queue and a failed result for its job; it is not redelivered until the broker
+/// parks it silently.
+#[tokio::test]
+async fn a_hand_off_reference_that_cannot_be_read_gets_a_failed_result_at_once() {
+    use docpipe::amqp::worker::HandoffRef;
+    use docpipe::amqp::{publish, HANDOFF_REF_TYPE};
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(&common::prefix("lostref"), &dir.path().join("blobs"));
+    let (stop, worker) = common::spawn_worker(&config, common::catalog(0, Duration::ZERO), &["counts"]);
+    let malformed = common::job("a hand-off with a malformed key", &["extract", "counts"], "lr");
+    let missing = common::job("a hand-off whose blob is gone", &["extract", "counts"], "lr");
+    let references = [
+        HandoffRef { schema_version: 1, key: "sha256:not-a-digest".into(), job: malformed.clone() },
+        HandoffRef { schema_version: 1, key: format!("sha256:{}", "ab".repeat(32)), job: missing.clone() },
+    ];
+    let connection = connect(&config).await.unwrap();
+    let channel = confirm_channel(&connection).await.unwrap();
+    declare(&channel, &config).await.unwrap();
+    let work = Names::new(&config).work_exchange();
+    for reference in &references {
+        let body = serde_json::to_vec(reference).unwrap();
+        publish(&channel, &work, "counts", &body, json_properties(HANDOFF_REF_TYPE), Duration::from_secs(10)).await.unwrap();
+    }
+    // A reference that is not one at all: parked as unreadable, with the reason.
+    publish(&channel, &work, "counts", br#"{"schema_version":1,"key":"sha256:x"}"#, json_properties(HANDOFF_REF_TYPE), Duration::from_secs(10)).await.unwrap();
+    connection.close(200, "").await.ok();
+
+    let results = common::collect_results(&config, 2, Duration::from_secs(30)).await;
+    assert_eq!(results.len(), 2, "one result each, no redelivery: {results:?}");
+    for job in [&malformed, &missing] {
+        let result = results.iter().find(|r| r.job_id == job.job_id).expect("a result for each job");
+        assert_eq!(result.status, JobStatus::Failed);
+        let report = result.stages.iter().find(|s| s.stage == "counts").unwrap();
+        assert_eq!(report.error.as_ref().unwrap().kind, ErrorKind::Integrity, "{report:?}");
+        assert_eq!(report.attempts, 1);
+    }
+    let parked = common::dead_letters(&config).await;
+    assert_eq!(parked.len(), 3, "{parked:?}");
+    assert_eq!(parked.iter().filter(|p| p.error_kind.as_deref() == Some("integrity")).count(), 2, "{parked:?}");
+    let unreadable = parked.iter().find(|p| p.error_kind.as_deref() == Some("bad_message")).expect("unreadable reference parked");
+    assert!(unreadable.reason.as_deref().unwrap().contains("hand-off reference"), "{unreadable:?}");
+    assert!(parked.iter().all(|p| p.reason.is_some() && p.stage.as_deref() == Some("counts")), "{parked:?}");
+    common::finish(&config, stop, worker).await;
+}
+
+/// Batch ids that differ only in characters a routing key cannot carry keep their own results
+/// queue and file.
+#[tokio::test]
+async fn batches_whose_ids_differ_only_in_punctuation_keep_their_own_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(&common::prefix("twobatches"), &dir.path().join("blobs"));
+    let (stop, worker) = common::spawn_worker(&config, common::catalog(0, Duration::ZERO), &["extract"]);
+    for (batch, text) in [("coll2.a", "first batch's note"), ("coll2_a", "second batch's note")] {
+        let inputs = dir.path().join(format!("in-{text}"));
+        std::fs::create_dir_all(&inputs).unwrap();
+        std::fs::write(inputs.join("note.txt"), text).unwrap();
+        let args = submit::Args { paths: vec![inputs], case: "c".into(), batch: Some(batch.into()), job: docpipe::cli::JobArgs { stages: vec!["extract".into()], ..Default::default() } };
+        assert_eq!(submit::submit(&config, args).await.unwrap().published, 1);
+    }
+    let out = dir.path().join("out");
+    for (batch, text) in [("coll2.a", "first batch's note"), ("coll2_a", "second batch's note")] {
+        let args = results::Args { batch: batch.into(), out: Some(out.clone()), expect: None, idle_timeout: 30, keep: false };
+        assert_eq!(results::collect(&config, args).await.unwrap(), (1, Some(1)), "batch {batch}");
+        let file = out.join(format!("{}.jsonl", docpipe::amqp::routing_word(batch)));
+        let result: JobResult = serde_json::from_str(std::fs::read_to_string(&file).unwrap().trim()).unwrap();
+        assert_eq!(result.batch_id, batch);
+        assert_eq!(result.document.size, text.len() as u64);
+    }
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2);
+    common::finish(&config, stop, worker).await;
+}
+
+/// Log lines of concurrent jobs each sit in their own job's span, never in another job's.
+#[tokio::test]
+async fn each_log_line_names_the_job_it_is_about() {
+    let lines = common::CapturedLogs::default();
+    let _capture = tracing::subscriber::set_default(lines.subscriber());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(&common::prefix("spans"), &dir.path().join("blobs"));
+    config.worker.concurrency = 8;
+    let (stop, worker) = common::spawn_worker(&config, common::catalog(0, Duration::ZERO), &["extract", "counts"]);
+    let jobs: Vec<_> = (0..24).map(|i| common::job(&format!("note {i}"), &["extract", "counts"], "spans")).collect();
+    common::publish_jobs(&config, &jobs).await;
+    let results = common::collect_results(&config, jobs.len(), Duration::from_secs(60)).await;
+    assert_eq!(results.len(), jobs.len());
+    common::finish(&config, stop, worker).await;
+
+    let ours: std::collections::HashSet<String> = jobs.iter().map(|j| j.job_id.to_string()).collect();
+    let mut published = std::collections::HashMap::<String, usize>::new();
+    for line in lines.json() {
+        let job_spans: Vec<&serde_json::Value> =
+            line["spans"].as_array().into_iter().flatten().filter(|s| s["name"] == "job").collect();
+        assert!(job_spans.len() <= 1, "a line inside two jobs' spans: {line}");
+        if line["fields"]["message"] == "result published" {
+            let id = job_spans[0]["job_id"].as_str().expect("job id on the span").to_owned();
+            assert!(ours.contains(&id), "{line}");
+            *published.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(published.len(), jobs.len(), "every job's result line names that job");
+    assert!(published.values().all(|n| *n == 1), "{published:?}");
 }

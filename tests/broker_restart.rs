@@ -18,7 +18,7 @@ async fn workers_reconnect_after_a_broker_restart_and_the_batch_completes() {
     let jobs: Vec<_> = (0..20).map(|i| common::job(&format!("doc {i}"), &["extract", "slow"], "restart")).collect();
     let ids: HashSet<_> = jobs.iter().map(|j| j.job_id).collect();
     common::publish_jobs(&config, &jobs).await;
-    let (stop, worker) = common::spawn_worker(&config, common::registry(0, Duration::from_millis(200)), &["extract", "slow"]);
+    let (stop, worker) = common::spawn_worker(&config, common::catalog(0, Duration::from_millis(200)), &["extract", "slow"]);
 
     let mut results = common::collect_results(&config, 3, Duration::from_secs(60)).await;
     assert!(results.len() >= 3);

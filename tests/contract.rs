@@ -1,4 +1,7 @@
 //! The published contract: JSON Schema files match the Rust types, README examples parse.
+//!
+//! Pattern to copy: what others read (schemas, README examples) is checked against the code in a
+//! test, so documentation cannot drift from behaviour unnoticed.
 
 use docpipe::schema::{json_schemas, Job, JobResult};
 

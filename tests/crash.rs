@@ -16,9 +16,9 @@ const SLOW: Duration = Duration::from_millis(300);
 async fn child_worker() {
     let Some((prefix, blobs)) = common::child_env() else { return };
     let config = common::config(&prefix, &blobs);
-    let registry = common::registry(0, SLOW);
+    let catalog = common::catalog(0, SLOW);
     let stages = vec!["extract".to_string(), "slow".to_string()];
-    docpipe::amqp::worker::run(Arc::new(config), registry, stages, docpipe::cli::shutdown_signal()).await.unwrap();
+    docpipe::amqp::worker::run(Arc::new(config), catalog, stages, docpipe::cli::shutdown_signal()).await.unwrap();
 }
 
 fn batch(n: usize) -> Vec<docpipe::schema::Job> {

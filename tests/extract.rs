@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use docpipe_models::extract::{ErrorKind, Extracted, Extractor, Limits, Request};
+use docpipe_models::extract::{ExtractErrorKind as ErrorKind, Extracted, Extractor, Limits, Request};
 
 fn docs() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/docs"))

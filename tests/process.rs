@@ -59,7 +59,7 @@ fn sample_batch_gets_one_honest_result_per_file() {
     let scan = &results["scansmpl.pdf"];
     assert_eq!(scan.document.detected_media_type.as_deref(), Some("application/pdf"));
     let AnnotationBody::Text { segments, .. } = &scan.annotations[0].body else { panic!("expected a text annotation") };
-    assert_eq!(segments[0].source, "ocr");
+    assert_eq!(segments[0].source, docpipe::schema::TextSource::Ocr);
     assert!(segments[0].text.contains("SLEREXE"), "{}", segments[0].text);
     assert!(segments[0].confidence.unwrap() > 0.5);
     assert!(!segments[0].ocr.as_ref().unwrap().words.is_empty());

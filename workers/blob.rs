@@ -1,5 +1,9 @@
 //! Claim-check blob store, addressed by SHA-256. Every read re-hashes: a mismatch is an
 //! `Integrity` error, never silently different bytes.
+//!
+//! Pattern to copy: content addressing (the key is the digest, so a key names exactly one
+//! content), writes to a temporary file renamed into place (a crash never leaves half a blob under
+//! its final name), and verification on every read rather than trust in whoever wrote it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,13 +23,12 @@ pub enum BlobError {
 }
 
 /// Storage for document bytes. The file store below is the only one today; an S3-compatible
-/// store implements the same three calls.
+/// store implements the same two calls.
 pub trait BlobStore: Send + Sync {
     /// Store `bytes` whose digest is `sha256`; returns the key. Storing twice is harmless.
     fn put(&self, sha256: &str, bytes: &[u8]) -> Result<String, BlobError>;
     /// Read the bytes for `key`, checked against the key's digest.
     fn get(&self, key: &str) -> Result<Vec<u8>, BlobError>;
-    fn contains(&self, key: &str) -> Result<bool, BlobError>;
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -105,9 +108,6 @@ impl BlobStore for FileStore {
         verified(key, digest, bytes)
     }
 
-    fn contains(&self, key: &str) -> Result<bool, BlobError> {
-        Ok(self.path(digest_of(key)?).exists())
-    }
 }
 
 fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File), BlobError> {
@@ -170,9 +170,6 @@ impl BlobStore for LocalFiles {
         verified(key, digest, bytes)
     }
 
-    fn contains(&self, key: &str) -> Result<bool, BlobError> {
-        Ok(self.paths.read().expect("lock").contains_key(key) || self.memory.read().expect("lock").contains_key(key))
-    }
 }
 
 #[cfg(test)]

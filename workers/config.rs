@@ -1,5 +1,10 @@
 //! pipeline.toml, then `DOCPIPE_SECTION__KEY` environment overrides, then command-line flags.
 //! Unknown keys are refused, and every error names the key.
+//!
+//! Pattern to copy: every section is a `deny_unknown_fields` struct with a doc comment per field;
+//! values with a fixed set of choices are enums, so a typo is refused by name instead of quietly
+//! meaning something else; secrets come from the environment or a file, never the file itself;
+//! each layering rule has its own test.
 
 use std::path::{Path, PathBuf};
 
@@ -119,6 +124,22 @@ pub struct ExtractConfig {
     pub tool_timeout_secs: u64,
 }
 
+impl From<&ExtractConfig> for docpipe_models::extract::Limits {
+    fn from(e: &ExtractConfig) -> Self {
+        Self {
+            archive_max_total_bytes: e.archive_max_total_bytes,
+            archive_max_members: e.archive_max_members,
+            archive_max_depth: e.archive_max_depth,
+            archive_max_ratio: e.archive_max_ratio,
+            max_pages: e.max_pages,
+            ocr_max_megapixels: e.ocr_max_megapixels,
+            ocr_page_timeout: std::time::Duration::from_secs(e.ocr_page_timeout_secs),
+            ocr_dpi: e.ocr_dpi,
+            tool_timeout: std::time::Duration::from_secs(e.tool_timeout_secs),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelsConfig {
@@ -196,8 +217,8 @@ pub struct TranslationModel {
     pub id: String,
     /// Model directory (Hugging Face layout); relative paths are under `models.dir`.
     pub path: PathBuf,
-    /// `marian`, `t5` or `gguf`.
-    pub kind: String,
+    /// `marian`, `t5` or `gguf`; anything else is refused.
+    pub kind: crate::registry::ModelKind,
     /// sha256 of the weights file; a different file is refused.
     pub sha256: String,
     /// Source languages (ISO 639-3, as language identification reports them); `*` for any

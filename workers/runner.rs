@@ -11,13 +11,14 @@ use uuid::Uuid;
 
 use crate::blob::{key_for, sha256_hex, BlobStore};
 use crate::config::Config;
-use crate::engine::EnginePool;
+use crate::pool::StagePool;
 use crate::error::{ErrorKind, StageError};
+use crate::retry::Attempted;
 use crate::schema::{
-    Annotation, ChildDocument, Content, DocumentRef, Job, JobResult, ParentRef, Provenance, StageReport, StageStatus,
-    SCHEMA_VERSION,
+    Annotation, BatchSpec, ChildDocument, Content, DocumentRef, Job, JobResult, ParentRef, Provenance, StageReport,
+    StageStatus,
 };
-use crate::stages::{ChildPayload, Registry};
+use crate::stages::{ChildPayload, StageCatalog};
 
 /// A document found inside another, ready to become a job of its own. The caller decides
 /// where its bytes live (inline, blob store, memory).
@@ -39,17 +40,28 @@ pub enum Outcome {
     Crashed(StageError),
 }
 
+impl Outcome {
+    /// The outcome as the retry decision sees it.
+    pub fn attempted(&self) -> Attempted<'_> {
+        match self {
+            Outcome::Recorded(_) => Attempted::Recorded,
+            Outcome::Transient(e) => Attempted::Transient(e),
+            Outcome::Crashed(e) => Attempted::Crashed(e),
+        }
+    }
+}
+
 pub struct Runner {
     config: Arc<Config>,
-    pools: HashMap<String, EnginePool>,
+    pools: HashMap<String, StagePool>,
     worker_id: String,
 }
 
 impl Runner {
-    /// Start engine threads for `stages` (names from the config).
+    /// Start stage threads for `stages` (names from the config).
     pub fn start(
         config: Arc<Config>,
-        registry: &Registry,
+        catalog: &StageCatalog,
         stages: &[String],
         store: Arc<dyn BlobStore>,
         worker_id: String,
@@ -57,9 +69,9 @@ impl Runner {
         let mut pools = HashMap::new();
         for name in stages {
             anyhow::ensure!(config.stage(name).is_some(), "stage `{name}` is not in the pipeline configuration");
-            let factory = registry.get(name).ok_or_else(|| anyhow::anyhow!("no implementation of stage `{name}`"))?;
+            let factory = catalog.get(name).ok_or_else(|| anyhow::anyhow!("no implementation of stage `{name}`"))?;
             let depth = config.worker.concurrency.max(1);
-            pools.insert(name.clone(), EnginePool::start(name, factory, store.clone(), config.worker.threads, depth));
+            pools.insert(name.clone(), StagePool::start(name, factory, store.clone(), config.worker.threads, depth));
         }
         Ok(Self { config, pools, worker_id })
     }
@@ -156,29 +168,24 @@ fn child_job(parent: &Job, index: usize, child: ChildPayload) -> (ChildDocument,
         parent_sha256: parent.document.sha256.clone(),
         media_type: Some(docpipe_models::sniff::media_type(&child.bytes).to_owned()),
     };
-    let job = Job {
-        schema_version: SCHEMA_VERSION,
+    let batch = BatchSpec { batch_total: None, ..parent.batch() };
+    let mut job = Job::new(
         job_id,
-        case_id: parent.case_id.clone(),
-        batch_id: parent.batch_id.clone(),
-        batch_total: None,
-        submitted_at: Utc::now(),
-        document: DocumentRef {
+        &batch,
+        DocumentRef {
             sha256: sha256.clone(),
             size,
             filename: format!("{}/{}", parent.document.filename, child.path),
             declared_media_type: None,
             content: Content::Blob { key: key_for(&sha256) },
         },
-        stages: parent.stages.clone(),
-        options: parent.options.clone(),
-        parent: Some(ParentRef {
-            job_id: parent.job_id,
-            sha256: parent.document.sha256.clone(),
-            path: child.path,
-            depth: parent.parent.as_ref().map_or(0, |p| p.depth) + 1,
-        }),
-    };
+    );
+    job.parent = Some(ParentRef {
+        job_id: parent.job_id,
+        sha256: parent.document.sha256.clone(),
+        path: child.path,
+        depth: parent.parent.as_ref().map_or(0, |p| p.depth) + 1,
+    });
     (document, ChildJob { job, bytes: child.bytes })
 }
 

@@ -6,6 +6,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use docpipe_models::faithful;
+
 use crate::error::{ErrorKind, StageError};
 
 /// Version of both messages. A reader refuses versions it does not know.
@@ -34,6 +36,46 @@ pub struct Job {
     /// Set when this document was found inside another (archive member, attachment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentRef>,
+}
+
+/// What every job of a batch shares: who asked, and what to do with each document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchSpec {
+    pub case_id: String,
+    pub batch_id: String,
+    pub batch_total: Option<u64>,
+    pub stages: Vec<String>,
+    pub options: JobOptions,
+}
+
+impl Job {
+    /// A job of `batch` for `document`, submitted now. The only place a `Job` is assembled:
+    /// submit, the embedded mode, child documents and the tests all come through here.
+    pub fn new(job_id: Uuid, batch: &BatchSpec, document: DocumentRef) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            job_id,
+            case_id: batch.case_id.clone(),
+            batch_id: batch.batch_id.clone(),
+            batch_total: batch.batch_total,
+            submitted_at: Utc::now(),
+            document,
+            stages: batch.stages.clone(),
+            options: batch.options.clone(),
+            parent: None,
+        }
+    }
+
+    /// What this job shares with the other jobs of its batch; children inherit it, without a total.
+    pub fn batch(&self) -> BatchSpec {
+        BatchSpec {
+            case_id: self.case_id.clone(),
+            batch_id: self.batch_id.clone(),
+            batch_total: self.batch_total,
+            stages: self.stages.clone(),
+            options: self.options.clone(),
+        }
+    }
 }
 
 /// The document a child document was found in.
@@ -240,8 +282,7 @@ pub enum AnnotationBody {
     },
     /// A summary. Extractive summaries quote the document: every sentence points to its offsets.
     Summary {
-        /// `extractive` (sentences chosen from the text) or `abstractive` (model-written).
-        method: String,
+        method: SummaryMethod,
         /// Which text was summarized: `original` or a translation's language tag.
         source: String,
         sentences: Vec<SummarySentence>,
@@ -277,12 +318,35 @@ pub enum Faithfulness {
     UnverifiedContent,
 }
 
+/// How a summary was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SummaryMethod {
+    /// Sentences chosen from the text, quoted with their offsets.
+    Extractive,
+    /// Written by a model.
+    Abstractive,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnverifiedSpan {
     /// `number` or `name`.
-    pub kind: String,
+    #[schemars(schema_with = "unverified_kind_schema")]
+    pub kind: faithful::Kind,
     pub text: String,
+}
+
+/// The faithfulness check's kinds, named as serde writes them (the check lives in the models
+/// crate, which does not depend on schemars).
+fn unverified_kind_schema(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+    let names = [faithful::Kind::Number, faithful::Kind::Name].map(|k| serde_json::to_value(k).expect("kind serializes"));
+    schemars::schema::SchemaObject {
+        instance_type: Some(schemars::schema::InstanceType::String.into()),
+        enum_values: Some(names.to_vec()),
+        ..Default::default()
+    }
+    .into()
 }
 
 /// What happened to one sentence in translation.
@@ -380,8 +444,7 @@ pub struct KeyTerm {
 pub struct TextSegment {
     /// 1-based page (or part) number.
     pub page: u32,
-    /// Where the text came from: `text` (the file is text), `text-layer` (a PDF's) or `ocr`.
-    pub source: String,
+    pub source: TextSource,
     /// Character offset (Unicode scalar values) of this segment in the document text, which is
     /// the segments' texts joined with a blank line.
     pub start: u64,
@@ -400,6 +463,30 @@ pub struct TextSegment {
     pub problem: Option<StageError>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ocr: Option<OcrDetails>,
+}
+
+/// Where a page's text came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TextSource {
+    /// The file is text (or a text format: HTML, email, office XML).
+    #[serde(rename = "text")]
+    Text,
+    /// A PDF's text layer.
+    #[serde(rename = "text-layer")]
+    TextLayer,
+    /// Recognised by OCR.
+    #[serde(rename = "ocr")]
+    Ocr,
+}
+
+impl From<docpipe_models::extract::Source> for TextSource {
+    fn from(source: docpipe_models::extract::Source) -> Self {
+        match source {
+            docpipe_models::extract::Source::Text => TextSource::Text,
+            docpipe_models::extract::Source::TextLayer => TextSource::TextLayer,
+            docpipe_models::extract::Source::Ocr => TextSource::Ocr,
+        }
+    }
 }
 
 /// How an OCR page was read, so a reviewer can check it.
@@ -425,6 +512,12 @@ pub struct OcrWord {
     pub y: u32,
     pub width: u32,
     pub height: u32,
+}
+
+impl From<docpipe_models::ocr::Word> for OcrWord {
+    fn from(w: docpipe_models::ocr::Word) -> Self {
+        Self { text: w.text, confidence: w.confidence, x: w.x, y: w.y, width: w.width, height: w.height }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -11,17 +11,13 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use docpipe_models::eval::peak_rss_mib;
 use docpipe_models::llm::{tasks, Llm, DEFAULT_PROMPT_F32_BYTES};
 
 const LANGS: [(&str, &str); 9] = [
     ("zho_Hans", "Chinese"), ("rus_Cyrl", "Russian"), ("arb_Arab", "Arabic"), ("spa_Latn", "Spanish"), ("fra_Latn", "French"),
     ("deu_Latn", "German"), ("pes_Arab", "Persian"), ("tur_Latn", "Turkish"), ("vie_Latn", "Vietnamese"),
 ];
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()).map_or(0.0, |kb| kb / 1024.0)
-}
 
 fn main() {
     if std::env::var("LLM_EVAL").is_err() {

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
+use docpipe_models::eval::peak_rss_mib;
 use docpipe_models::mt::{Decoding, Seq2Seq};
 
 const NEW_TOKENS: usize = 64;
@@ -26,11 +27,6 @@ fn corpus() -> PathBuf {
     } else {
         here.join("../tests/data/mt/flores200-devtest-1-100.zho_Hans")
     }
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()).map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn cell(model_dir: &str, beams: usize, batch: usize) {

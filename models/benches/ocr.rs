@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use docpipe_models::ocr::{character_error_rate, OcrEngine, OcrOptions};
+use docpipe_models::eval::character_error_rate;
+use docpipe_models::ocr::{OcrEngine, OcrOptions};
 
 const IMAGES: [&str; 6] = [
     "phototest.tif",

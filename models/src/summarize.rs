@@ -11,8 +11,6 @@ use crate::segment::Sentence;
 #[derive(Debug, Clone, Copy)]
 pub enum Length {
     Sentences(usize),
-    /// Share of the document's sentences, at least one.
-    Ratio(f32),
 }
 
 #[derive(Debug, Clone)]
@@ -41,8 +39,10 @@ pub struct Picked {
     pub score: f32,
 }
 
+/// An extractive summary: sentences picked from the document (see also
+/// [`crate::llm::tasks::AbstractiveSummary`], written by a language model).
 #[derive(Debug, Clone, Default)]
-pub struct Summary {
+pub struct ExtractiveSummary {
     /// In document order.
     pub sentences: Vec<Picked>,
     pub key_terms: Vec<(String, f32)>,
@@ -56,21 +56,17 @@ pub struct Input<'a> {
     pub pages: &'a [u32],
 }
 
-pub fn summarize(input: &Input<'_>, options: &Options) -> Summary {
+pub fn summarize(input: &Input<'_>, options: &Options) -> ExtractiveSummary {
     let n = input.sentences.len();
     if n == 0 {
-        return Summary::default();
+        return ExtractiveSummary::default();
     }
     let tokens: Vec<Vec<String>> = input.sentences.iter().map(|s| tokens(&s.clean)).collect();
     let boilerplate = boilerplate(input);
     let boilerplate_set: std::collections::HashSet<usize> = boilerplate.iter().copied().collect();
     let (vectors, idf) = tfidf(&tokens);
 
-    // Candidates: not boilerplate, not tiny; duplicates of an earlier sentence are dropped.
-    let want = match options.length {
-        Length::Sentences(k) => k,
-        Length::Ratio(r) => ((n as f32 * r).round() as usize).max(1),
-    };
+    let Length::Sentences(want) = options.length;
     // Candidates: not boilerplate, not a repeat of an earlier sentence, with some content;
     // fragments (under three content words) only when there are not enough full sentences.
     let mut seen = std::collections::HashSet::new();
@@ -108,7 +104,7 @@ pub fn summarize(input: &Input<'_>, options: &Options) -> Summary {
     }
     picked.sort_by_key(|p| p.index);
 
-    Summary { sentences: picked, key_terms: key_terms(&tokens, &idf, &boilerplate_set, options.key_terms), boilerplate }
+    ExtractiveSummary { sentences: picked, key_terms: key_terms(&tokens, &idf, &boilerplate_set, options.key_terms), boilerplate }
 }
 
 /// The LEAD-k baseline: the first k non-boilerplate sentences, by the same segmentation.
@@ -133,10 +129,6 @@ fn boilerplate(input: &Input<'_>) -> Vec<usize> {
         .collect()
 }
 
-fn is_unspaced(c: char) -> bool {
-    matches!(c as u32, 0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x0E00..=0x0E7F | 0xAC00..=0xD7AF)
-}
-
 /// Lower-case words, and character bigrams inside runs of unspaced scripts.
 pub fn tokens(text: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -152,7 +144,7 @@ pub fn tokens(text: &str) -> Vec<String> {
         run.clear();
     };
     for c in text.chars() {
-        if is_unspaced(c) {
+        if crate::script::is_unspaced(c) {
             if !word.is_empty() {
                 out.push(std::mem::take(&mut word));
             }

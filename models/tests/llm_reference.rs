@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
-use docpipe_models::llm::{Decoder, Llm, DEFAULT_PROMPT_F32_BYTES};
+use docpipe_models::llm::{tasks, Decoder, Llm, LlmError, DEFAULT_PROMPT_F32_BYTES};
 use serde_json::Value;
 
 const MODELS: [&str; 2] = ["llama-tiny", "qwen2-tiny"];
@@ -153,4 +153,26 @@ fn llama_and_qwen2_files_are_told_apart() {
     assert_eq!(llama.info.name.as_deref(), Some("llama-tiny"));
     // The configured limit caps the model's own context (512 in the file).
     assert_eq!(Llm::load(&fixtures().join("llama-tiny.gguf"), None, 256).unwrap().info.context, 256);
+}
+
+#[test]
+fn summarizing_an_empty_or_blank_text_is_an_error_not_a_panic() {
+    let llm = Llm::load(&fixtures().join("qwen2-tiny.gguf"), None, 512).unwrap();
+    let blank: [&[&str]; 3] = [&[], &[""], &["", " \n\t "]];
+    for sentences in blank {
+        let result = tasks::summarize(&llm, sentences, "English", 3, 16);
+        assert!(matches!(result, Err(LlmError::EmptyInput)), "{sentences:?}: {result:?}");
+    }
+}
+
+#[test]
+fn chunks_cut_an_overlong_sentence_between_words() {
+    let llm = Llm::load(&fixtures().join("qwen2-tiny.gguf"), None, 512).unwrap();
+    let words: Vec<String> = (0..60).map(|i| format!("word{i}")).collect();
+    let sentence = words.join(" ");
+    let chunks = tasks::chunk(&llm, &[sentence.as_str()], 16).unwrap();
+    assert!(chunks.len() > 2, "{chunks:?}");
+    // Chunks join their pieces with a space, so cuts at spaces give back the words exactly.
+    let rejoined: Vec<&str> = chunks.iter().flat_map(|c| c.split(' ')).collect();
+    assert_eq!(rejoined, words, "{chunks:?}");
 }

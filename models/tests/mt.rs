@@ -245,3 +245,34 @@ fn missing_files_are_named() {
     let empty = tempfile::tempdir().unwrap();
     assert!(Seq2Seq::load(empty.path(), None).err().expect("refused").to_string().contains("config.json"));
 }
+
+#[test]
+fn token_ids_beyond_the_vocabulary_are_refused_on_load() {
+    // Generation indexes logit rows with these ids: past the vocabulary they panicked mid-search.
+    let cases = [
+        ("marian-tiny", "eos_token_id"),
+        ("marian-tiny", "pad_token_id"),
+        ("marian-tiny", "decoder_start_token_id"),
+        ("marian-tiny", "forced_eos_token_id"),
+        ("marian-tiny", "bad_words_ids"),
+        ("t5-tiny", "eos_token_id"),
+        ("t5-tiny", "pad_token_id"),
+        ("t5-tiny", "decoder_start_token_id"),
+    ];
+    for (model, field) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&fixtures().join(model), dir.path(), &["pytorch_model.bin"]);
+        let path = dir.path().join("config.json");
+        let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let vocab = config.get("decoder_vocab_size").and_then(Value::as_u64).or_else(|| config["vocab_size"].as_u64()).unwrap();
+        config[field] = if field == "bad_words_ids" { serde_json::json!([[vocab]]) } else { serde_json::json!(vocab) };
+        std::fs::write(&path, config.to_string()).unwrap();
+        let err = Seq2Seq::load(dir.path(), None).err().unwrap_or_else(|| panic!("{model} with {field} = {vocab} loaded"));
+        let text = err.to_string();
+        assert!(
+            matches!(err, MtError::TokenId { field: f, id, vocab: v, .. } if f == field && u64::from(id) == vocab && v as u64 == vocab),
+            "{model} {field}: {text}"
+        );
+        assert!(text.contains(field) && text.contains(&format!("{vocab} is outside the vocabulary of {vocab} tokens")), "{text}");
+    }
+}

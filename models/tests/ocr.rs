@@ -5,10 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use docpipe_models::ocr::{
-    character_error_rate, installed_languages, tiff_page_count, tiff_pages, OcrEngine, OcrError, OcrOptions,
-    OcrPage,
-};
+use docpipe_models::eval::{character_error_rate, tiff_pages};
+use docpipe_models::ocr::{installed_languages, tiff_page_count, OcrEngine, OcrError, OcrOptions, OcrPage};
 
 fn data(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data").join(relative)

@@ -13,8 +13,8 @@ use docpipe::amqp::{confirm_channel, connect, json_properties, publish, JOB_TYPE
 use docpipe::blob::sha256_hex;
 use docpipe::config::{Config, StageConfig, EMBEDDED};
 use docpipe::error::{ErrorKind, StageError};
-use docpipe::schema::{Content, DocumentRef, Job, JobOptions, JobResult, SCHEMA_VERSION};
-use docpipe::stages::{Registry, Stage, StageInput, StageOutput};
+use docpipe::schema::{BatchSpec, Content, DocumentRef, Job, JobOptions, JobResult};
+use docpipe::stages::{Stage, StageCatalog, StageInput, StageOutput};
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
@@ -86,38 +86,38 @@ impl Stage for Counts {
 }
 
 /// The built-in stages plus the fault-injection ones.
-pub fn registry(flaky_times: u32, slow: Duration) -> Registry {
-    let mut registry = Registry::builtin(&config("registry", std::path::Path::new("/nonexistent")));
+pub fn catalog(flaky_times: u32, slow: Duration) -> StageCatalog {
+    let mut catalog = StageCatalog::builtin(&config("catalog", std::path::Path::new("/nonexistent")));
     let failures = Arc::new(AtomicU32::new(0));
-    registry.add("flaky", move || Ok(Box::new(Flaky { failures: failures.clone(), times: flaky_times }) as Box<dyn Stage>));
-    registry.add("panics", || Ok(Box::new(Panics) as Box<dyn Stage>));
-    registry.add("slow", move || Ok(Box::new(Sleeps(slow)) as Box<dyn Stage>));
-    registry.add("sleepy", || Ok(Box::new(Sleeps(Duration::from_secs(5))) as Box<dyn Stage>));
-    registry.add("counts", || Ok(Box::new(Counts) as Box<dyn Stage>));
-    registry
+    catalog.add("flaky", move || Ok(Box::new(Flaky { failures: failures.clone(), times: flaky_times }) as Box<dyn Stage>));
+    catalog.add("panics", || Ok(Box::new(Panics) as Box<dyn Stage>));
+    catalog.add("slow", move || Ok(Box::new(Sleeps(slow)) as Box<dyn Stage>));
+    catalog.add("sleepy", || Ok(Box::new(Sleeps(Duration::from_secs(5))) as Box<dyn Stage>));
+    catalog.add("counts", || Ok(Box::new(Counts) as Box<dyn Stage>));
+    catalog
 }
 
 /// An inline job over `text` running `stages`.
 pub fn job(text: &str, stages: &[&str], batch: &str) -> Job {
     let bytes = text.as_bytes();
-    Job {
-        schema_version: SCHEMA_VERSION,
-        job_id: uuid::Uuid::new_v4(),
+    let batch = BatchSpec {
         case_id: "case-test".into(),
         batch_id: batch.into(),
         batch_total: None,
-        submitted_at: chrono::Utc::now(),
-        document: DocumentRef {
+        stages: stages.iter().map(|s| s.to_string()).collect(),
+        options: JobOptions::default(),
+    };
+    Job::new(
+        uuid::Uuid::new_v4(),
+        &batch,
+        DocumentRef {
             sha256: sha256_hex(bytes),
             size: bytes.len() as u64,
             filename: "note.txt".into(),
             declared_media_type: None,
             content: Content::Inline { base64: base64::engine::general_purpose::STANDARD.encode(bytes) },
         },
-        stages: stages.iter().map(|s| s.to_string()).collect(),
-        options: JobOptions::default(),
-        parent: None,
-    }
+    )
 }
 
 /// Publish raw bodies to the jobs exchange, confirmed.
@@ -198,13 +198,13 @@ pub fn init_logs() {
 
 pub fn spawn_worker(
     config: &Config,
-    registry: Registry,
+    catalog: StageCatalog,
     stages: &[&str],
 ) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
     init_logs();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let stages = stages.iter().map(|s| s.to_string()).collect();
-    let handle = tokio::spawn(docpipe::amqp::worker::run(Arc::new(config.clone()), registry, stages, async move {
+    let handle = tokio::spawn(docpipe::amqp::worker::run(Arc::new(config.clone()), catalog, stages, async move {
         let _ = stopped.await;
     }));
     (stop, handle)
@@ -256,4 +256,36 @@ pub async fn finish(config: &Config, stop: tokio::sync::oneshot::Sender<()>, wor
     stop.send(()).expect("worker still running");
     worker.await.expect("worker task").expect("worker result");
     cleanup(config).await;
+}
+
+/// Log lines captured as JSON, for tests about what the logs say.
+#[derive(Clone, Default)]
+pub struct CapturedLogs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLogs {
+    /// A JSON subscriber at info level writing here, with every line's span list.
+    pub fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
+        let writer = self.clone();
+        tracing_subscriber::fmt()
+            .json()
+            .with_span_list(true)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish()
+    }
+
+    pub fn json(&self) -> Vec<serde_json::Value> {
+        let bytes = self.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap().lines().map(|l| serde_json::from_str(l).expect("a JSON log line")).collect()
+    }
 }

@@ -6,7 +6,7 @@ pub mod worker;
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::publisher_confirm::Confirmation;
+use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
@@ -70,6 +70,16 @@ pub async fn publish(
     let confirm = channel
         .basic_publish(exchange, routing_key, BasicPublishOptions::default(), body, properties.with_delivery_mode(2))
         .await?;
+    confirmed(confirm, timeout, exchange, routing_key).await
+}
+
+/// Wait for the broker's verdict on one publish: stored (ack), refused (nack) or silent.
+pub async fn confirmed(
+    confirm: PublisherConfirm,
+    timeout: Duration,
+    exchange: &str,
+    routing_key: &str,
+) -> Result<(), TransportError> {
     match tokio::time::timeout(timeout, confirm).await {
         Err(_) => Err(TransportError::ConfirmTimeout(timeout)),
         Ok(Err(e)) => Err(e.into()),
@@ -123,13 +133,32 @@ pub fn set_header(headers: &mut FieldTable, key: &str, value: impl Into<String>)
     headers.insert(ShortString::from(key), AMQPValue::LongString(LongString::from(value.into())));
 }
 
-/// Routing key of a result: `<case>.<batch>`, dots and wildcards in ids replaced.
+/// Routing key of a result: `<case>.<batch>`, each id made one routing word.
 pub fn result_routing_key(case_id: &str, batch_id: &str) -> String {
     format!("{}.{}", routing_word(case_id), routing_word(batch_id))
 }
 
+/// Ids longer than this (once escaped) are named by their hash: routing keys and queue names
+/// are limited to 255 bytes.
+const MAX_WORD: usize = 100;
+
+/// An id as one routing word, queue-name part and file name. Injective, so two batches never
+/// share a results queue or file: letters, digits, `-` and `_` stay; every other byte becomes
+/// `~` and two hex digits; an id whose escaped form is long becomes `~h` and its sha256, which
+/// no escaped form can start with.
 pub fn routing_word(id: &str) -> String {
-    id.chars().map(|c| if matches!(c, '.' | '*' | '#') || c.is_whitespace() { '_' } else { c }).collect()
+    let mut word = String::with_capacity(id.len());
+    for byte in id.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+            word.push(byte as char);
+        } else {
+            word.push_str(&format!("~{byte:02x}"));
+        }
+    }
+    if word.len() > MAX_WORD || word.is_empty() {
+        return format!("~h{}", crate::blob::sha256_hex(id.as_bytes()));
+    }
+    word
 }
 
 /// Doubling back-off for reconnection.
@@ -150,5 +179,31 @@ impl Backoff {
         let delay = self.next;
         self.next = (self.next * 2).min(self.max);
         delay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::routing_word;
+
+    #[test]
+    fn routing_words_keep_batches_apart() {
+        let ids = ["coll2.a", "coll2_a", "coll2~2ea", "coll2 a", "coll2*a", "coll2#a", "../etc/passwd", "", "~h00", "北京.1"];
+        let words: std::collections::HashSet<_> = ids.iter().map(|id| routing_word(id)).collect();
+        assert_eq!(words.len(), ids.len(), "{words:?}");
+        assert_eq!(routing_word("coll2_a"), "coll2_a");
+        assert_eq!(routing_word("coll2.a"), "coll2~2ea");
+        for word in &words {
+            assert!(word.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_~".contains(&b)), "{word}");
+        }
+    }
+
+    #[test]
+    fn long_ids_are_hashed_and_stay_distinct() {
+        let a = "x".repeat(300);
+        let b = format!("{}y", "x".repeat(299));
+        assert!(routing_word(&a).starts_with("~h") && routing_word(&a).len() == 66);
+        assert_ne!(routing_word(&a), routing_word(&b));
+        assert_eq!(routing_word(&"x".repeat(100)), "x".repeat(100));
     }
 }

@@ -1,6 +1,7 @@
 //! The worker: consume stage queues, run stages on engine threads, publish what they produced,
 //! and only then ack. Reconnects when the broker goes away; drains on shutdown.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,14 +18,14 @@ use tracing::Instrument;
 
 use super::topology::{declare, Names};
 use super::*;
-use crate::blob::FileStore;
+use crate::blob::{BlobError, BlobStore, FileStore};
 use crate::config::Config;
-use crate::error::ErrorKind;
-use crate::blob::BlobStore;
+use crate::error::{ErrorKind, StageError};
+use crate::retry::{self, Action, Attempted};
 use crate::runner::{next_stage, ChildJob, Outcome, Runner};
 use crate::schema::{check_version, Content, Job, JobResult, SCHEMA_VERSION};
+use crate::stages::StageCatalog;
 use base64::Engine as _;
-use crate::stages::Registry;
 
 /// A job between stages: the job and the result so far. Internal to docpipe.
 #[derive(Debug, Serialize, Deserialize)]
@@ -35,6 +36,24 @@ pub struct Handoff {
     pub result: JobResult,
 }
 
+/// A hand-off too large for the broker, kept in the blob store (claim check). The message
+/// carries the job itself, so a hand-off that is lost can still be reported as that job's result.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffRef {
+    pub schema_version: u32,
+    /// Blob-store key of the serialized [`Handoff`].
+    pub key: String,
+    pub job: Job,
+}
+
+impl HandoffRef {
+    fn parse(body: &[u8]) -> Result<Self, String> {
+        let value = check_version(body).map_err(|e| e.to_string())?;
+        serde_json::from_value(value).map_err(|e| format!("bad hand-off reference: {e}"))
+    }
+}
+
 struct Ctx {
     runner: Runner,
     names: Names,
@@ -42,19 +61,22 @@ struct Ctx {
     store: Arc<FileStore>,
     inline_max: u64,
     max_message: u64,
+    /// Per stage, `worker.concurrency` jobs handled at once; further prefetched deliveries wait
+    /// for a slot.
+    slots: HashMap<String, tokio::sync::Semaphore>,
 }
 
 /// Run a worker for `stages` until `shutdown` resolves. Returns after in-flight jobs finished
 /// (or, past the grace period, were left unacked for the broker to requeue).
 pub async fn run(
     config: Arc<Config>,
-    registry: Registry,
+    catalog: StageCatalog,
     stages: Vec<String>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let store = Arc::new(FileStore::new(config.blobs.dir.clone()));
     let worker_id = crate::runner::worker_id(&config);
-    let runner = Runner::start(config.clone(), &registry, &stages, store.clone(), worker_id.clone())?;
+    let runner = Runner::start(config.clone(), &catalog, &stages, store.clone(), worker_id.clone())?;
     let ctx = Arc::new(Ctx {
         runner,
         names: Names::new(&config),
@@ -62,6 +84,7 @@ pub async fn run(
         store,
         inline_max: config.blobs.inline_max_bytes,
         max_message: config.broker.max_message_bytes,
+        slots: stages.iter().map(|s| (s.clone(), tokio::sync::Semaphore::new(config.worker.concurrency.max(1)))).collect(),
     });
     tokio::pin!(shutdown);
     let mut backoff = Backoff::new(&config);
@@ -181,83 +204,163 @@ async fn session(
     Ok(())
 }
 
-/// Handle one delivery end to end. Ack only after every publish it caused is confirmed.
+/// Handle one delivery end to end. Ack only after every publish it caused is confirmed. Every
+/// log line of it, acks included, is inside the job's span: the span is attached to the future,
+/// never entered across an await, so it cannot leak into other deliveries' lines.
 async fn handle(ctx: &Ctx, stage: &str, channel: &Channel, delivery: Delivery) {
     let attempt = header_u32(delivery.properties.headers(), H_ATTEMPT).unwrap_or(1).max(1);
     let span = tracing::info_span!("job", stage, attempt, job_id = tracing::field::Empty);
-    // A panic here must not strand the delivery unacked: it is nacked and redelivered, and the
-    // queue's delivery limit parks it if it keeps failing.
-    let done = std::panic::AssertUnwindSafe(process(ctx, stage, channel, &delivery, attempt).instrument(span.clone()))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| Err(TransportError::Store("panic while handling the delivery".into())));
-    let _enter = span.enter();
-    match done {
-        Ok(()) => {
-            if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-                tracing::warn!(error = %e, "ack failed; the broker will redeliver (results are idempotent)");
+    async {
+        // Jobs beyond `worker.concurrency` wait here, already prefetched, for a free slot.
+        let _slot = match ctx.slots.get(stage) {
+            Some(slots) => slots.acquire().await.ok(),
+            None => None,
+        };
+        let done = std::panic::AssertUnwindSafe(process(ctx, stage, channel, &delivery, attempt)).catch_unwind().await;
+        let done = match done {
+            Ok(done) => done,
+            // A bug in docpipe's own transport code. It would recur on every redelivery, so park
+            // the message and give the case system a result now, as for a stage that panicked.
+            Err(payload) => {
+                let reason = format!("panic while handling the delivery: {}", crate::pool::panic_message(&*payload));
+                tracing::error!(error_kind = %ErrorKind::Panic, %reason, "to dead-letter queue");
+                let result = read(&delivery).ok().map(|(job, result)| result.unwrap_or_else(|| JobResult::start(&job)));
+                give_up(ctx, channel, &delivery, stage, attempt, ErrorKind::Panic, &reason, result).await
+            }
+        };
+        match done {
+            Ok(()) => {
+                if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                    tracing::warn!(error = %e, "ack failed; the broker will redeliver (results are idempotent)");
+                }
+            }
+            Err(e) => {
+                // Nothing was decided for good: the broker redelivers, and the delivery limit
+                // check in `process` gives up with a result if this keeps happening.
+                tracing::warn!(error = %e, "publish failed; returning the message to its queue");
+                let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
             }
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "publish failed; returning the message to its queue");
-            let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
-        }
     }
+    .instrument(span)
+    .await
+}
+
+/// Why a delivery could not be turned into a job: nothing names the job, so no result can be
+/// published; the message is parked with the reason.
+struct Unreadable {
+    kind: ErrorKind,
+    reason: String,
+}
+
+/// The job and, for a hand-off, the result so far. A claim-check reference is parsed first and
+/// its blob loaded only by `load_handoff`, after the delivery limit was checked.
+fn read(delivery: &Delivery) -> Result<(Job, Option<JobResult>), Unreadable> {
+    let kind = delivery.properties.kind().as_ref().map(|k| k.as_str().to_owned());
+    if kind.as_deref() == Some(HANDOFF_REF_TYPE) {
+        let reference = HandoffRef::parse(&delivery.data)
+            .map_err(|reason| Unreadable { kind: ErrorKind::BadMessage, reason })?;
+        return Ok((reference.job, None));
+    }
+    decode(kind.as_deref(), &delivery.data)
+        .map(|(job, result)| (job, Some(result)))
+        .map_err(|reason| Unreadable { kind: ErrorKind::BadMessage, reason })
 }
 
 async fn process(ctx: &Ctx, stage: &str, channel: &Channel, delivery: &Delivery, attempt: u32) -> Result<(), TransportError> {
-    let kind = delivery.properties.kind().as_ref().map(|k| k.as_str().to_owned());
-    let (kind, body) = if kind.as_deref() == Some(HANDOFF_REF_TYPE) {
-        // Claim check: fetch the hand-off from the blob store (a failure requeues the delivery).
-        (Some(HANDOFF_TYPE.to_owned()), std::borrow::Cow::Owned(load_blob(ctx, &delivery.data).await?))
-    } else {
-        (kind, std::borrow::Cow::Borrowed(delivery.data.as_slice()))
-    };
-    let (job, mut result) = match decode(kind.as_deref(), &body) {
-        Ok(decoded) => decoded,
-        Err(reason) => {
-            tracing::warn!(error_kind = "bad_message", %reason, "unreadable message to dead-letter queue");
-            return dead_letter(ctx, channel, delivery, stage, ErrorKind::BadMessage, &reason, attempt).await;
+    let (job, result) = match read(delivery) {
+        Ok(read) => read,
+        Err(unreadable) => {
+            tracing::warn!(error_kind = %unreadable.kind, reason = %unreadable.reason, "unreadable message to dead-letter queue");
+            return give_up(ctx, channel, delivery, stage, attempt, unreadable.kind, &unreadable.reason, None).await;
         }
     };
     tracing::Span::current().record("job_id", tracing::field::display(job.job_id));
     // The broker parks a message silently once it passes the delivery limit. Before that
-    // happens, park it ourselves with the reason and tell the case system.
+    // happens, and before anything that could fail again (loading a hand-off), park it ourselves
+    // with the reason and tell the case system.
     let deliveries = header_u32(delivery.properties.headers(), "x-delivery-count").unwrap_or(0);
-    if deliveries >= ctx.runner.config().broker.delivery_limit {
-        let reason = format!("delivered {} times without finishing: workers crashed or lost their connection on it", deliveries + 1);
-        tracing::error!(error_kind = "worker_crash", %reason, "to dead-letter queue");
-        dead_letter(ctx, channel, delivery, stage, ErrorKind::WorkerCrash, &reason, attempt).await?;
-        result.fail_stage(stage, attempt, ErrorKind::WorkerCrash, &reason);
-        return publish_result(ctx, channel, delivery, result).await;
+    if let Some(Action::GiveUp { kind, reason }) = retry::over_delivery_limit(deliveries, ctx.runner.config().broker.delivery_limit) {
+        tracing::error!(error_kind = %kind, %reason, "to dead-letter queue");
+        let result = result.unwrap_or_else(|| JobResult::start(&job));
+        return give_up(ctx, channel, delivery, stage, attempt, kind, &reason, Some(result)).await;
     }
+    let mut result = match result {
+        Some(result) => result,
+        None => match load_handoff(ctx, delivery, &job).await {
+            Ok(result) => result,
+            Err(error) => {
+                // A hand-off that cannot be read is a stage attempt that failed: transient
+                // faults (the store is unreachable) retry, lost or damaged ones give up with a
+                // failed result, so the case system hears of it.
+                let attempted =
+                    if error.kind.is_transient() { Attempted::Transient(&error) } else { Attempted::Crashed(&error) };
+                let action = retry::decide(attempted, attempt, &ctx.runner.config().retry.backoff_ms);
+                return carry_out(ctx, channel, delivery, stage, attempt, action, JobResult::start(&job)).await;
+            }
+        },
+    };
     let plan = ctx.runner.plan(&job, &mut result);
     let job = Arc::new(job);
-    match ctx.runner.run_stage(stage, &job, &mut result, attempt).await {
-        Outcome::Recorded(children) => {
+    let outcome = ctx.runner.run_stage(stage, &job, &mut result, attempt).await;
+    match retry::decide(outcome.attempted(), attempt, &ctx.runner.config().retry.backoff_ms) {
+        Action::Continue => {
+            let children = match outcome {
+                Outcome::Recorded(children) => children,
+                _ => Vec::new(),
+            };
             if let Some(report) = result.stages.last().filter(|r| r.stage == stage) {
                 tracing::info!(status = ?report.status, error_kind = report.error.as_ref().map(|e| e.kind.as_str()), children = children.len(), "stage done");
             }
             publish_children(ctx, channel, children).await?;
             forward(ctx, channel, delivery, &plan, &job, result).await
         }
-        Outcome::Transient(error) if (attempt as usize) <= ctx.runner.config().retry.backoff_ms.len() => {
-            tracing::info!(error_kind = %error.kind, reason = %error.reason, "transient failure; retrying after delay");
-            retry(ctx, channel, delivery, stage, attempt).await
+        action => carry_out(ctx, channel, delivery, stage, attempt, action, result).await,
+    }
+}
+
+/// Carry out a retry or a give-up decided for this delivery.
+async fn carry_out(
+    ctx: &Ctx,
+    channel: &Channel,
+    delivery: &Delivery,
+    stage: &str,
+    attempt: u32,
+    action: Action,
+    result: JobResult,
+) -> Result<(), TransportError> {
+    match action {
+        Action::Continue => unreachable!("continuing is the caller's own path"),
+        Action::Retry { next_attempt, step, delay } => {
+            tracing::info!(retry_in_ms = delay.as_millis() as u64, "transient failure; retrying after delay");
+            retry(ctx, channel, delivery, stage, next_attempt, step).await
         }
-        Outcome::Transient(error) => {
-            let reason = format!("gave up after {attempt} attempts: {}", error.reason);
-            tracing::warn!(error_kind = "retries_exhausted", %reason, "to dead-letter queue");
-            dead_letter(ctx, channel, delivery, stage, ErrorKind::RetriesExhausted, &reason, attempt).await?;
-            result.fail_stage(stage, attempt, ErrorKind::RetriesExhausted, &reason);
+        Action::GiveUp { kind, reason } => {
+            tracing::warn!(error_kind = %kind, %reason, "to dead-letter queue");
+            give_up(ctx, channel, delivery, stage, attempt, kind, &reason, Some(result)).await
+        }
+    }
+}
+
+/// Park the message with the reason and, when the job is known, publish its failed result.
+#[allow(clippy::too_many_arguments)]
+async fn give_up(
+    ctx: &Ctx,
+    channel: &Channel,
+    delivery: &Delivery,
+    stage: &str,
+    attempt: u32,
+    kind: ErrorKind,
+    reason: &str,
+    result: Option<JobResult>,
+) -> Result<(), TransportError> {
+    dead_letter(ctx, channel, delivery, stage, kind, reason, attempt).await?;
+    match result {
+        Some(mut result) => {
+            result.fail_stage(stage, attempt, kind, reason);
             publish_result(ctx, channel, delivery, result).await
         }
-        Outcome::Crashed(error) => {
-            tracing::error!(error_kind = %error.kind, reason = %error.reason, "stage crashed; to dead-letter queue");
-            dead_letter(ctx, channel, delivery, stage, error.kind, &error.reason, attempt).await?;
-            result.fail_stage(stage, attempt, error.kind, &error.reason);
-            publish_result(ctx, channel, delivery, result).await
-        }
+        None => Ok(()),
     }
 }
 
@@ -313,7 +416,8 @@ async fn forward(
     let body = serde_json::to_vec(&handoff).expect("hand-off serializes");
     let (kind, body) = if body.len() as u64 > ctx.max_message {
         let key = store_blob(ctx, body).await?;
-        (HANDOFF_REF_TYPE, serde_json::to_vec(&serde_json::json!({ "schema_version": SCHEMA_VERSION, "key": key })).expect("ref serializes"))
+        let reference = HandoffRef { schema_version: SCHEMA_VERSION, key, job: job.clone() };
+        (HANDOFF_REF_TYPE, serde_json::to_vec(&reference).expect("hand-off reference serializes"))
     } else {
         (HANDOFF_TYPE, body)
     };
@@ -330,17 +434,28 @@ async fn store_blob(ctx: &Ctx, bytes: Vec<u8>) -> Result<String, TransportError>
         .map_err(|e| TransportError::Store(e.to_string()))
 }
 
-/// The hand-off a claim-check message names, read back and verified.
-async fn load_blob(ctx: &Ctx, reference: &[u8]) -> Result<Vec<u8>, TransportError> {
-    let key = serde_json::from_slice::<serde_json::Value>(reference)
-        .ok()
-        .and_then(|v| v.get("key").and_then(|k| k.as_str()).map(str::to_owned))
-        .ok_or_else(|| TransportError::Store("claim-check message without a key".into()))?;
+/// The result so far that a claim-check message names, read back, verified and checked to be
+/// this job's. Errors carry the kind a stage error would: `unavailable` for a store that cannot
+/// be reached, `integrity` for a hand-off that is lost, damaged or someone else's.
+async fn load_handoff(ctx: &Ctx, delivery: &Delivery, job: &Job) -> Result<JobResult, StageError> {
+    let reference = HandoffRef::parse(&delivery.data).map_err(|reason| StageError::new(ErrorKind::BadMessage, reason))?;
     let store = ctx.store.clone();
-    tokio::task::spawn_blocking(move || store.get(&key))
+    let key = reference.key.clone();
+    let bytes = tokio::task::spawn_blocking(move || store.get(&key))
         .await
-        .expect("blob read task")
-        .map_err(|e| TransportError::Store(e.to_string()))
+        .map_err(|e| StageError::new(ErrorKind::Internal, format!("blob read task: {e}")))?
+        .map_err(|e| {
+            let kind = match e {
+                BlobError::Io { .. } => ErrorKind::Unavailable,
+                BlobError::NotFound { .. } | BlobError::Mismatch { .. } | BlobError::BadKey(_) => ErrorKind::Integrity,
+            };
+            StageError::new(kind, format!("hand-off from the previous stage: {e}"))
+        })?;
+    let (handed_job, result) = decode(Some(HANDOFF_TYPE), &bytes).map_err(|reason| StageError::new(ErrorKind::Integrity, format!("hand-off blob {}: {reason}", reference.key)))?;
+    if handed_job.job_id != job.job_id {
+        return Err(StageError::new(ErrorKind::Integrity, format!("hand-off blob {} belongs to job {}", reference.key, handed_job.job_id)));
+    }
+    Ok(result)
 }
 
 async fn publish_result(ctx: &Ctx, channel: &Channel, delivery: &Delivery, mut result: JobResult) -> Result<(), TransportError> {
@@ -372,11 +487,12 @@ async fn publish_result(ctx: &Ctx, channel: &Channel, delivery: &Delivery, mut r
     Ok(())
 }
 
-/// Send the same message through the delay queue for this attempt; it comes back to the stage queue.
-async fn retry(ctx: &Ctx, channel: &Channel, delivery: &Delivery, stage: &str, attempt: u32) -> Result<(), TransportError> {
+/// Send the same message through the delay queue `step`; it comes back to the stage queue as
+/// attempt `next_attempt`.
+async fn retry(ctx: &Ctx, channel: &Channel, delivery: &Delivery, stage: &str, next_attempt: u32, step: usize) -> Result<(), TransportError> {
     let mut headers = own_headers(delivery.properties.headers());
-    set_header(&mut headers, H_ATTEMPT, (attempt + 1).to_string());
-    set_header(&mut headers, H_RETRY_STEP, attempt.saturating_sub(1).to_string());
+    set_header(&mut headers, H_ATTEMPT, next_attempt.to_string());
+    set_header(&mut headers, H_RETRY_STEP, step.to_string());
     let properties = delivery.properties.clone().with_headers(headers);
     publish(channel, &ctx.names.retry_exchange(), stage, &delivery.data, properties, ctx.confirm_timeout).await
 }

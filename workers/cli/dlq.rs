@@ -7,6 +7,7 @@ use lapin::Channel;
 use crate::amqp::topology::{declare, Names};
 use crate::amqp::*;
 use crate::config::Config;
+use crate::error::ErrorKind;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -24,9 +25,9 @@ pub enum DlqCommand {
     },
     /// Publish dead-lettered messages back to their stage queue with a fresh attempt count.
     Replay {
-        /// Only messages with this error kind (e.g. retries_exhausted).
+        /// Only messages docpipe parked with this error kind (e.g. retries_exhausted).
         #[arg(long)]
-        kind: Option<String>,
+        kind: Option<ErrorKind>,
         /// Replay at most this many.
         #[arg(long, default_value_t = usize::MAX)]
         limit: usize,
@@ -55,7 +56,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<std::process::Ex
             }
         }
         DlqCommand::Replay { kind, limit } => {
-            let n = replay(&channel, config, kind.as_deref(), limit).await?;
+            let n = replay(&channel, config, kind, limit).await?;
             println!("replayed {n} messages");
         }
     }
@@ -86,7 +87,7 @@ pub async fn list(channel: &Channel, config: &Config, limit: usize) -> anyhow::R
 }
 
 /// Republish matching messages to their stage and ack them once the broker confirmed.
-pub async fn replay(channel: &Channel, config: &Config, kind: Option<&str>, limit: usize) -> anyhow::Result<usize> {
+pub async fn replay(channel: &Channel, config: &Config, kind: Option<ErrorKind>, limit: usize) -> anyhow::Result<usize> {
     let names = Names::new(config);
     let timeout = std::time::Duration::from_secs(config.broker.confirm_timeout_secs);
     let mut replayed = 0;
@@ -96,7 +97,7 @@ pub async fn replay(channel: &Channel, config: &Config, kind: Option<&str>, limi
         let headers = delivery.properties.headers();
         let this_kind = header_str(headers, H_ERROR_KIND).or_else(|| death_reason(headers));
         let Some(stage) = stage_of(headers, config) else { continue };
-        if kind.is_some_and(|k| this_kind.as_deref() != Some(k)) {
+        if kind.is_some_and(|k| this_kind.as_deref() != Some(k.as_str())) {
             continue; // left unacked: returns to the dead-letter queue when the channel closes
         }
         let mut fresh = FieldTable::default();

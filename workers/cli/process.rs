@@ -3,11 +3,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::time::Instant;
 
 use anyhow::Context;
-use chrono::Utc;
-use std::collections::VecDeque;
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
@@ -16,9 +15,10 @@ use super::inputs::{self, Input};
 use crate::blob::{BlobStore, LocalFiles};
 use crate::config::Config;
 use crate::error::ErrorKind;
+use crate::retry::{self, Action};
 use crate::runner::{ChildJob, Outcome, Runner};
-use crate::schema::{Content, DocumentRef, Job, JobOptions, JobResult, JobStatus, SCHEMA_VERSION};
-use crate::stages::Registry;
+use crate::schema::{BatchSpec, Content, DocumentRef, Job, JobResult, JobStatus};
+use crate::stages::StageCatalog;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -38,65 +38,65 @@ pub struct Args {
     pub job: super::JobArgs,
 }
 
-/// Counts printed at the end and used by tests.
+/// Documents by outcome, printed at the end and used by tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Summary {
+pub struct Tally {
     pub complete: usize,
     pub partial: usize,
     pub failed: usize,
     pub unreadable: usize,
 }
 
-pub async fn run(config: Arc<Config>, registry: Registry, args: Args) -> anyhow::Result<std::process::ExitCode> {
-    let summary = process(config, registry, args).await?;
+pub async fn run(config: Arc<Config>, catalog: StageCatalog, args: Args) -> anyhow::Result<std::process::ExitCode> {
+    let tally = process(config, catalog, args).await?;
     println!(
         "{} documents: {} complete, {} partial, {} failed; {} unreadable",
-        summary.complete + summary.partial + summary.failed,
-        summary.complete,
-        summary.partial,
-        summary.failed,
-        summary.unreadable
+        tally.complete + tally.partial + tally.failed,
+        tally.complete,
+        tally.partial,
+        tally.failed,
+        tally.unreadable
     );
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-pub async fn process(config: Arc<Config>, registry: Registry, args: Args) -> anyhow::Result<Summary> {
+pub async fn process(config: Arc<Config>, catalog: StageCatalog, args: Args) -> anyhow::Result<Tally> {
     let (stages, options) = args.job.resolve(&config)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let (found, unreadable) = inputs::walk(&args.paths);
-    let mut summary = Summary { unreadable: unreadable.len(), ..Default::default() };
+    let mut tally = Tally { unreadable: unreadable.len(), ..Default::default() };
     let mut skipped = std::fs::File::create(args.out.join("unreadable.jsonl"))?;
     for u in &unreadable {
-        eprintln!("unreadable: {}: {}", u.path.display(), u.reason);
+        eprintln!("unreadable: {}: {}", inputs::printable(&u.path.display().to_string()), u.reason);
         serde_json::to_writer(&mut skipped, u)?;
         skipped.write_all(b"\n")?;
     }
 
     let files = Arc::new(LocalFiles::default());
     let store: Arc<dyn BlobStore> = files.clone();
-    let runner = Arc::new(Runner::start(config.clone(), &registry, &config.stage_names(), store, crate::runner::worker_id(&config))?);
-    let template = Template {
+    let runner = Arc::new(Runner::start(config.clone(), &catalog, &config.stage_names(), store, crate::runner::worker_id(&config))?);
+    let batch = BatchSpec {
         case_id: args.case.unwrap_or_else(|| config.defaults.case_id.clone()),
         batch_id: args.batch.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-        batch_total: found.len() as u64,
+        batch_total: Some(found.len() as u64),
         stages,
         options,
     };
 
-    tracing::info!(documents = found.len(), unreadable = unreadable.len(), batch_id = %template.batch_id, "processing");
+    tracing::info!(documents = found.len(), unreadable = unreadable.len(), batch_id = %batch.batch_id, "processing");
     let out_path = args.out.join("results.jsonl");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&out_path)?);
-    let bar = inputs::progress(found.len() as u64, "process");
+    let progress = inputs::Progress::new(found.len() as u64, "process");
     // Children found inside documents join the queue as they appear.
     let mut pending: VecDeque<Work> = found.into_iter().map(Work::File).collect();
     let mut running = FuturesUnordered::new();
     loop {
         while running.len() < config.worker.concurrency {
             let Some(work) = pending.pop_front() else { break };
-            running.push(process_one(&runner, &files, &template, work));
+            running.push(process_one(&runner, &files, &batch, &progress, work));
         }
         let Some((outcome, children)) = running.next().await else { break };
-        bar.inc_length(children.len() as u64);
+        progress.bar.inc_length(children.len() as u64);
         for ChildJob { job, bytes } in children {
             files.add_bytes(&job.document.sha256, bytes);
             pending.push_back(Work::Child(ChildJob { job, bytes: Vec::new() }));
@@ -104,26 +104,26 @@ pub async fn process(config: Arc<Config>, registry: Registry, args: Args) -> any
         match outcome {
             Ok(result) => {
                 match result.status {
-                    JobStatus::Complete => summary.complete += 1,
-                    JobStatus::Partial => summary.partial += 1,
-                    JobStatus::Failed => summary.failed += 1,
+                    JobStatus::Complete => tally.complete += 1,
+                    JobStatus::Partial => tally.partial += 1,
+                    JobStatus::Failed => tally.failed += 1,
                 }
                 serde_json::to_writer(&mut out, &result)?;
                 out.write_all(b"\n")?;
             }
             Err(u) => {
-                eprintln!("unreadable: {}: {}", u.path.display(), u.reason);
+                progress.line(&format!("unreadable: {}: {}", inputs::printable(&u.path.display().to_string()), u.reason));
                 serde_json::to_writer(&mut skipped, &u)?;
                 skipped.write_all(b"\n")?;
-                summary.unreadable += 1;
+                tally.unreadable += 1;
             }
         }
-        bar.inc(1);
+        progress.bar.inc(1);
     }
-    bar.finish_and_clear();
+    progress.bar.finish_and_clear();
     out.flush()?;
     eprintln!("results in {}", out_path.display());
-    Ok(summary)
+    Ok(tally)
 }
 
 enum Work {
@@ -131,53 +131,43 @@ enum Work {
     Child(ChildJob),
 }
 
-struct Template {
-    case_id: String,
-    batch_id: String,
-    batch_total: u64,
-    stages: Vec<String>,
-    options: JobOptions,
-}
-
 async fn process_one(
     runner: &Runner,
     files: &LocalFiles,
-    template: &Template,
+    batch: &BatchSpec,
+    progress: &inputs::Progress,
     work: Work,
 ) -> (Result<JobResult, inputs::Unreadable>, Vec<ChildJob>) {
+    let started = Instant::now();
     let job = match work {
         // The bytes were registered when the parent finished (see `process`), so identical
         // children share one copy until the last of them is done.
         Work::Child(ChildJob { job, .. }) => job,
         Work::File(input) => {
             let path = input.path.clone();
-            let hashed = tokio::task::spawn_blocking(move || inputs::hash_file(&path)).await.expect("hashing task");
+            let hashed = tokio::task::spawn_blocking(move || docpipe_models::sha256_file_sized(&path)).await.expect("hashing task");
             let (sha256, size) = match hashed {
                 Ok(h) => h,
                 Err(e) => return (Err(inputs::Unreadable { path: input.path, reason: e.to_string() }), Vec::new()),
             };
             let key = files.add(&sha256, input.path.clone());
-            Job {
-                schema_version: SCHEMA_VERSION,
-                job_id: uuid::Uuid::new_v4(),
-                case_id: template.case_id.clone(),
-                batch_id: template.batch_id.clone(),
-                batch_total: Some(template.batch_total),
-                submitted_at: Utc::now(),
-                document: DocumentRef {
-                    sha256,
-                    size,
-                    filename: input.path.display().to_string(),
-                    declared_media_type: None,
-                    content: Content::Blob { key },
-                },
-                stages: template.stages.clone(),
-                options: template.options.clone(),
-                parent: None,
-            }
+            let document = DocumentRef {
+                sha256,
+                size,
+                filename: input.path.display().to_string(),
+                declared_media_type: None,
+                content: Content::Blob { key },
+            };
+            Job::new(uuid::Uuid::new_v4(), batch, document)
         }
     };
     let job = Arc::new(job);
+    // What the progress lines call the document: the user's own path, or for a document found
+    // inside another its digest (names inside documents are document content, kept off stderr).
+    let name = match &job.parent {
+        None => inputs::printable(&job.document.filename),
+        Some(parent) => format!("sha256:{} (in sha256:{})", &job.document.sha256[..12], &parent.sha256[..12]),
+    };
     let mut result = JobResult::start(&job);
     let mut children = Vec::new();
     let limit = runner.config().limits.max_document_bytes;
@@ -187,7 +177,13 @@ async fn process_one(
     } else {
         let plan = runner.plan(&job, &mut result);
         for stage in &plan {
+            let stage_started = Instant::now();
             children.extend(run_with_retries(runner, stage, &job, &mut result).await);
+            let status = match result.stages.iter().rev().find(|r| &r.stage == stage).and_then(|r| r.error.as_ref()) {
+                Some(error) => error.kind.as_str(),
+                None => "ok",
+            };
+            progress.line(&format!("  {stage:<11} {status:<11} {:>7.1} s  {name}", stage_started.elapsed().as_secs_f64()));
         }
     }
     if job.parent.is_some() {
@@ -196,30 +192,32 @@ async fn process_one(
         }
     }
     result.settle();
+    progress.line(&format!("{:<23} {:>7.1} s  {name}", format!("{:?}", result.status).to_lowercase(), started.elapsed().as_secs_f64()));
     tracing::debug!(job_id = %job.job_id, sha256 = %job.document.sha256, status = ?result.status, children = children.len(), "document processed");
     (Ok(result), children)
 }
 
-/// In-process retries follow the same back-off schedule as the broker's delay queues.
+/// In-process retries follow the broker's decision and back-off schedule, with a sleep for the
+/// delay queue.
 async fn run_with_retries(runner: &Runner, stage: &str, job: &Arc<Job>, result: &mut JobResult) -> Vec<ChildJob> {
-    let backoff = runner.config().retry.backoff_ms.clone();
     let mut attempt = 1u32;
     loop {
-        match runner.run_stage(stage, job, result, attempt).await {
-            Outcome::Recorded(children) => return children,
-            Outcome::Transient(e) if (attempt as usize) <= backoff.len() => {
-                tracing::info!(job_id = %job.job_id, stage, attempt, error_kind = %e.kind, "transient failure; retrying");
-                tokio::time::sleep(Duration::from_millis(backoff[attempt as usize - 1])).await;
-                attempt += 1;
+        let outcome = runner.run_stage(stage, job, result, attempt).await;
+        match retry::decide(outcome.attempted(), attempt, &runner.config().retry.backoff_ms) {
+            Action::Continue => {
+                return match outcome {
+                    Outcome::Recorded(children) => children,
+                    _ => Vec::new(),
+                }
             }
-            Outcome::Transient(e) => {
-                let reason = format!("gave up after {attempt} attempts: {}", e.reason);
-                result.fail_stage(stage, attempt, ErrorKind::RetriesExhausted, &reason);
-                return Vec::new();
+            Action::Retry { next_attempt, delay, .. } => {
+                tracing::info!(job_id = %job.job_id, stage, attempt, "transient failure; retrying");
+                tokio::time::sleep(delay).await;
+                attempt = next_attempt;
             }
-            Outcome::Crashed(e) => {
-                tracing::error!(job_id = %job.job_id, stage, error_kind = %e.kind, "stage crashed");
-                result.fail_stage(stage, attempt, e.kind, &e.reason);
+            Action::GiveUp { kind, reason } => {
+                tracing::warn!(job_id = %job.job_id, stage, attempt, error_kind = %kind, "stage given up");
+                result.fail_stage(stage, attempt, kind, &reason);
                 return Vec::new();
             }
         }

@@ -15,6 +15,7 @@ use crate::amqp::topology::{declare, declare_batch_queue};
 use crate::amqp::connect;
 use crate::blob::BlobStore;
 use crate::config::Config;
+use crate::schema::JobResult;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -61,7 +62,7 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
             // Resuming after an interruption: results already written were acked and are gone
             // from the queue, so they count from the file.
             if let Ok(text) = std::fs::read_to_string(&path) {
-                earlier = text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).collect();
+                earlier = text.lines().filter_map(|l| serde_json::from_str::<JobResult>(l).ok()).collect();
             }
             Box::new(std::io::BufWriter::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?))
         }
@@ -79,11 +80,9 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
     let complete = |top_level: u64, expected: Option<u64>, children: &HashSet<String>, seen: &HashSet<String>| {
         expected.is_some_and(|n| top_level >= n) && children.iter().all(|c| seen.contains(c))
     };
-    for value in &earlier {
-        if expected.is_none() {
-            expected = value.get("batch_total").and_then(|n| n.as_u64());
-        }
-        record(value, &mut seen, &mut top_level, &mut children);
+    for result in &earlier {
+        expected = expected.or(result.batch_total);
+        record(result, &mut seen, &mut top_level, &mut children);
     }
     while !complete(top_level, expected, &children, &seen) {
         let next = match idle {
@@ -95,25 +94,28 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
         };
         let Some(delivery) = next else { break };
         let delivery = delivery?;
-        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&delivery.data) else {
-            // Not a result: reject it (without requeue) rather than stall on it for ever.
-            eprintln!("skipping a message that is not JSON");
-            delivery.acker.reject(lapin::options::BasicRejectOptions { requeue: false }).await?;
-            continue;
+        let result = match serde_json::from_slice::<JobResult>(&delivery.data) {
+            Ok(result) => result,
+            Err(e) => {
+                // Not a result: reject it (without requeue) rather than stall on it for ever.
+                eprintln!("skipping a message that is not a result: {e}");
+                delivery.acker.reject(lapin::options::BasicRejectOptions { requeue: false }).await?;
+                continue;
+            }
         };
-        let key = key_of(&value);
-        if expected.is_none() {
-            expected = value.get("batch_total").and_then(|n| n.as_u64());
-        }
+        expected = expected.or(result.batch_total);
         // A redelivered job yields a second, equivalent result: keep the first.
-        if !seen.contains(&key) {
-            record(&value, &mut seen, &mut top_level, &mut children);
+        if !seen.contains(&result.idempotency_key) {
+            record(&result, &mut seen, &mut top_level, &mut children);
             // A result too large for the broker comes by claim check: write the full one.
-            let full = match value.get("annotations_blob").and_then(|k| k.as_str()) {
+            let full = match &result.annotations_blob {
                 Some(blob) => match store.get(blob) {
                     Ok(bytes) => bytes,
                     Err(e) => {
-                        eprintln!("result {key}: full result not readable from the blob store ({e}); writing it without annotations");
+                        eprintln!(
+                            "result {}: full result not readable from the blob store ({e}); writing it without annotations",
+                            result.idempotency_key
+                        );
                         delivery.data.clone()
                     }
                 },
@@ -137,21 +139,13 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
     Ok((seen.len() as u64, expected))
 }
 
-fn key_of(value: &serde_json::Value) -> String {
-    value.get("idempotency_key").and_then(|k| k.as_str()).unwrap_or_default().to_owned()
-}
-
 /// Count one result: its key, whether it is a submitted document, and the children it lists.
-fn record(value: &serde_json::Value, seen: &mut HashSet<String>, top_level: &mut u64, children: &mut HashSet<String>) {
-    if !seen.insert(key_of(value)) {
+fn record(result: &JobResult, seen: &mut HashSet<String>, top_level: &mut u64, children: &mut HashSet<String>) {
+    if !seen.insert(result.idempotency_key.clone()) {
         return;
     }
-    if value.get("parent").is_none_or(|p| p.is_null()) {
+    if result.parent.is_none() {
         *top_level += 1;
     }
-    for child in value.get("children").and_then(|c| c.as_array()).into_iter().flatten() {
-        if let Some(id) = child.get("job_id").and_then(|i| i.as_str()) {
-            children.insert(id.to_owned());
-        }
-    }
+    children.extend(result.children.iter().map(|c| c.job_id.to_string()));
 }

@@ -6,17 +6,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine as _;
-use chrono::Utc;
 use lapin::options::BasicPublishOptions;
-use lapin::publisher_confirm::Confirmation;
+use lapin::publisher_confirm::PublisherConfirm;
 use lapin::types::ShortString;
 
 use super::inputs;
 use crate::amqp::topology::{declare, declare_batch_queue, Names};
-use crate::amqp::{confirm_channel, connect, json_properties, JOB_TYPE};
+use crate::amqp::{confirm_channel, confirmed, connect, json_properties, JOB_TYPE};
 use crate::blob::{key_for, BlobStore, FileStore};
 use crate::config::Config;
-use crate::schema::{Content, DocumentRef, Job, SCHEMA_VERSION};
+use crate::schema::{BatchSpec, Content, DocumentRef, Job};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -100,6 +99,7 @@ pub async fn submit(config: &Config, args: Args) -> anyhow::Result<Submitted> {
     declare_batch_queue(&channel, config, &batch_id).await?;
     let exchange = Names::new(config).jobs_exchange();
     let total = stored.len() as u64;
+    let batch = BatchSpec { case_id: args.case.clone(), batch_id: batch_id.clone(), batch_total: Some(total), stages, options };
     let bar = inputs::progress(total, "publish");
     let mut pending = Vec::new();
     for item in stored {
@@ -112,24 +112,14 @@ pub async fn submit(config: &Config, args: Args) -> anyhow::Result<Submitted> {
         // Derived from batch, path and content: resubmitting a batch after a failure mid-publish
         // gives the same job ids, so results dedupe instead of counting twice.
         let job_id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, format!("docpipe:{batch_id}/{}/{}", item.path.display(), item.sha256).as_bytes());
-        let job = Job {
-            schema_version: SCHEMA_VERSION,
-            job_id,
-            case_id: args.case.clone(),
-            batch_id: batch_id.clone(),
-            batch_total: Some(total),
-            submitted_at: Utc::now(),
-            document: DocumentRef {
-                sha256: item.sha256,
-                size: item.size,
-                filename: item.path.display().to_string(),
-                declared_media_type: None,
-                content,
-            },
-            stages: stages.clone(),
-            options: options.clone(),
-            parent: None,
+        let document = DocumentRef {
+            sha256: item.sha256,
+            size: item.size,
+            filename: item.path.display().to_string(),
+            declared_media_type: None,
+            content,
         };
+        let job = Job::new(job_id, &batch, document);
         let body = serde_json::to_vec(&job)?;
         let properties = json_properties(JOB_TYPE)
             .with_message_id(ShortString::from(job.job_id.to_string()))
@@ -137,23 +127,20 @@ pub async fn submit(config: &Config, args: Args) -> anyhow::Result<Submitted> {
         let confirm = channel.basic_publish(&exchange, "", BasicPublishOptions::default(), &body, properties).await?;
         pending.push(confirm);
         if pending.len() >= 256 {
-            wait_confirms(&mut pending, config).await?;
+            wait_confirms(&mut pending, config, &exchange).await?;
         }
         bar.inc(1);
     }
-    wait_confirms(&mut pending, config).await?;
+    wait_confirms(&mut pending, config, &exchange).await?;
     bar.finish_and_clear();
     connection.close(200, "submitted").await?;
     Ok(Submitted { batch_id, published: total as usize, not_submitted })
 }
 
-async fn wait_confirms(pending: &mut Vec<lapin::publisher_confirm::PublisherConfirm>, config: &Config) -> anyhow::Result<()> {
+async fn wait_confirms(pending: &mut Vec<PublisherConfirm>, config: &Config, exchange: &str) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(config.broker.confirm_timeout_secs);
     for confirm in pending.drain(..) {
-        match tokio::time::timeout(timeout, confirm).await {
-            Err(_) => anyhow::bail!("the broker did not confirm a job within {timeout:?}"),
-            Ok(result) => anyhow::ensure!(!matches!(result?, Confirmation::Nack(_)), "the broker refused a job (nack)"),
-        }
+        confirmed(confirm, timeout, exchange, "").await.context("publishing a job")?;
     }
     Ok(())
 }

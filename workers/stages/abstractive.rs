@@ -54,7 +54,7 @@ impl Stage for Abstractive {
         let joined_original = original.join(" ");
         let unverified: Vec<UnverifiedSpan> = faithful::check(&summary.completion.text, &[&joined_source, &joined_original])
             .into_iter()
-            .map(|u| UnverifiedSpan { kind: if u.kind == faithful::Kind::Number { "number".into() } else { "name".into() }, text: u.text })
+            .map(|u| UnverifiedSpan { kind: u.kind, text: u.text })
             .collect();
         let faithfulness = if unverified.is_empty() { Faithfulness::Verified } else { Faithfulness::UnverifiedContent };
         let mut output = StageOutput::default();

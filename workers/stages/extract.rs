@@ -4,24 +4,8 @@ use docpipe_models::extract::{self, Extracted, Extractor, Limits, Request};
 use serde_json::json;
 
 use super::{ChildPayload, EngineInfo, Produced, Stage, StageInput, StageOutput};
-use crate::config::Config;
 use crate::error::{ErrorKind, StageError};
 use crate::schema::{AnnotationBody, OcrDetails, OcrWord, TextSegment};
-
-pub fn limits(config: &Config) -> Limits {
-    let e = &config.extract;
-    Limits {
-        archive_max_total_bytes: e.archive_max_total_bytes,
-        archive_max_members: e.archive_max_members,
-        archive_max_depth: e.archive_max_depth,
-        archive_max_ratio: e.archive_max_ratio,
-        max_pages: e.max_pages,
-        ocr_max_megapixels: e.ocr_max_megapixels,
-        ocr_page_timeout: std::time::Duration::from_secs(e.ocr_page_timeout_secs),
-        ocr_dpi: e.ocr_dpi,
-        tool_timeout: std::time::Duration::from_secs(e.tool_timeout_secs),
-    }
-}
 
 /// Owns an [`Extractor`] (and so one Tesseract engine) per engine thread.
 pub struct Extract {
@@ -34,14 +18,14 @@ impl Extract {
     }
 }
 
-pub fn kind(kind: extract::ErrorKind) -> ErrorKind {
+pub fn kind(kind: extract::ExtractErrorKind) -> ErrorKind {
     match kind {
-        extract::ErrorKind::Encrypted => ErrorKind::Encrypted,
-        extract::ErrorKind::Corrupt => ErrorKind::Corrupt,
-        extract::ErrorKind::Unsupported => ErrorKind::Unsupported,
-        extract::ErrorKind::TooLarge => ErrorKind::TooLarge,
-        extract::ErrorKind::Timeout => ErrorKind::Timeout,
-        extract::ErrorKind::Empty => ErrorKind::Empty,
+        extract::ExtractErrorKind::Encrypted => ErrorKind::Encrypted,
+        extract::ExtractErrorKind::Corrupt => ErrorKind::Corrupt,
+        extract::ExtractErrorKind::Unsupported => ErrorKind::Unsupported,
+        extract::ExtractErrorKind::TooLarge => ErrorKind::TooLarge,
+        extract::ExtractErrorKind::Timeout => ErrorKind::Timeout,
+        extract::ExtractErrorKind::Empty => ErrorKind::Empty,
     }
 }
 
@@ -79,7 +63,7 @@ fn output(extracted: Extracted, request: &Request, limits: &Limits) -> StageOutp
         lines += page.text.lines().count() as u64;
         segments.push(TextSegment {
             page: page.number,
-            source: page.source.as_str().to_owned(),
+            source: page.source.into(),
             start: offset,
             end: offset + chars,
             confidence: page.confidence,
@@ -90,11 +74,7 @@ fn output(extracted: Extracted, request: &Request, limits: &Limits) -> StageOutp
                 rotation_degrees: o.rotation_degrees,
                 script: o.script,
                 languages: o.languages,
-                words: o
-                    .words
-                    .into_iter()
-                    .map(|w| OcrWord { text: w.text, confidence: w.confidence, x: w.x, y: w.y, width: w.width, height: w.height })
-                    .collect(),
+                words: o.words.into_iter().map(OcrWord::from).collect(),
             }),
             text: page.text,
         });

@@ -72,27 +72,27 @@ pub type StageFactory = Arc<dyn Fn() -> Result<Box<dyn Stage>, StageError> + Sen
 
 /// The stages a process can run, by name.
 #[derive(Clone, Default)]
-pub struct Registry {
+pub struct StageCatalog {
     factories: HashMap<String, StageFactory>,
 }
 
-impl Registry {
+impl StageCatalog {
     /// Every stage that ships with docpipe, configured from `config`.
     pub fn builtin(config: &Config) -> Self {
-        let mut registry = Self::default();
-        let limits = extract::limits(config);
-        registry.add("extract", move || Ok(Box::new(extract::Extract::new(limits.clone())) as Box<dyn Stage>));
+        let mut catalog = Self::default();
+        let limits = docpipe_models::extract::Limits::from(&config.extract);
+        catalog.add("extract", move || Ok(Box::new(extract::Extract::new(limits.clone())) as Box<dyn Stage>));
         let langid_config = config.clone();
-        registry.add("langid", move || Ok(Box::new(langid::LangId::load(&langid_config)?) as Box<dyn Stage>));
+        catalog.add("langid", move || Ok(Box::new(langid::LangId::load(&langid_config)?) as Box<dyn Stage>));
         let (sentences, share, key_terms) = (config.summarize.sentences, config.summarize.share, config.summarize.key_terms);
-        registry.add("summarize", move || Ok(Box::new(summarize::Summarize { default_sentences: sentences, share, key_terms }) as Box<dyn Stage>));
+        catalog.add("summarize", move || Ok(Box::new(summarize::Summarize { default_sentences: sentences, share, key_terms }) as Box<dyn Stage>));
         let translate_config = config.clone();
         let pool = Arc::new(translate::ModelPool::new(config.llm.context, config.llm.prompt_f32_mib << 20));
         let translate_pool = pool.clone();
-        registry.add("translate", move || Ok(Box::new(translate::Translate::new(&translate_config, translate_pool.clone())) as Box<dyn Stage>));
+        catalog.add("translate", move || Ok(Box::new(translate::Translate::new(&translate_config, translate_pool.clone())) as Box<dyn Stage>));
         let abstractive_config = config.clone();
-        registry.add("abstractive", move || Ok(Box::new(abstractive::Abstractive::new(&abstractive_config, pool.clone())) as Box<dyn Stage>));
-        registry
+        catalog.add("abstractive", move || Ok(Box::new(abstractive::Abstractive::new(&abstractive_config, pool.clone())) as Box<dyn Stage>));
+        catalog
     }
 
     pub fn add<F>(&mut self, name: &str, factory: F)

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::text::document_sentences;
 use super::{EngineInfo, Produced, Stage, StageInput, StageOutput};
 use crate::error::StageError;
-use crate::schema::{AnnotationBody, KeyTerm, SummarySentence};
+use crate::schema::{AnnotationBody, KeyTerm, SummaryMethod, SummarySentence};
 
 const MAX_SENTENCES: usize = 50;
 
@@ -40,7 +40,7 @@ impl Stage for Summarize {
         let key_terms = summary.key_terms.into_iter().map(|(term, score)| KeyTerm { term, score }).collect();
         let mut output = StageOutput::default();
         output.annotations.push(Produced {
-            body: AnnotationBody::Summary { method: "extractive".into(), source: "original".into(), sentences, key_terms },
+            body: AnnotationBody::Summary { method: SummaryMethod::Extractive, source: "original".into(), sentences, key_terms },
             engine: EngineInfo { name: "docpipe-lexrank".into(), version: env!("CARGO_PKG_VERSION").into(), model: None },
             parameters: json!({
                 "sentences": wanted,

@@ -13,17 +13,18 @@ use serde_json::json;
 use super::text::document_sentences;
 use super::{EngineInfo, Produced, Stage, StageInput, StageOutput};
 use crate::config::{Config, TranslationModel};
+use crate::registry::ModelKind;
 use crate::error::{ErrorKind, StageError};
 use crate::schema::{AnnotationBody, ModelRef, TranslationSegment, TranslationStatus};
 
 /// A loaded translation model.
 #[derive(Clone)]
-pub enum Engine {
+pub enum LoadedModel {
     Seq2Seq(Arc<Seq2Seq>),
     Llm(Arc<Llm>),
 }
 
-impl Engine {
+impl LoadedModel {
     fn weights_sha256(&self) -> &str {
         match self {
             Self::Seq2Seq(m) => &m.info.weights_sha256,
@@ -32,10 +33,10 @@ impl Engine {
     }
 }
 
-/// Models loaded once per process and shared by every engine thread's stages (translation and
+/// Models loaded once per process and shared by every stage thread (translation and
 /// abstractive summaries use the same GGUF model when they name the same file).
 pub struct ModelPool {
-    loaded: Mutex<HashMap<PathBuf, Result<Engine, String>>>,
+    loaded: Mutex<HashMap<PathBuf, Result<LoadedModel, String>>>,
     context: usize,
     prompt_f32_bytes: usize,
 }
@@ -47,15 +48,15 @@ impl ModelPool {
 
     /// The model at `path`, loaded on first use; a failed load is remembered, not retried on
     /// every document.
-    pub fn get(&self, id: &str, path: &Path, kind: &str, sha256: &str) -> Result<Engine, String> {
+    pub fn get(&self, id: &str, path: &Path, kind: ModelKind, sha256: &str) -> Result<LoadedModel, String> {
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
         loaded
             .entry(path.to_owned())
             .or_insert_with(|| {
                 let started = std::time::Instant::now();
                 let model = match kind {
-                    "gguf" => Llm::load_with(path, Some(sha256), self.context, self.prompt_f32_bytes).map(|m| Engine::Llm(Arc::new(m))).map_err(|e| e.to_string()),
-                    _ => Seq2Seq::load(path, Some(sha256)).map(|m| Engine::Seq2Seq(Arc::new(m))).map_err(|e| e.to_string()),
+                    ModelKind::Gguf => Llm::load_with(path, Some(sha256), self.context, self.prompt_f32_bytes).map(|m| LoadedModel::Llm(Arc::new(m))).map_err(|e| e.to_string()),
+                    ModelKind::Marian | ModelKind::T5 => Seq2Seq::load(path, Some(sha256)).map(|m| LoadedModel::Seq2Seq(Arc::new(m))).map_err(|e| e.to_string()),
                 }
                 .map_err(|e| format!("{id}: {e}"));
                 match &model {
@@ -68,9 +69,9 @@ impl ModelPool {
     }
 
     pub fn llm(&self, id: &str, path: &Path, sha256: &str) -> Result<Arc<Llm>, String> {
-        match self.get(id, path, "gguf", sha256)? {
-            Engine::Llm(m) => Ok(m),
-            Engine::Seq2Seq(_) => Err(format!("{id}: {} is not a GGUF model", path.display())),
+        match self.get(id, path, ModelKind::Gguf, sha256)? {
+            LoadedModel::Llm(m) => Ok(m),
+            LoadedModel::Seq2Seq(_) => Err(format!("{id}: {} is not a GGUF model", path.display())),
         }
     }
 }
@@ -186,15 +187,15 @@ impl Stage for Translate {
             if members.is_empty() {
                 continue;
             }
-            let engine = match self.pool.get(&route.model.id, &route.dir, &route.model.kind, &route.model.sha256) {
+            let model = match self.pool.get(&route.model.id, &route.dir, route.model.kind, &route.model.sha256) {
                 Ok(m) => m,
                 Err(e) => {
                     condition = Some(StageError::new(ErrorKind::Model, e));
                     continue;
                 }
             };
-            let mut entry = json!({ "weights_sha256": engine.weights_sha256(), "kind": route.model.kind, "languages": route.model.languages });
-            if let Engine::Llm(llm) = &engine {
+            let mut entry = json!({ "weights_sha256": model.weights_sha256(), "kind": route.model.kind, "languages": route.model.languages });
+            if let LoadedModel::Llm(llm) = &model {
                 entry["prompt"] = json!(tasks::TRANSLATE_PROMPT);
                 entry["context"] = json!(llm.info.context);
                 entry["prompt_f32_mib"] = json!(llm.info.prompt_f32_bytes >> 20);
@@ -202,7 +203,7 @@ impl Stage for Translate {
             }
             used.insert(route.model.id.clone(), entry);
             // Instruction models are slow: check the clock every few sentences, not every batch.
-            let step = if matches!(engine, Engine::Llm(_)) { 4 } else { self.batch * 4 };
+            let step = if matches!(model, LoadedModel::Llm(_)) { 4 } else { self.batch * 4 };
             for chunk in members.chunks(step) {
                 if input.cancel.load(Ordering::Relaxed) {
                     return Err(StageError::new(ErrorKind::Timeout, "translation cancelled at the stage time limit"));
@@ -215,9 +216,9 @@ impl Stage for Translate {
                     continue;
                 }
                 let texts: Vec<String> = chunk.iter().map(|&i| format!("{}{}", route.model.prefix, doc.sentences[i].clean)).collect();
-                let outcome = match &engine {
-                    Engine::Seq2Seq(model) => translate_all(model, &texts, &self.decoding, self.batch).map_err(|e| e.to_string()),
-                    Engine::Llm(llm) => {
+                let outcome = match &model {
+                    LoadedModel::Seq2Seq(model) => translate_all(model, &texts, &self.decoding, self.batch).map_err(|e| e.to_string()),
+                    LoadedModel::Llm(llm) => {
                         let languages: Vec<&str> = chunk.iter().map(|&i| segments[i].source_language.as_str()).collect();
                         translate_llm(llm, &texts, &languages, &target, self.decoding.max_new_tokens)
                     }
@@ -289,16 +290,11 @@ fn fit(model: &Seq2Seq, text: &str, limit: usize) -> Result<Vec<String>, MtError
     if model.tokenizer().encode(text)?.len() <= limit {
         return Ok(vec![text.to_owned()]);
     }
-    let chars: Vec<char> = text.chars().collect();
-    if chars.len() < 2 {
+    let Some((a, b)) = docpipe_models::segment::halve(text) else {
         return Ok(vec![text.to_owned()]);
-    }
-    let mid = chars.len() / 2;
-    // Prefer the space nearest the middle.
-    let cut = (0..mid).find_map(|d| [mid - d, mid + d].into_iter().find(|&i| i > 0 && i < chars.len() && chars[i] == ' ')).unwrap_or(mid);
-    let (a, b): (String, String) = (chars[..cut].iter().collect(), chars[cut..].iter().collect());
-    let mut parts = fit(model, a.trim(), limit)?;
-    parts.extend(fit(model, b.trim(), limit)?);
+    };
+    let mut parts = fit(model, a, limit)?;
+    parts.extend(fit(model, b, limit)?);
     Ok(parts)
 }
 

@@ -1,13 +1,17 @@
 //! ZIP, TAR and gzip. Members become child documents. Limits (total bytes, member count, nesting
 //! depth, compression ratio) stop zip bombs; bytes are counted as they are read, so a member that
 //! lies about its size in the header is caught too.
+//!
+//! Pattern to copy: never trust a size a file states about itself. Read through [`read_limited`]
+//! (a `take(budget + 1)` reader) and judge limits on the bytes actually produced, so a forged
+//! header or a decompression bomb hits the limit instead of the worker's memory.
 
 use std::io::{Cursor, Read};
 
-use super::{Child, ErrorKind, ExtractError, Extracted, Limits, Request};
+use super::{Child, ExtractError, ExtractErrorKind, Extracted, Limits, Request};
 
 fn too_large(reason: String) -> ExtractError {
-    ExtractError::new(ErrorKind::TooLarge, reason)
+    ExtractError::new(ExtractErrorKind::TooLarge, reason)
 }
 
 fn check_depth(limits: &Limits, request: &Request) -> Result<(), ExtractError> {
@@ -23,7 +27,7 @@ fn read_limited(reader: impl Read, budget: u64, what: &str) -> Result<Vec<u8>, E
     reader
         .take(budget.saturating_add(1))
         .read_to_end(&mut buf)
-        .map_err(|e| ExtractError::new(ErrorKind::Corrupt, format!("{what}: {e}")))?;
+        .map_err(|e| ExtractError::new(ExtractErrorKind::Corrupt, format!("{what}: {e}")))?;
     if buf.len() as u64 > budget {
         return Err(too_large(format!("{what} expands past its limit (archive_max_ratio, archive_max_total_bytes)")));
     }
@@ -73,22 +77,22 @@ pub fn zip(bytes: &[u8], limits: &Limits, request: &Request) -> Result<Extracted
         let member_budget = budget.min((compressed.max(1) as f64 * limits.archive_max_ratio) as u64);
         let member = match archive.by_index(i) {
             Ok(file) => read_limited(file, member_budget, &format!("member {name}")),
-            Err(e) => Err(ExtractError::new(ErrorKind::Corrupt, e.to_string())),
+            Err(e) => Err(ExtractError::new(ExtractErrorKind::Corrupt, e.to_string())),
         };
         match member {
             Ok(data) => {
                 budget -= data.len() as u64;
                 extracted.children.push(Child { path: name, bytes: data });
             }
-            Err(e) if e.kind == ErrorKind::TooLarge => return Err(e),
+            Err(e) if e.kind == ExtractErrorKind::TooLarge => return Err(e),
             Err(e) => damaged.push(format!("{name}: {}", e.reason)),
         }
     }
     if encrypted > 0 && extracted.children.is_empty() {
-        return Err(ExtractError::new(ErrorKind::Encrypted, format!("ZIP is password-protected ({encrypted} members)")));
+        return Err(ExtractError::new(ExtractErrorKind::Encrypted, format!("ZIP is password-protected ({encrypted} members)")));
     }
     if extracted.children.is_empty() && !damaged.is_empty() {
-        return Err(ExtractError::new(ErrorKind::Corrupt, format!("no member could be read: {}", damaged.join("; "))));
+        return Err(ExtractError::new(ExtractErrorKind::Corrupt, format!("no member could be read: {}", damaged.join("; "))));
     }
     if encrypted > 0 {
         extracted.metadata.insert("encrypted_members".into(), encrypted.to_string());
@@ -108,7 +112,7 @@ pub fn tar(bytes: &[u8], media: &str, limits: &Limits, request: &Request) -> Res
         // archive_max_ratio times the compressed size. MultiGz: concatenated members all count.
         let budget = limits.archive_max_total_bytes.min((bytes.len() as f64 * limits.archive_max_ratio) as u64);
         let data = read_limited(flate2::read::MultiGzDecoder::new(bytes), budget, "gzip stream")
-            .map_err(|e| if e.kind == ErrorKind::TooLarge { too_large(format!("gzip stream expands past {budget} bytes (limits.archive_max_ratio / archive_max_total_bytes)")) } else { e })?;
+            .map_err(|e| if e.kind == ExtractErrorKind::TooLarge { too_large(format!("gzip stream expands past {budget} bytes (limits.archive_max_ratio / archive_max_total_bytes)")) } else { e })?;
         (data, true)
     } else {
         (bytes.to_vec(), false)
@@ -125,7 +129,7 @@ pub fn tar(bytes: &[u8], media: &str, limits: &Limits, request: &Request) -> Res
         ..Default::default()
     };
     let mut archive = tar::Archive::new(Cursor::new(&plain));
-    let entries = archive.entries().map_err(|e| ExtractError::new(ErrorKind::Corrupt, format!("TAR is damaged: {e}")))?;
+    let entries = archive.entries().map_err(|e| ExtractError::new(ExtractErrorKind::Corrupt, format!("TAR is damaged: {e}")))?;
     let mut damaged = Vec::new();
     for entry in entries {
         let mut entry = match entry {
@@ -149,7 +153,7 @@ pub fn tar(bytes: &[u8], media: &str, limits: &Limits, request: &Request) -> Res
         }
     }
     if extracted.children.is_empty() && !damaged.is_empty() {
-        return Err(ExtractError::new(ErrorKind::Corrupt, format!("no member could be read: {}", damaged.join("; "))));
+        return Err(ExtractError::new(ExtractErrorKind::Corrupt, format!("no member could be read: {}", damaged.join("; "))));
     }
     if !damaged.is_empty() {
         extracted.metadata.insert("damaged_members".into(), damaged.join("; "));
@@ -185,7 +189,7 @@ fn zip_stream(bytes: &[u8], limits: &Limits, damage: &str) -> Result<Extracted, 
                 budget -= data.len() as u64;
                 extracted.children.push(Child { path: name, bytes: data });
             }
-            Err(e) if e.kind == ErrorKind::TooLarge => return Err(e),
+            Err(e) if e.kind == ExtractErrorKind::TooLarge => return Err(e),
             Err(e) => {
                 problems.push(format!("{name}: {}", e.reason));
                 break; // the stream position after a broken member cannot be trusted
@@ -193,10 +197,10 @@ fn zip_stream(bytes: &[u8], limits: &Limits, damage: &str) -> Result<Extracted, 
         }
     }
     if extracted.children.is_empty() {
-        return Err(ExtractError::new(ErrorKind::Corrupt, format!("ZIP is damaged: {}", problems.join("; "))));
+        return Err(ExtractError::new(ExtractErrorKind::Corrupt, format!("ZIP is damaged: {}", problems.join("; "))));
     }
     extracted.metadata.insert("damaged_members".into(), problems.join("; "));
     extracted.metadata.insert("members".into(), extracted.children.len().to_string());
-    extracted.condition = Some(ExtractError::new(ErrorKind::Corrupt, format!("ZIP is damaged; {} members recovered from local headers", extracted.children.len())));
+    extracted.condition = Some(ExtractError::new(ExtractErrorKind::Corrupt, format!("ZIP is damaged; {} members recovered from local headers", extracted.children.len())));
     Ok(extracted)
 }

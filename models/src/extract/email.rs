@@ -5,7 +5,7 @@ use std::io::Cursor;
 
 use mail_parser::{Address, MessageParser, MimeHeaders};
 
-use super::{Child, ErrorKind, ExtractError, Extracted, Page, Source};
+use super::{Child, ExtractError, ExtractErrorKind, Extracted, Page, Source};
 
 fn addresses(address: Option<&Address<'_>>) -> Option<String> {
     let list: Vec<String> = address?
@@ -25,7 +25,7 @@ pub fn eml(bytes: &[u8]) -> Result<Extracted, ExtractError> {
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     let message = MessageParser::default()
         .parse(bytes)
-        .ok_or_else(|| ExtractError::new(ErrorKind::Corrupt, "not a readable email message"))?;
+        .ok_or_else(|| ExtractError::new(ExtractErrorKind::Corrupt, "not a readable email message"))?;
     let mut extracted = Extracted { media_type: "message/rfc822".into(), page_count: Some(1), ..Default::default() };
     let meta = &mut extracted.metadata;
     let mut put = |key: &str, value: Option<String>| {
@@ -74,7 +74,7 @@ pub fn eml(bytes: &[u8]) -> Result<Extracted, ExtractError> {
     }
     extracted.pages.push(Page::text(1, body, Source::Text));
     if encrypted {
-        extracted.condition = Some(ExtractError::new(ErrorKind::Encrypted, "PGP-encrypted message: headers read, body kept as received"));
+        extracted.condition = Some(ExtractError::new(ExtractErrorKind::Encrypted, "PGP-encrypted message: headers read, body kept as received"));
     }
     Ok(extracted)
 }
@@ -82,11 +82,11 @@ pub fn eml(bytes: &[u8]) -> Result<Extracted, ExtractError> {
 pub fn mbox(bytes: &[u8]) -> Result<Extracted, ExtractError> {
     let mut extracted = Extracted { media_type: "application/mbox".into(), ..Default::default() };
     for (i, message) in mail_parser::mailbox::mbox::MessageIterator::new(Cursor::new(bytes)).enumerate() {
-        let message = message.map_err(|_| ExtractError::new(ErrorKind::Corrupt, format!("mailbox message {} is unreadable", i + 1)))?;
+        let message = message.map_err(|_| ExtractError::new(ExtractErrorKind::Corrupt, format!("mailbox message {} is unreadable", i + 1)))?;
         extracted.children.push(Child { path: format!("message-{:05}.eml", i + 1), bytes: message.contents().to_vec() });
     }
     if extracted.children.is_empty() {
-        return Err(ExtractError::new(ErrorKind::Corrupt, "mailbox holds no message"));
+        return Err(ExtractError::new(ExtractErrorKind::Corrupt, "mailbox holds no message"));
     }
     if extracted.children.len() == 1 {
         // A single message with an mbox "From " envelope line: read it as the email it is.

@@ -69,14 +69,16 @@ pub struct Request {
 impl Request {
     fn check_cancelled(&self) -> Result<(), ExtractError> {
         match &self.cancel {
-            Some(flag) if flag.load(std::sync::atomic::Ordering::Relaxed) => Err(ExtractError::new(ErrorKind::Timeout, "stopped: the stage's time limit passed")),
+            Some(flag) if flag.load(std::sync::atomic::Ordering::Relaxed) => Err(ExtractError::new(ExtractErrorKind::Timeout, "stopped: the stage's time limit passed")),
             _ => Ok(()),
         }
     }
 }
 
+/// Why an extraction (or one page of it) failed; the service maps each onto its own error kind
+/// table (`docpipe::error::ErrorKind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
+pub enum ExtractErrorKind {
     Encrypted,
     Corrupt,
     Unsupported,
@@ -89,12 +91,12 @@ pub enum ErrorKind {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{reason}")]
 pub struct ExtractError {
-    pub kind: ErrorKind,
+    pub kind: ExtractErrorKind,
     pub reason: String,
 }
 
 impl ExtractError {
-    pub fn new(kind: ErrorKind, reason: impl Into<String>) -> Self {
+    pub fn new(kind: ExtractErrorKind, reason: impl Into<String>) -> Self {
         Self { kind, reason: reason.into() }
     }
 }
@@ -201,16 +203,16 @@ impl Extractor {
             "application/x-ole-storage" => return Err(ole_unsupported(bytes)),
             "application/rtf" => office::rtf(bytes),
             "application/x-7z-compressed" | "application/vnd.rar" => {
-                return Err(ExtractError::new(ErrorKind::Unsupported, format!("{media} archives are not read in this version; unpack them before submitting")))
+                return Err(ExtractError::new(ExtractErrorKind::Unsupported, format!("{media} archives are not read in this version; unpack them before submitting")))
             }
             "message/rfc822" => email::eml(bytes)?,
             "application/pgp-encrypted" => {
-                return Err(ExtractError::new(ErrorKind::Encrypted, "PGP-encrypted file"))
+                return Err(ExtractError::new(ExtractErrorKind::Encrypted, "PGP-encrypted file"))
             }
             "application/mbox" => email::mbox(bytes)?,
             "text/html" => text::html(bytes)?,
             "text/plain" | "application/xml" => text::plain(bytes)?,
-            other => return Err(ExtractError::new(ErrorKind::Unsupported, format!("no extractor for {other}"))),
+            other => return Err(ExtractError::new(ExtractErrorKind::Unsupported, format!("no extractor for {other}"))),
         };
         if extracted.media_type.is_empty() {
             extracted.media_type = media.to_owned();
@@ -219,7 +221,7 @@ impl Extractor {
         if no_text && extracted.children.is_empty() && extracted.condition.is_none() {
             // Never a silent empty result: say that nothing readable was found.
             let reason = if extracted.pages.is_empty() { "the document holds no text" } else { "no page holds readable text" };
-            extracted.condition = Some(ExtractError::new(ErrorKind::Empty, reason));
+            extracted.condition = Some(ExtractError::new(ExtractErrorKind::Empty, reason));
         }
         Ok(extracted)
     }
@@ -240,7 +242,7 @@ impl Extractor {
             Some(engine) => engine,
             None => match OcrEngine::new(None) {
                 Ok(engine) => self.ocr.insert(engine),
-                Err(e) => return Page::failed(number, ExtractError::new(ErrorKind::Unsupported, format!("OCR engine unavailable: {e}"))),
+                Err(e) => return Page::failed(number, ExtractError::new(ExtractErrorKind::Unsupported, format!("OCR engine unavailable: {e}"))),
             },
         };
         let recognized = match image {
@@ -253,7 +255,7 @@ impl Extractor {
                 height: Some(ocr.height),
                 confidence: Some(ocr.confidence),
                 ocr: Some(ocr),
-                ..Page::failed(number, ExtractError::new(ErrorKind::Empty, "no text recognised on this page (blank, a picture, or unreadable)"))
+                ..Page::failed(number, ExtractError::new(ExtractErrorKind::Empty, "no text recognised on this page (blank, a picture, or unreadable)"))
             },
             Ok(ocr) => {
                 Page {
@@ -269,21 +271,21 @@ impl Extractor {
             }
             Err(OcrError::TooLarge { megapixels, limit }) => Page::failed(
                 number,
-                ExtractError::new(ErrorKind::TooLarge, format!("page is {megapixels:.1} megapixels, over the {limit} limit")),
+                ExtractError::new(ExtractErrorKind::TooLarge, format!("page is {megapixels:.1} megapixels, over the {limit} limit")),
             ),
             Err(OcrError::Timeout(limit)) => Page::failed(
                 number,
-                ExtractError::new(ErrorKind::Timeout, format!("OCR stopped at the {}s page limit (extract.ocr_page_timeout_secs)", limit.as_secs())),
+                ExtractError::new(ExtractErrorKind::Timeout, format!("OCR stopped at the {}s page limit (extract.ocr_page_timeout_secs)", limit.as_secs())),
             ),
-            Err(e @ OcrError::MissingLanguage(_)) => Page::failed(number, ExtractError::new(ErrorKind::Unsupported, e.to_string())),
-            Err(e) => Page::failed(number, ExtractError::new(ErrorKind::Corrupt, format!("OCR failed: {e}"))),
+            Err(e @ OcrError::MissingLanguage(_)) => Page::failed(number, ExtractError::new(ExtractErrorKind::Unsupported, e.to_string())),
+            Err(e) => Page::failed(number, ExtractError::new(ExtractErrorKind::Corrupt, format!("OCR failed: {e}"))),
         }
     }
 
     fn tiff(&mut self, bytes: &[u8], request: &Request) -> Result<Extracted, ExtractError> {
         let total = crate::ocr::tiff_page_count(bytes, self.limits.max_pages as usize + 1) as u32;
         if total == 0 {
-            return Err(ExtractError::new(ErrorKind::Corrupt, "unreadable TIFF"));
+            return Err(ExtractError::new(ExtractErrorKind::Corrupt, "unreadable TIFF"));
         }
         let mut extracted = Extracted { page_count: Some(total), ..Default::default() };
         for number in 1..=total {
@@ -304,7 +306,7 @@ enum Image<'a> {
 }
 
 fn too_many_pages(limit: u32) -> ExtractError {
-    ExtractError::new(ErrorKind::TooLarge, format!("past limits.max_pages ({limit}): not read"))
+    ExtractError::new(ExtractErrorKind::TooLarge, format!("past limits.max_pages ({limit}): not read"))
 }
 
 /// Legacy Office (DOC/XLS/PPT) and Outlook MSG share the OLE container; neither is read yet.
@@ -322,7 +324,7 @@ fn ole_unsupported(bytes: &[u8]) -> ExtractError {
     } else {
         "OLE compound file"
     };
-    ExtractError::new(ErrorKind::Unsupported, format!("{what} is not read: convert it to a current format (e.g. LibreOffice) and resubmit"))
+    ExtractError::new(ExtractErrorKind::Unsupported, format!("{what} is not read: convert it to a current format (e.g. LibreOffice) and resubmit"))
 }
 
 /// Version of the linked Tesseract library, for provenance.

@@ -5,7 +5,7 @@ use std::io::{Cursor, Read};
 
 use quick_xml::events::Event;
 
-use super::{text::decode_entities, ErrorKind, ExtractError, Extracted, Page, Source};
+use super::{text::decode_entities, ExtractError, ExtractErrorKind, Extracted, Page, Source};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -49,15 +49,15 @@ const PART_RATIO: u64 = 400;
 fn part(zip: &mut zip::ZipArchive<Cursor<&[u8]>>, name: &str, budget: &mut u64) -> Result<Option<String>, ExtractError> {
     let Ok(file) = zip.by_name(name) else { return Ok(None) };
     if file.encrypted() {
-        return Err(ExtractError::new(ErrorKind::Encrypted, "office document is password-protected"));
+        return Err(ExtractError::new(ExtractErrorKind::Encrypted, "office document is password-protected"));
     }
     let limit = (*budget).min(file.compressed_size().max(1024).saturating_mul(PART_RATIO));
     let mut buf = Vec::new();
     file.take(limit + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| ExtractError::new(ErrorKind::Corrupt, format!("{name}: {e}")))?;
+        .map_err(|e| ExtractError::new(ExtractErrorKind::Corrupt, format!("{name}: {e}")))?;
     if buf.len() as u64 > limit {
-        return Err(ExtractError::new(ErrorKind::TooLarge, format!("{name} inflates past {limit} bytes: treated as a zip bomb")));
+        return Err(ExtractError::new(ExtractErrorKind::TooLarge, format!("{name} inflates past {limit} bytes: treated as a zip bomb")));
     }
     *budget -= buf.len() as u64;
     Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
@@ -132,7 +132,7 @@ fn only_element(xml: &str, local: &str) -> String {
 }
 
 pub fn extract(kind: Kind, bytes: &[u8]) -> Result<Extracted, ExtractError> {
-    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| ExtractError::new(ErrorKind::Corrupt, format!("damaged office container: {e}")))?;
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| ExtractError::new(ExtractErrorKind::Corrupt, format!("damaged office container: {e}")))?;
     let mut extracted = Extracted::default();
     let mut budget = OFFICE_BUDGET;
     let budget = &mut budget;
@@ -157,7 +157,7 @@ pub fn extract(kind: Kind, bytes: &[u8]) -> Result<Extracted, ExtractError> {
         }
         Kind::Odf(media) => {
             extracted.media_type = media.into();
-            let content = part(&mut zip, "content.xml", budget)?.ok_or_else(|| ExtractError::new(ErrorKind::Corrupt, "OpenDocument without content.xml"))?;
+            let content = part(&mut zip, "content.xml", budget)?.ok_or_else(|| ExtractError::new(ExtractErrorKind::Corrupt, "OpenDocument without content.xml"))?;
             vec![xml_text(&content, &[b"p", b"h", b"line-break", b"table-row"], &[b"tab", b"table-cell"], &[b"annotation"])]
         }
     };

@@ -9,7 +9,7 @@
 use std::ffi::OsStr;
 
 use super::process::{run, TempFile};
-use super::{ErrorKind, ExtractError, Extracted, Extractor, Page, Request, Source};
+use super::{ExtractError, ExtractErrorKind, Extracted, Extractor, Page, Request, Source};
 
 /// Below this many letters or digits, a page's text layer is treated as absent.
 const MIN_TEXT_CHARS: usize = 16;
@@ -80,7 +80,7 @@ pub fn extract(extractor: &mut Extractor, bytes: &[u8], request: &Request) -> Re
         // One entry for the pages not read, not one per page: a 100,000-page file stays small.
         extracted.pages.push(Page::failed(
             readable + 1,
-            ExtractError::new(ErrorKind::TooLarge, format!("pages {}-{pages} not read: past limits.max_pages ({})", readable + 1, limits.max_pages)),
+            ExtractError::new(ExtractErrorKind::TooLarge, format!("pages {}-{pages} not read: past limits.max_pages ({})", readable + 1, limits.max_pages)),
         ));
     }
     Ok(extracted)
@@ -122,10 +122,10 @@ fn rasterize(file: &TempFile, page: u32, dpi: u32, timeout: std::time::Duration)
         timeout,
     )?;
     if !out.status.success() {
-        return Err(ExtractError::new(ErrorKind::Corrupt, format!("page {page} could not be rendered: {}", out.stderr.trim())));
+        return Err(ExtractError::new(ExtractErrorKind::Corrupt, format!("page {page} could not be rendered: {}", out.stderr.trim())));
     }
     let png = prefix.with_extension("png");
-    let bytes = std::fs::read(&png).map_err(|e| ExtractError::new(ErrorKind::Corrupt, format!("page {page} rendering missing: {e}")))?;
+    let bytes = std::fs::read(&png).map_err(|e| ExtractError::new(ExtractErrorKind::Corrupt, format!("page {page} rendering missing: {e}")))?;
     let _ = std::fs::remove_file(png);
     Ok(bytes)
 }
@@ -133,9 +133,9 @@ fn rasterize(file: &TempFile, page: u32, dpi: u32, timeout: std::time::Duration)
 fn classify_failure(stderr: &str) -> ExtractError {
     let lower = stderr.to_ascii_lowercase();
     if lower.contains("password") || lower.contains("encrypt") {
-        ExtractError::new(ErrorKind::Encrypted, "PDF is password-protected")
+        ExtractError::new(ExtractErrorKind::Encrypted, "PDF is password-protected")
     } else {
         let detail = stderr.lines().last().unwrap_or("unreadable").trim();
-        ExtractError::new(ErrorKind::Corrupt, format!("PDF is damaged: {detail}"))
+        ExtractError::new(ExtractErrorKind::Corrupt, format!("PDF is damaged: {detail}"))
     }
 }

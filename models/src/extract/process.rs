@@ -1,5 +1,9 @@
 //! External converters (poppler) run as child processes: a crash or hang in a parser of hostile
 //! files cannot take the worker with it, and every run has a deadline.
+//!
+//! Pattern to copy: any external program runs through [`run`] (stdin closed, both pipes drained
+//! on their own threads, polled against a deadline and killed past it), never a bare
+//! `Command::output()`, which waits forever and can deadlock on a full pipe.
 
 use std::io::Read;
 use std::os::unix::fs::DirBuilderExt;
@@ -7,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{ErrorKind, ExtractError};
+use super::{ExtractError, ExtractErrorKind};
 
 pub struct Output {
     pub status: std::process::ExitStatus,
@@ -23,7 +27,7 @@ pub fn run(program: &str, args: &[&std::ffi::OsStr], timeout: Duration) -> Resul
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| ExtractError::new(ErrorKind::Unsupported, format!("{program} is not available ({e}); install poppler-utils")))?;
+        .map_err(|e| ExtractError::new(ExtractErrorKind::Unsupported, format!("{program} is not available ({e}); install poppler-utils")))?;
     // Drain both pipes on threads so a chatty child cannot block on a full pipe.
     let mut stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
@@ -45,7 +49,7 @@ pub fn run(program: &str, args: &[&std::ffi::OsStr], timeout: Duration) -> Resul
         if started.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(ExtractError::new(ErrorKind::Timeout, format!("{program} ran past its {}s limit", timeout.as_secs())));
+            return Err(ExtractError::new(ExtractErrorKind::Timeout, format!("{program} ran past its {}s limit", timeout.as_secs())));
         }
         std::thread::sleep(Duration::from_millis(5));
     };
@@ -55,7 +59,7 @@ pub fn run(program: &str, args: &[&std::ffi::OsStr], timeout: Duration) -> Resul
 }
 
 fn io_error(program: &str, e: std::io::Error) -> ExtractError {
-    ExtractError::new(ErrorKind::Corrupt, format!("{program}: {e}"))
+    ExtractError::new(ExtractErrorKind::Corrupt, format!("{program}: {e}"))
 }
 
 /// A private temporary copy of the input for tools that want a path.

@@ -28,6 +28,8 @@ pub enum LlmError {
     Architecture(String, String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    #[error("nothing to work on: the text is empty or only whitespace")]
+    EmptyInput,
     #[error("prompt of {0} tokens does not fit the {1}-token context")]
     TooLong(usize, usize),
     #[error("inference failed: {0}")]

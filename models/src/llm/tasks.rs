@@ -38,9 +38,10 @@ pub fn translate_request(llm: &Llm, text: &str, source: &str, target: &str, max_
     Ok((translate_system(source, target), translate_user(text, source, target), max_new_tokens.min(3 * input + 32)))
 }
 
-/// An abstractive summary and how many model calls it took.
+/// An abstractive summary (written by the model; see also
+/// [`crate::summarize::ExtractiveSummary`]) and how many model calls it took.
 #[derive(Debug, Clone)]
-pub struct Summary {
+pub struct AbstractiveSummary {
     pub completion: Completion,
     /// Chunks the text was cut into (1 = it fitted the context).
     pub chunks: usize,
@@ -50,7 +51,11 @@ pub struct Summary {
 
 /// Summary of `sentences` (the document's, in order), chunked to fit the context: each chunk is
 /// summarized, then the summaries are summarized until one call holds them all.
-pub fn summarize(llm: &Llm, sentences: &[&str], target: &str, wanted: usize, max_new_tokens: usize) -> Result<Summary, LlmError> {
+/// A text with nothing but whitespace is refused with [`LlmError::EmptyInput`].
+pub fn summarize(llm: &Llm, sentences: &[&str], target: &str, wanted: usize, max_new_tokens: usize) -> Result<AbstractiveSummary, LlmError> {
+    if sentences.iter().all(|s| s.trim().is_empty()) {
+        return Err(LlmError::EmptyInput);
+    }
     let system = summarize_system(target, wanted, true);
     let budget = llm.info.context.saturating_sub(llm.overhead(&system)? + max_new_tokens + 8);
     if budget < 64 {
@@ -71,8 +76,8 @@ pub fn summarize(llm: &Llm, sentences: &[&str], target: &str, wanted: usize, max
         }
         parts = groups.iter().map(|g| llm.chat(&system, g, max_new_tokens)).collect::<Result<_, _>>()?;
     }
-    let completion = parts.pop().expect("at least one chunk");
-    Ok(Summary { completion, chunks: first, rounds })
+    let completion = parts.pop().ok_or(LlmError::EmptyInput)?;
+    Ok(AbstractiveSummary { completion, chunks: first, rounds })
 }
 
 /// Consecutive sentences joined into chunks of at most `budget` tokens; a longer sentence is cut.
@@ -104,10 +109,11 @@ fn fit(llm: &Llm, text: &str, budget: usize) -> Result<Vec<String>, LlmError> {
     if llm.count_tokens(text)? <= budget {
         return Ok(vec![text.to_owned()]);
     }
-    let chars: Vec<char> = text.chars().collect();
-    let mid = chars.len() / 2;
-    let mut parts = fit(llm, &chars[..mid].iter().collect::<String>(), budget)?;
-    parts.extend(fit(llm, &chars[mid..].iter().collect::<String>(), budget)?);
+    let Some((a, b)) = crate::segment::halve(text) else {
+        return Ok(vec![text.to_owned()]);
+    };
+    let mut parts = fit(llm, a, budget)?;
+    parts.extend(fit(llm, b, budget)?);
     Ok(parts)
 }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::layers::Cache;
 
 /// Decoding parameters; recorded in every translation's provenance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Decoding {
     /// 1 = greedy.
@@ -291,19 +291,6 @@ fn beam_search(model: &impl Step, mut cache: Cache, batch: usize, d: &Decoding, 
 /// Descending by score, earlier index first on ties.
 fn stable_sort_desc(v: &mut [(f32, usize)]) {
     v.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-}
-
-/// Sequences as the reference returns them: start token, tokens, then `fill` to a common length.
-pub fn padded(hyps: &[Hypothesis], sp: &Special, fill: u32) -> Vec<Vec<u32>> {
-    let width = hyps.iter().map(|h| h.tokens.len()).max().unwrap_or(0) + 1;
-    hyps.iter()
-        .map(|h| {
-            let mut s = vec![sp.start];
-            s.extend(&h.tokens);
-            s.resize(width, fill);
-            s
-        })
-        .collect()
 }
 
 #[cfg(test)]

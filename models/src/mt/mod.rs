@@ -31,24 +31,18 @@ pub enum MtError {
     Weights(String, String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    #[error("{model}: {field} {id} is outside the vocabulary of {vocab} tokens")]
+    TokenId { model: String, field: &'static str, id: u32, vocab: usize },
     #[error("input of {0} tokens is longer than the model's {1} positions")]
     TooLong(usize, usize),
     #[error("inference failed: {0}")]
     Inference(#[from] candle_core::Error),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    Marian,
-    T5,
-}
-
 /// What a loaded model is, for provenance.
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
     pub dir: PathBuf,
-    pub family: Family,
     pub weights_file: PathBuf,
     pub weights_sha256: String,
     pub max_positions: Option<usize>,
@@ -88,6 +82,15 @@ pub fn device() -> Device {
     Device::Cpu
 }
 
+/// Refuses token ids a configuration names beyond the vocabulary (`vocab` rows of the embedding
+/// or output matrix): generation indexes logit rows with them, so they must fail here, at load.
+fn check_token_ids(model: &str, vocab: usize, ids: &[(&'static str, Option<u32>)]) -> Result<(), MtError> {
+    match ids.iter().find_map(|&(field, id)| id.filter(|&id| id as usize >= vocab).map(|id| (field, id))) {
+        Some((field, id)) => Err(MtError::TokenId { model: model.to_owned(), field, id, vocab }),
+        None => Ok(()),
+    }
+}
+
 impl Seq2Seq {
     /// Loads a model directory. A wrong `expected_sha256` is refused before anything is parsed.
     pub fn load(dir: &Path, expected_sha256: Option<&str>) -> Result<Self, MtError> {
@@ -97,27 +100,36 @@ impl Seq2Seq {
         let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| MtError::Config(name.clone(), e.to_string()))?;
         let model_type = raw.get("model_type").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
         let weights = weights_file(dir)?;
-        let weights_sha256 = crate::sha256_file(&weights).map_err(|e| MtError::Io(weights.display().to_string(), e))?;
+        let wname = weights.display().to_string();
+        let pickle = weights.extension().is_some_and(|e| e == "bin");
+        // safetensors are read into memory once and hashed there, so the bytes checked are the
+        // bytes loaded (a file mapped instead could change under us: config paths point anywhere).
+        // The buffer lives only until the network has copied its tensors out of it.
+        let (buffer, weights_sha256) = if pickle {
+            (None, crate::sha256_file(&weights).map_err(|e| MtError::Io(wname.clone(), e))?)
+        } else {
+            let bytes = std::fs::read(&weights).map_err(|e| MtError::Io(wname.clone(), e))?;
+            let sha256 = crate::sha256_bytes(&bytes);
+            (Some(bytes), sha256)
+        };
         if let Some(expected) = expected_sha256 {
             if !expected.eq_ignore_ascii_case(&weights_sha256) {
-                return Err(MtError::Weights(weights.display().to_string(), format!("sha256 is {weights_sha256}, the registry expects {expected}")));
+                return Err(MtError::Weights(wname, format!("sha256 is {weights_sha256}, the registry expects {expected}")));
             }
         }
         let device = device();
-        let wname = weights.display().to_string();
         // Malformed pickles or tensors must become an error, never a dead worker.
         let vb = std::panic::catch_unwind(AssertUnwindSafe(|| -> candle_core::Result<VarBuilder<'static>> {
-            if weights.extension().is_some_and(|e| e == "bin") {
-                VarBuilder::from_pth(&weights, DType::F32, &device)
-            } else {
-                // SAFETY: the file is only read; the registry keeps installed models immutable.
-                unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
+            match buffer {
+                Some(bytes) => VarBuilder::from_buffered_safetensors(bytes, DType::F32, &device),
+                // candle reads pickles only from a path: this file is hashed and then read again.
+                None => VarBuilder::from_pth(&weights, DType::F32, &device),
             }
         }))
         .map_err(|_| MtError::Weights(wname.clone(), "the reader panicked".into()))?
         .map_err(|e| MtError::Weights(wname.clone(), e.to_string()))?;
         let config_err = |e: serde_json::Error| MtError::Config(name.clone(), e.to_string());
-        let load = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<(Network, Tokenizer, Special, Family, Option<usize>), MtError> {
+        let load = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<(Network, Tokenizer, Special, Option<usize>), MtError> {
             let weights_err = |e: candle_core::Error| MtError::Weights(wname.clone(), e.to_string());
             match model_type.as_str() {
                 "marian" => {
@@ -127,24 +139,40 @@ impl Seq2Seq {
                     if banned.is_empty() {
                         banned.push(config.pad_token_id);
                     }
+                    let mut ids = vec![
+                        ("decoder_start_token_id", config.decoder_start_token_id),
+                        ("eos_token_id", Some(config.eos_token_id)),
+                        ("pad_token_id", Some(config.pad_token_id)),
+                        ("forced_eos_token_id", config.forced_eos_token_id),
+                    ];
+                    ids.extend(banned.iter().map(|&id| ("bad_words_ids", Some(id))));
+                    check_token_ids(&name, config.decoder_vocab_size.unwrap_or(config.vocab_size), &ids)?;
+                    // The encoder reads two of them too: the tokenizer appends the end token, batches pad with the pad token.
+                    check_token_ids(&name, config.vocab_size, &ids[1..3])?;
                     let special = Special { start, eos: config.eos_token_id, pad: config.pad_token_id, banned, forced_eos: config.forced_eos_token_id.is_some() };
                     let tokenizer = Tokenizer::marian(dir, config.eos_token_id, config.pad_token_id)?;
                     let max = Some(config.max_position_embeddings);
-                    Ok((Network::Marian(marian::Marian::load(config, vb).map_err(weights_err)?), tokenizer, special, Family::Marian, max))
+                    Ok((Network::Marian(marian::Marian::load(config, vb).map_err(weights_err)?), tokenizer, special, max))
                 }
                 "t5" | "mt5" => {
                     let config: t5::Config = serde_json::from_value(raw.clone()).map_err(config_err)?;
+                    let ids = [
+                        ("decoder_start_token_id", config.decoder_start_token_id),
+                        ("eos_token_id", Some(config.eos_token_id)),
+                        ("pad_token_id", Some(config.pad_token_id)),
+                    ];
+                    check_token_ids(&name, config.vocab_size, &ids)?;
                     let start = config.decoder_start_token_id.unwrap_or(config.pad_token_id);
                     let special = Special { start, eos: config.eos_token_id, pad: config.pad_token_id, banned: Vec::new(), forced_eos: false };
                     let tokenizer = Tokenizer::t5(dir, config.eos_token_id)?;
-                    Ok((Network::T5(t5::T5::load(config, vb).map_err(weights_err)?), tokenizer, special, Family::T5, None))
+                    Ok((Network::T5(t5::T5::load(config, vb).map_err(weights_err)?), tokenizer, special, None))
                 }
                 other => Err(MtError::Config(name.clone(), format!("model_type {other:?} is not supported (marian, t5, mt5)"))),
             }
         }))
         .map_err(|_| MtError::Weights(wname.clone(), "loading panicked".into()))?;
-        let (net, tokenizer, special, family, max_positions) = load?;
-        let info = ModelInfo { dir: dir.to_owned(), family, weights_file: weights, weights_sha256, max_positions };
+        let (net, tokenizer, special, max_positions) = load?;
+        let info = ModelInfo { dir: dir.to_owned(), weights_file: weights, weights_sha256, max_positions };
         Ok(Self { info, net, tokenizer, special, device })
     }
 

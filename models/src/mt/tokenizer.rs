@@ -9,6 +9,8 @@ use crate::spm::SentencePiece;
 
 use super::MtError;
 
+// One per loaded model, so the size of the Marian variant (two SentencePiece models) costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Tokenizer {
     Marian { source: SentencePiece, target: SentencePiece, vocab: HashMap<String, u32>, pieces: Vec<String>, unk: u32, eos: u32, pad: u32 },
     SentencePiece { spm: SentencePiece, eos: u32 },

@@ -1,6 +1,12 @@
-//! Engine threads: each owns its stage instance and pulls work from a bounded channel, so
-//! CPU-heavy work never blocks the async runtime. A panic is caught and reported; a stage that
-//! overruns its time limit is abandoned and its thread replaced, so capacity stays constant.
+//! Stage threads: each owns its stage instance (and so the engines and models the stage holds)
+//! and pulls work from a bounded channel, so CPU-heavy work never blocks the async runtime. A
+//! panic is caught and reported; a stage that overruns its time limit is abandoned and its thread
+//! replaced, so capacity stays constant.
+//!
+//! Pattern to copy: state that needs `&mut` (a Tesseract handle, a KV cache) lives on one OS
+//! thread and is reached through a bounded channel plus a oneshot reply; the async side only
+//! awaits. Time limits count from pick-up, not from queueing. A panic is an error kind, never a
+//! dead thread, and the span of the task travels with it so its log lines name the right job.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +40,7 @@ pub struct Reply {
 }
 
 /// Threads running one stage.
-pub struct EnginePool {
+pub struct StagePool {
     stage: String,
     tx: flume::Sender<Task>,
     rx: flume::Receiver<Task>,
@@ -42,7 +48,7 @@ pub struct EnginePool {
     store: Arc<dyn BlobStore>,
 }
 
-impl EnginePool {
+impl StagePool {
     pub fn start(stage: &str, factory: StageFactory, store: Arc<dyn BlobStore>, threads: usize, depth: usize) -> Self {
         let (tx, rx) = flume::bounded(depth);
         let pool = Self { stage: stage.to_owned(), tx, rx, factory, store };
@@ -56,8 +62,8 @@ impl EnginePool {
         let (rx, factory, store) = (self.rx.clone(), self.factory.clone(), self.store.clone());
         std::thread::Builder::new()
             .name(format!("stage-{}", self.stage))
-            .spawn(move || engine_loop(rx, factory, store))
-            .expect("spawn engine thread");
+            .spawn(move || stage_loop(rx, factory, store))
+            .expect("spawn stage thread");
     }
 
     /// Run the stage on one document, within `limit`.
@@ -75,16 +81,16 @@ impl EnginePool {
         };
         let failed = |kind, reason: String| Reply { detected_media_type: None, outcome: Err(StageError::new(kind, reason)) };
         if self.tx.send_async(task).await.is_err() {
-            return failed(ErrorKind::Internal, "engine threads have stopped".into());
+            return failed(ErrorKind::Internal, "stage threads have stopped".into());
         }
-        // The limit counts from when an engine takes the task, so time spent queued behind long
-        // documents is not charged to this one. A hung engine is replaced below, so the queue moves.
+        // The limit counts from when a stage thread takes the task, so time spent queued behind long
+        // documents is not charged to this one. A hung thread is replaced below, so the queue moves.
         if started.await.is_err() {
-            return failed(ErrorKind::Internal, "engine thread dropped the task".into());
+            return failed(ErrorKind::Internal, "stage thread dropped the task".into());
         }
         match tokio::time::timeout(limit, answer).await {
             Ok(Ok(reply)) => reply,
-            Ok(Err(_)) => failed(ErrorKind::Internal, "engine thread dropped the task".into()),
+            Ok(Err(_)) => failed(ErrorKind::Internal, "stage thread dropped the task".into()),
             Err(_) => {
                 abandoned.store(true, Ordering::SeqCst);
                 self.spawn_thread();
@@ -94,7 +100,7 @@ impl EnginePool {
     }
 }
 
-fn engine_loop(rx: flume::Receiver<Task>, factory: StageFactory, store: Arc<dyn BlobStore>) {
+fn stage_loop(rx: flume::Receiver<Task>, factory: StageFactory, store: Arc<dyn BlobStore>) {
     let mut stage: Option<Box<dyn Stage>> = None;
     while let Ok(mut task) = rx.recv() {
         let _enter = task.span.enter();
@@ -113,7 +119,7 @@ fn engine_loop(rx: flume::Receiver<Task>, factory: StageFactory, store: Arc<dyn 
         let abandoned = task.abandoned.load(Ordering::SeqCst);
         let _ = task.reply.send(Reply { detected_media_type: detected, outcome });
         if abandoned {
-            tracing::warn!("engine thread finished an abandoned task and exits");
+            tracing::warn!("stage thread finished an abandoned task and exits");
             return; // the pool has already replaced this thread
         }
     }
@@ -170,7 +176,7 @@ pub fn load_content(job: &Job, store: &dyn BlobStore) -> Result<Vec<u8>, StageEr
     Ok(bytes)
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     let message = payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

@@ -1,0 +1,396 @@
+//! OCR of page images with Tesseract 5, through its C API (the raw bindings that `leptess`
+//! re-exports), with Leptonica for decoding, rotating and splitting images.
+//!
+//! # Threads and performance
+//!
+//! An [`OcrEngine`] owns its Tesseract instances and is not shared: create one per worker
+//! thread and reuse it for every page. Loading traineddata costs about as much as recognising a
+//! small page, so the engine keeps the loaded languages and reloads only when a page asks for
+//! a different set.
+//!
+//! Run the process with `OMP_THREAD_LIMIT=1` in its environment. Debian's Tesseract is built with
+//! OpenMP and otherwise starts extra threads inside every recognition, which burns CPU and slows
+//! down engines running in parallel. libgomp reads the variable when it is loaded, at process
+//! start, so it must be set by whoever starts the process (shell, service unit, container);
+//! `std::env::set_var` from inside the running program comes too late.
+//!
+//! # What happens to a page
+//!
+//! 1. The size is checked against [`OcrOptions::max_megapixels`] from the header, before decoding.
+//! 2. Transparency is flattened onto white, and a page skewed by 1 to 15 degrees is straightened
+//!    (Tesseract loses whole lines from about 3 degrees on).
+//! 3. With no languages given, Tesseract's orientation and script detection (`osd.traineddata`)
+//!    runs: the page is turned upright and the traineddata for the detected script is chosen
+//!    among the installed ones. When OSD finds too little text, the page is read as it is, in
+//!    English. A turned page that reads poorly is read as it was too, and the better reading
+//!    kept. With languages given, OSD is skipped.
+//! 4. Tesseract reads the page with automatic layout analysis (as the CLI does); text, word boxes
+//!    and confidences come from the same recognition.
+//!
+//! Every page is read on its own: nothing learnt from one page carries over to the next.
+//!
+//! # Layout
+//!
+//! `mod.rs` holds the engine and its types; `ffi.rs` every call into Tesseract and Leptonica
+//! (and all the `unsafe`); `policy.rs` the measured thresholds for turning and straightening
+//! pages and the choice of languages per script; `tiff.rs` counts TIFF pages without decoding.
+//! Evaluation helpers (character error rate, TIFF splitting) are in `crate::eval`, behind the
+//! `eval` feature.
+
+mod ffi;
+mod policy;
+mod tiff;
+
+use std::os::raw::c_int;
+use std::path::{Path, PathBuf};
+
+use leptess::capi as sys;
+
+use ffi::{Pix, TessApi};
+use policy::Detected;
+pub use tiff::tiff_page_count;
+#[cfg(feature = "eval")]
+pub(crate) use ffi::decode_tiff_pages;
+
+/// What to recognise and what to refuse.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OcrOptions {
+    /// Tesseract traineddata codes such as `"eng"`, `"rus"`, `"chi_sim"`; empty means automatic.
+    pub languages: Vec<String>,
+    /// Pages above this many megapixels are refused with [`OcrError::TooLarge`].
+    pub max_megapixels: f64,
+    /// Resolution to assume when the image does not state a credible one.
+    pub dpi_hint: Option<u32>,
+    /// Recognition of one page stops at this limit with [`OcrError::Timeout`].
+    pub deadline: Option<std::time::Duration>,
+}
+
+impl Default for OcrOptions {
+    fn default() -> Self {
+        // 40 MP holds an A4 page at 600 dpi with room to spare.
+        OcrOptions { languages: Vec::new(), max_megapixels: 40.0, dpi_hint: None, deadline: None }
+    }
+}
+
+/// One recognised word. The box is in the coordinates of the upright page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Word {
+    pub text: String,
+    /// 0..1
+    pub confidence: f32,
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// The text of one page and how it was obtained.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OcrPage {
+    pub text: String,
+    /// Mean word confidence, 0..1 (0 when no words were found).
+    pub confidence: f32,
+    /// Clockwise rotation applied to make the page upright: 0, 90, 180 or 270.
+    pub rotation_degrees: u32,
+    /// Skew straightened before reading, in degrees (0 when the page was straight enough).
+    pub deskew_degrees: f32,
+    /// Script detected by OSD (automatic mode only), e.g. "Latin", "Cyrillic", "Han".
+    pub script: Option<String>,
+    /// Traineddata used, e.g. `["ara", "fas"]`.
+    pub languages: Vec<String>,
+    /// Size of the upright (and deskewed) page, in pixels; word boxes are relative to it.
+    pub width: u32,
+    pub height: u32,
+    pub words: Vec<Word>,
+}
+
+#[derive(thiserror::Error, Debug)]
+pub enum OcrError {
+    #[error("cannot initialise Tesseract: {0}")]
+    Init(String),
+    #[error("traineddata for language {0:?} is not installed")]
+    MissingLanguage(String),
+    #[error("cannot decode image: {0}")]
+    BadImage(String),
+    #[error("image has {megapixels:.1} megapixels, more than the limit of {limit:.1}")]
+    TooLarge { megapixels: f64, limit: f64 },
+    #[error("recognition failed: {0}")]
+    Recognize(String),
+    #[error("recognition stopped at the {0:?} page limit")]
+    Timeout(std::time::Duration),
+}
+
+/// Tesseract instances for one thread: a recogniser loaded with the last language set used,
+/// and an OSD instance created on the first automatic page.
+pub struct OcrEngine {
+    tessdata: Option<PathBuf>,
+    installed: Vec<String>,
+    recognizer: TessApi,
+    /// Language string ("eng+fra") the recogniser is loaded with.
+    loaded: Option<String>,
+    osd: Option<TessApi>,
+}
+
+impl std::fmt::Debug for OcrEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OcrEngine")
+            .field("tessdata", &self.tessdata)
+            .field("loaded", &self.loaded)
+            .field("osd", &self.osd.is_some())
+            .finish()
+    }
+}
+
+impl OcrEngine {
+    /// Find the traineddata (given directory, else `TESSDATA_PREFIX`, else the usual system
+    /// locations). No model is loaded until the first page.
+    pub fn new(tessdata_dir: Option<&Path>) -> Result<Self, OcrError> {
+        let tessdata = resolve_tessdata(tessdata_dir);
+        let installed = tessdata.as_deref().map(list_traineddata).unwrap_or_default();
+        if installed.is_empty() {
+            let place = match &tessdata {
+                Some(dir) => dir.display().to_string(),
+                None => "TESSDATA_PREFIX or the system tessdata directories".to_string(),
+            };
+            return Err(OcrError::Init(format!("no traineddata found in {place}")));
+        }
+        Ok(OcrEngine { tessdata, installed, recognizer: TessApi::create()?, loaded: None, osd: None })
+    }
+
+    /// Traineddata codes available to this engine (including `osd` when installed).
+    pub fn installed_languages(&self) -> &[String] {
+        &self.installed
+    }
+
+    /// Recognise one encoded page (PNG, JPEG, TIFF (first page), BMP, GIF, WebP, JP2, PNM).
+    pub fn recognize(&mut self, image: &[u8], options: &OcrOptions) -> Result<OcrPage, OcrError> {
+        check_header_size(image, options.max_megapixels)?;
+        let pix = Pix::decode(image)?;
+        self.recognize_pix(pix, options)
+    }
+
+    /// Recognise page `index` (0-based) of a TIFF without re-encoding it.
+    pub fn recognize_tiff_page(&mut self, tiff: &[u8], index: usize, options: &OcrOptions) -> Result<OcrPage, OcrError> {
+        let index = c_int::try_from(index).map_err(|_| OcrError::BadImage(format!("no TIFF page {index}")))?;
+        check_tiff_page_header_size(tiff, index, options.max_megapixels)?;
+        let pix = Pix::decode_tiff_page(tiff, index)?;
+        self.recognize_pix(pix, options)
+    }
+
+    fn recognize_pix(&mut self, pix: Pix, options: &OcrOptions) -> Result<OcrPage, OcrError> {
+        check_size(pix.width(), pix.height(), options.max_megapixels)?;
+        let pix = pix.flatten_alpha()?;
+        // Tesseract drops whole lines from about 3 degrees of skew on, and OSD misjudges skewed
+        // pages (tests/data/docs/testRotated+10.png, 10 degrees, came out "upside down").
+        let (pix, skew) = policy::deskew(pix);
+        let mut page = if options.languages.is_empty() {
+            self.read_automatic(&pix, options)?
+        } else {
+            let languages = self.check_languages(&options.languages)?;
+            self.read_with(&pix, &languages, options)?
+        };
+        page.deskew_degrees = skew;
+        Ok(page)
+    }
+
+    /// Turn the page upright and pick languages from OSD, then read it.
+    fn read_automatic(&mut self, pix: &Pix, options: &OcrOptions) -> Result<OcrPage, OcrError> {
+        let detected = self.detect_orientation_script(pix, options.dpi_hint)?;
+        let script = detected.as_ref().and_then(|d| d.script.clone());
+        let languages = policy::languages_for_script(&self.installed, script.as_deref());
+        let (rotation, trusted) = detected.map_or((0, true), |d| (d.rotation, d.trusted));
+        let mut page = if rotation == 0 {
+            self.read_with(pix, &languages, options)?
+        } else {
+            let mut turned = self.read_with(&pix.rotate_clockwise(rotation)?, &languages, options)?;
+            turned.rotation_degrees = rotation;
+            // A turn on weak advice that reads poorly: read the page as it was too, keep the better.
+            if policy::recheck_turn(trusted, turned.confidence) {
+                let as_is = self.read_with(pix, &languages, options)?;
+                if as_is.confidence > turned.confidence {
+                    turned = as_is;
+                }
+            }
+            turned
+        };
+        page.script = script;
+        Ok(page)
+    }
+
+    /// Read an upright page with the given languages.
+    fn read_with(&mut self, pix: &Pix, languages: &[String], options: &OcrOptions) -> Result<OcrPage, OcrError> {
+        self.load_languages(languages)?;
+        let mut page = self.read_page(pix, options.dpi_hint, options.deadline)?;
+        page.languages = languages.to_vec();
+        Ok(page)
+    }
+
+    /// Requested languages, deduplicated, each checked to be installed.
+    fn check_languages(&self, requested: &[String]) -> Result<Vec<String>, OcrError> {
+        let mut languages: Vec<String> = Vec::with_capacity(requested.len());
+        for code in requested.iter().map(|code| code.trim()) {
+            if !self.installed.iter().any(|installed| installed == code) {
+                return Err(OcrError::MissingLanguage(code.to_string()));
+            }
+            if !languages.iter().any(|seen| seen == code) {
+                languages.push(code.to_string());
+            }
+        }
+        Ok(languages)
+    }
+
+    /// (Re)load the recogniser only when the language set differs from the loaded one.
+    fn load_languages(&mut self, languages: &[String]) -> Result<(), OcrError> {
+        let key = languages.join("+");
+        if self.loaded.as_deref() == Some(key.as_str()) {
+            return Ok(());
+        }
+        self.loaded = None;
+        self.recognizer.init(self.tessdata.as_deref(), &key, sys::TessOcrEngineMode_OEM_DEFAULT)?;
+        // The C API defaults to one uniform text block; pages need layout analysis, as in the CLI.
+        self.recognizer.set_page_seg_mode(sys::TessPageSegMode_PSM_AUTO);
+        self.loaded = Some(key);
+        Ok(())
+    }
+
+    /// Orientation and script, or `None` when OSD is not installed or finds too little text.
+    fn detect_orientation_script(&mut self, pix: &Pix, dpi_hint: Option<u32>) -> Result<Option<Detected>, OcrError> {
+        if !self.installed.iter().any(|code| code == "osd") {
+            return Ok(None);
+        }
+        let osd = match &mut self.osd {
+            Some(osd) => osd,
+            slot => {
+                let mut api = TessApi::create()?;
+                // osd.traineddata only has the legacy classifier.
+                api.init(self.tessdata.as_deref(), "osd", sys::TessOcrEngineMode_OEM_TESSERACT_ONLY)?;
+                slot.insert(api)
+            }
+        };
+        // Not downscaled: halving a page cost OSD most of its confidence for 15% less time.
+        osd.set_image(pix, dpi_hint);
+        let result = osd.detect_orientation_script();
+        osd.clear();
+        Ok(result.and_then(Detected::from_osd))
+    }
+
+    /// Recognise an upright page and collect its text and words.
+    fn read_page(&mut self, pix: &Pix, dpi_hint: Option<u32>, deadline: Option<std::time::Duration>) -> Result<OcrPage, OcrError> {
+        let (width, height) = (pix.width(), pix.height());
+        let api = &mut self.recognizer;
+        api.set_image(pix, dpi_hint);
+        let result = api.recognize(deadline).map(|()| (api.utf8_text().unwrap_or_default(), api.words(width, height)));
+        // Free the image and results now rather than holding them until the next page, and
+        // forget the page's words so the next page reads the same whatever came before.
+        api.clear();
+        api.forget_document();
+        let (text, words) = result?;
+        Ok(OcrPage {
+            text,
+            confidence: mean_confidence(&words),
+            rotation_degrees: 0,
+            deskew_degrees: 0.0,
+            script: None,
+            languages: Vec::new(),
+            width,
+            height,
+            words,
+        })
+    }
+}
+
+/// Installed traineddata codes in the tessdata directory (given, else found like
+/// [`OcrEngine::new`] does), sorted; `osd` is not a language and is left out.
+pub fn installed_languages(tessdata_dir: Option<&Path>) -> Vec<String> {
+    let mut codes = resolve_tessdata(tessdata_dir).as_deref().map(list_traineddata).unwrap_or_default();
+    codes.retain(|code| code != "osd");
+    codes
+}
+
+fn mean_confidence(words: &[Word]) -> f32 {
+    if words.is_empty() {
+        return 0.0;
+    }
+    words.iter().map(|word| word.confidence).sum::<f32>() / words.len() as f32
+}
+
+/// Refuse oversized pages from the header alone, before decoding allocates them. Images whose
+/// header Leptonica cannot read are checked again after decoding.
+fn check_header_size(image: &[u8], limit: f64) -> Result<(), OcrError> {
+    if image.len() < 12 {
+        return Err(OcrError::BadImage(format!("only {} bytes", image.len())));
+    }
+    match ffi::header_size(image) {
+        Some((width, height)) => check_size(width, height, limit),
+        None => Ok(()),
+    }
+}
+
+/// Like [`check_header_size`], for page `index` of a TIFF.
+fn check_tiff_page_header_size(bytes: &[u8], index: c_int, limit: f64) -> Result<(), OcrError> {
+    if !tiff::is_tiff(bytes) {
+        return Err(OcrError::BadImage("not a TIFF file".to_string()));
+    }
+    match ffi::tiff_page_header_size(bytes, index) {
+        Some((width, height)) => check_size(width, height, limit),
+        None => Ok(()),
+    }
+}
+
+fn check_size(width: u32, height: u32, limit: f64) -> Result<(), OcrError> {
+    let megapixels = f64::from(width) * f64::from(height) / 1e6;
+    if megapixels > limit {
+        return Err(OcrError::TooLarge { megapixels, limit });
+    }
+    Ok(())
+}
+
+/// The tessdata directory to use: the given one (or its `tessdata` subdirectory), else
+/// `TESSDATA_PREFIX`, else the usual install locations.
+fn resolve_tessdata(dir: Option<&Path>) -> Option<PathBuf> {
+    let with_models = |base: PathBuf| -> Option<PathBuf> {
+        [base.join("tessdata"), base].into_iter().find(|d| !list_traineddata(d).is_empty())
+    };
+    if let Some(dir) = dir {
+        return Some(with_models(dir.to_path_buf()).unwrap_or_else(|| dir.to_path_buf()));
+    }
+    let from_env = std::env::var_os("TESSDATA_PREFIX").map(PathBuf::from);
+    let system = [
+        "/usr/share/tesseract-ocr/5/tessdata",
+        "/usr/share/tesseract-ocr/4.00/tessdata",
+        "/usr/share/tessdata",
+        "/usr/local/share/tessdata",
+        "/opt/homebrew/share/tessdata",
+    ];
+    from_env.into_iter().chain(system.iter().map(PathBuf::from)).find_map(with_models)
+}
+
+/// `*.traineddata` codes in `dir`, plus `script/*` ones, sorted.
+fn list_traineddata(dir: &Path) -> Vec<String> {
+    let codes_in = |dir: &Path, prefix: &str| -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+        entries
+            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                let code = name.strip_suffix(".traineddata")?;
+                Some(format!("{prefix}{code}"))
+            })
+            .collect()
+    };
+    let mut codes = codes_in(dir, "");
+    codes.extend(codes_in(&dir.join("script"), "script/"));
+    codes.sort();
+    codes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_cap() {
+        assert!(check_size(1000, 1000, 1.0).is_ok());
+        assert!(matches!(check_size(1001, 1000, 1.0), Err(OcrError::TooLarge { .. })));
+    }
+}
