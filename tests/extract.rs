@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use docpipe_models::extract::{ExtractErrorKind as ErrorKind, Extracted, Extractor, Limits, Request};
+use docpipe_models::extract::{ExtractErrorKind, Extracted, Extractor, Limits, Request};
 
 fn docs() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/docs"))
@@ -25,9 +25,9 @@ fn all_text(e: &Extracted) -> String {
 enum Expect {
     Text(&'static [&'static str]),
     Children(&'static [&'static str]),
-    Status(ErrorKind),
+    Status(ExtractErrorKind),
     /// Output kept, with a document-level condition (PGP mail keeps its armoured body).
-    TextWith(ErrorKind, &'static str),
+    TextWith(ExtractErrorKind, &'static str),
 }
 
 #[test]
@@ -39,11 +39,11 @@ fn every_corpus_file_gets_text_or_a_specific_status() {
         ("attachments-have-octet-stream-content-type.eml", Children(&[])),
         ("box.zip", Children(&["box/treasure.txt"])),
         ("broken-subject.eml", Text(&["Hello"])),
-        ("broken.pdf", Status(ErrorKind::Corrupt)),
+        ("broken.pdf", Status(ExtractErrorKind::Corrupt)),
         ("easychair.docx", Text(&["EasyChair"])),
         ("easychair.odt", Text(&["EasyChair"])),
         ("easychair.txt", Text(&["THIS IS A SAMPLE .txt FILE", "EasyChair EPiC Series"])),
-        ("encrypted-machine-learning-comes.eml", TextWith(ErrorKind::Encrypted, "BEGIN PGP MESSAGE")),
+        ("encrypted-machine-learning-comes.eml", TextWith(ExtractErrorKind::Encrypted, "BEGIN PGP MESSAGE")),
         ("english.cp500.txt", Text(&["IntelliStation POWER", "Hardware"])),
         ("jerry.zip", Children(&["jerry/etc/jerry.7z", "jerry/package.json"])),
         ("meta_encoding_latin1.html", Text(&["bär"])),
@@ -54,7 +54,7 @@ fn every_corpus_file_gets_text_or_a_specific_status() {
         ("targz-with-pdf-doc-docx.tar.gz", Children(&["Sample_BulletsAndNumberings.docx", "cap33.pdf", "sample (1).doc"])),
         ("testEmailWithPNGAtt.eml", Children(&["testPNG.png"])),
         ("testHTML_charset_utf16le.html", Text(&["This is a sample text"])),
-        ("testMSG.msg", Status(ErrorKind::Unsupported)),
+        ("testMSG.msg", Status(ExtractErrorKind::Unsupported)),
         ("testOCR.jpg", Text(&["Apache Tika", "OCR Testing"])),
         ("testOCR.pdf", Text(&["Happy New Year 2003"])),
         ("testRFC822_multipart_attachments.eml", Children(&[])),
@@ -64,8 +64,8 @@ fn every_corpus_file_gets_text_or_a_specific_status() {
         ("with-bom.eml", Text(&["Hello"])),
         ("xml_declaration_latin1.html", Text(&["bär"])),
         ("zip-with-docx-and-doc.zip", Children(&["AppBody-Sample-English.docx", "sample.doc"])),
-        ("zip-with-password.zip", Status(ErrorKind::Encrypted)),
-        ("zip-with-some-smashed-bytes.zip", Status(ErrorKind::Corrupt)),
+        ("zip-with-password.zip", Status(ExtractErrorKind::Encrypted)),
+        ("zip-with-some-smashed-bytes.zip", Status(ExtractErrorKind::Corrupt)),
     ];
     let names: Vec<String> = std::fs::read_dir(docs()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(names.len(), table.len(), "every corpus file is in the table");
@@ -116,7 +116,7 @@ fn page_limit_reports_the_pages_it_skips() {
     assert_eq!(e.pages.len(), 4, "three pages read, one entry for the rest");
     assert!(e.pages[..3].iter().all(|p| p.problem.is_none() && !p.text.is_empty()));
     let rest = e.pages[3].problem.as_ref().unwrap();
-    assert_eq!(rest.kind, ErrorKind::TooLarge);
+    assert_eq!(rest.kind, ExtractErrorKind::TooLarge);
     assert!(rest.reason.contains("pages 4-30"), "{}", rest.reason);
 }
 
@@ -136,7 +136,7 @@ fn a_generated_zip_bomb_is_stopped_by_the_limits() {
     // 200 MB of zeros compresses to about 200 KB: a ratio near 1000.
     let bomb = zip_of(&[("zeros.bin", vec![0u8; 200 << 20])]);
     let err = Extractor::new(Limits::default()).extract(&bomb, &Request::default()).unwrap_err();
-    assert_eq!(err.kind, ErrorKind::TooLarge, "{}", err.reason);
+    assert_eq!(err.kind, ExtractErrorKind::TooLarge, "{}", err.reason);
     assert!(err.reason.contains("archive_max_ratio"), "{}", err.reason);
 
     // Modest ratio, but more than the total budget.
@@ -144,14 +144,14 @@ fn a_generated_zip_bomb_is_stopped_by_the_limits() {
     let big = zip_of(&[("a.txt", text.clone()), ("b.txt", text)]);
     let limits = Limits { archive_max_total_bytes: 4 << 20, ..Limits::default() };
     let err = Extractor::new(limits).extract(&big, &Request::default()).unwrap_err();
-    assert_eq!(err.kind, ErrorKind::TooLarge, "{}", err.reason);
+    assert_eq!(err.kind, ExtractErrorKind::TooLarge, "{}", err.reason);
 
     // Too many members, and too deep.
     let many = zip_of(&(0..20).map(|i| (Box::leak(format!("m{i}.txt").into_boxed_str()) as &str, b"x".to_vec())).collect::<Vec<_>>());
     let limits = Limits { archive_max_members: 10, ..Limits::default() };
-    assert_eq!(Extractor::new(limits).extract(&many, &Request::default()).unwrap_err().kind, ErrorKind::TooLarge);
+    assert_eq!(Extractor::new(limits).extract(&many, &Request::default()).unwrap_err().kind, ExtractErrorKind::TooLarge);
     let deep = Request { depth: 5, ..Request::default() };
-    assert_eq!(Extractor::new(Limits::default()).extract(&many, &deep).unwrap_err().kind, ErrorKind::TooLarge);
+    assert_eq!(Extractor::new(Limits::default()).extract(&many, &deep).unwrap_err().kind, ExtractErrorKind::TooLarge);
 }
 
 #[test]
@@ -161,7 +161,7 @@ fn garbage_and_truncated_inputs_fail_cleanly() {
         let r = Extractor::new(Limits::default()).extract(&pdf[..cut], &Request::default());
         // A truncated PDF may still yield its first pages; if not, it must say why.
         if let Err(e) = r {
-            assert!(matches!(e.kind, ErrorKind::Corrupt), "{e:?}");
+            assert!(matches!(e.kind, ExtractErrorKind::Corrupt), "{e:?}");
         }
     }
     let png = std::fs::read(docs().join("testOCR.jpg")).unwrap();
@@ -179,7 +179,7 @@ fn ocr_page_time_limit_stops_the_page_not_the_document() {
     let e = Extractor::new(limits).extract(&bytes, &Request { ocr_languages: vec!["eng".into()], ..Request::default() }).unwrap();
     assert_eq!(e.pages.len(), 2, "every page is listed");
     for page in &e.pages {
-        assert_eq!(page.problem.as_ref().map(|p| p.kind), Some(ErrorKind::Timeout), "page {}", page.number);
+        assert_eq!(page.problem.as_ref().map(|p| p.kind), Some(ExtractErrorKind::Timeout), "page {}", page.number);
     }
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }

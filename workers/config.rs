@@ -35,7 +35,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub blobs: BlobConfig,
     pub limits: LimitsConfig,
-    pub extract: ExtractConfig,
+    /// `[extract]`: limits on what one document may cost (sizes, pages, time).
+    pub extract: docpipe_models::extract::Limits,
     pub models: ModelsConfig,
     pub langid: LangIdConfig,
     pub summarize: SummarizeConfig,
@@ -108,36 +109,6 @@ pub struct BlobConfig {
 pub struct LimitsConfig {
     /// Largest document accepted by submit and process.
     pub max_document_bytes: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExtractConfig {
-    pub archive_max_total_bytes: u64,
-    pub archive_max_members: usize,
-    pub archive_max_depth: u32,
-    pub archive_max_ratio: f64,
-    pub max_pages: u32,
-    pub ocr_max_megapixels: f64,
-    pub ocr_page_timeout_secs: u64,
-    pub ocr_dpi: u32,
-    pub tool_timeout_secs: u64,
-}
-
-impl From<&ExtractConfig> for docpipe_models::extract::Limits {
-    fn from(e: &ExtractConfig) -> Self {
-        Self {
-            archive_max_total_bytes: e.archive_max_total_bytes,
-            archive_max_members: e.archive_max_members,
-            archive_max_depth: e.archive_max_depth,
-            archive_max_ratio: e.archive_max_ratio,
-            max_pages: e.max_pages,
-            ocr_max_megapixels: e.ocr_max_megapixels,
-            ocr_page_timeout: std::time::Duration::from_secs(e.ocr_page_timeout_secs),
-            ocr_dpi: e.ocr_dpi,
-            tool_timeout: std::time::Duration::from_secs(e.tool_timeout_secs),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -503,22 +503,9 @@ pub struct OcrDetails {
     pub words: Vec<OcrWord>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OcrWord {
-    pub text: String,
-    pub confidence: f32,
-    pub x: u32,
-    pub y: u32,
-    pub width: u32,
-    pub height: u32,
-}
-
-impl From<docpipe_models::ocr::Word> for OcrWord {
-    fn from(w: docpipe_models::ocr::Word) -> Self {
-        Self { text: w.text, confidence: w.confidence, x: w.x, y: w.y, width: w.width, height: w.height }
-    }
-}
+/// A recognised word with its box in page pixels (origin top left) and confidence 0 to 1: the OCR
+/// engine's own word type, published as it is.
+pub use docpipe_models::ocr::Word as OcrWord;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -164,9 +164,32 @@ pub fn halve(text: &str) -> Option<(&str, &str)> {
     Some((text[..at].trim(), text[at..].trim()))
 }
 
+/// `text` in parts, in order, each of which `fits` (a model's token budget), cut with [`halve`];
+/// a part that cannot be cut further is kept as it is and left to the model's own limit.
+pub fn fit<E>(text: &str, fits: &mut impl FnMut(&str) -> Result<bool, E>) -> Result<Vec<String>, E> {
+    if fits(text)? {
+        return Ok(vec![text.to_owned()]);
+    }
+    let Some((a, b)) = halve(text) else {
+        return Ok(vec![text.to_owned()]);
+    };
+    let mut parts = fit(a, fits)?;
+    parts.extend(fit(b, fits)?);
+    Ok(parts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fit_cuts_until_every_part_fits_and_keeps_the_order() {
+        let parts = fit("one two three four five six seven eight", &mut |t: &str| Ok::<_, ()>(t.split(' ').count() <= 2)).unwrap();
+        assert_eq!(parts, ["one two", "three four", "five six", "seven eight"]);
+        let uncuttable = fit("x", &mut |_: &str| Ok::<_, ()>(false)).unwrap();
+        assert_eq!(uncuttable, ["x"]);
+        assert_eq!(fit("a b", &mut |_: &str| Err::<bool, _>("tokenizer failed")), Err("tokenizer failed"));
+    }
 
     #[test]
     fn halves_at_the_whitespace_nearest_the_middle_else_the_middle() {

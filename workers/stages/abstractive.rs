@@ -49,7 +49,11 @@ impl Stage for Abstractive {
         let llm = self.pool.llm(&c.id, &self.path, &c.sha256).map_err(|e| StageError::new(ErrorKind::Model, e))?;
         let wanted = input.job.options.summary_sentences.map_or(c.sentences, |n| n as usize).clamp(1, 20);
         let target = tasks::target_name(&input.job.options.target_language).to_owned();
-        let summary = tasks::summarize(&llm, &text, &target, wanted, c.max_new_tokens).map_err(|e| StageError::new(ErrorKind::Model, format!("{}: {e}", c.id)))?;
+        let summary = tasks::summarize(&llm, &text, &target, wanted, c.max_new_tokens).map_err(|e| {
+            // Nothing to summarize is the document's condition, not the model's fault.
+            let kind = if matches!(e, docpipe_models::llm::LlmError::EmptyInput) { ErrorKind::Empty } else { ErrorKind::Model };
+            StageError::new(kind, format!("{}: {e}", c.id))
+        })?;
         let joined_source = text.join(" ");
         let joined_original = original.join(" ");
         let unverified: Vec<UnverifiedSpan> = faithful::check(&summary.completion.text, &[&joined_source, &joined_original])

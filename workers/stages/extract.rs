@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::{ChildPayload, EngineInfo, Produced, Stage, StageInput, StageOutput};
 use crate::error::{ErrorKind, StageError};
-use crate::schema::{AnnotationBody, OcrDetails, OcrWord, TextSegment};
+use crate::schema::{AnnotationBody, OcrDetails, TextSegment};
 
 /// Owns an [`Extractor`] (and so one Tesseract engine) per engine thread.
 pub struct Extract {
@@ -74,7 +74,7 @@ fn output(extracted: Extracted, request: &Request, limits: &Limits) -> StageOutp
                 rotation_degrees: o.rotation_degrees,
                 script: o.script,
                 languages: o.languages,
-                words: o.words.into_iter().map(OcrWord::from).collect(),
+                words: o.words,
             }),
             text: page.text,
         });

@@ -80,7 +80,7 @@ impl StageCatalog {
     /// Every stage that ships with docpipe, configured from `config`.
     pub fn builtin(config: &Config) -> Self {
         let mut catalog = Self::default();
-        let limits = docpipe_models::extract::Limits::from(&config.extract);
+        let limits = config.extract.clone();
         catalog.add("extract", move || Ok(Box::new(extract::Extract::new(limits.clone())) as Box<dyn Stage>));
         let langid_config = config.clone();
         catalog.add("langid", move || Ok(Box::new(langid::LangId::load(&langid_config)?) as Box<dyn Stage>));

@@ -287,15 +287,7 @@ fn translate_all(model: &Seq2Seq, texts: &[String], decoding: &Decoding, batch: 
 
 /// `text` split into parts that tokenize within `limit` positions.
 fn fit(model: &Seq2Seq, text: &str, limit: usize) -> Result<Vec<String>, MtError> {
-    if model.tokenizer().encode(text)?.len() <= limit {
-        return Ok(vec![text.to_owned()]);
-    }
-    let Some((a, b)) = docpipe_models::segment::halve(text) else {
-        return Ok(vec![text.to_owned()]);
-    };
-    let mut parts = fit(model, a, limit)?;
-    parts.extend(fit(model, b, limit)?);
-    Ok(parts)
+    docpipe_models::segment::fit(text, &mut |part| Ok(model.tokenizer().encode(part)?.len() <= limit))
 }
 
 /// Translations by an instruction model, one segment per call (so each keeps its own offsets);

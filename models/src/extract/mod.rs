@@ -18,8 +18,10 @@ use std::time::Duration;
 use crate::ocr::{OcrEngine, OcrError, OcrOptions, OcrPage};
 use crate::sniff;
 
-/// Limits that stop bad inputs from taking a worker with them.
-#[derive(Debug, Clone)]
+/// Limits that stop bad inputs from taking a worker with them. Read as pipeline.toml's
+/// `[extract]` section as it is (durations in whole seconds, keys `*_secs`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Total uncompressed bytes taken from one archive.
     pub archive_max_total_bytes: u64,
@@ -32,11 +34,17 @@ pub struct Limits {
     pub max_pages: u32,
     pub ocr_max_megapixels: f64,
     /// Wall-clock limit for one page's OCR (rasterizing included).
+    #[serde(rename = "ocr_page_timeout_secs", deserialize_with = "whole_seconds")]
     pub ocr_page_timeout: Duration,
     /// Resolution for rasterizing PDF pages that need OCR.
     pub ocr_dpi: u32,
     /// Time limit for external converters (poppler).
+    #[serde(rename = "tool_timeout_secs", deserialize_with = "whole_seconds")]
     pub tool_timeout: Duration,
+}
+
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    <u64 as serde::Deserialize>::deserialize(d).map(Duration::from_secs)
 }
 
 impl Default for Limits {

@@ -106,15 +106,7 @@ pub fn chunk(llm: &Llm, sentences: &[&str], budget: usize) -> Result<Vec<String>
 }
 
 fn fit(llm: &Llm, text: &str, budget: usize) -> Result<Vec<String>, LlmError> {
-    if llm.count_tokens(text)? <= budget {
-        return Ok(vec![text.to_owned()]);
-    }
-    let Some((a, b)) = crate::segment::halve(text) else {
-        return Ok(vec![text.to_owned()]);
-    };
-    let mut parts = fit(llm, a, budget)?;
-    parts.extend(fit(llm, b, budget)?);
-    Ok(parts)
+    crate::segment::fit(text, &mut |part| Ok(llm.count_tokens(part)? <= budget))
 }
 
 /// English name of an ISO 639-3 code for prompts (models follow names better than codes).

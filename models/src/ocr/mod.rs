@@ -72,11 +72,15 @@ impl Default for OcrOptions {
     }
 }
 
-/// One recognised word. The box is in the coordinates of the upright page.
-#[derive(Debug, Clone, PartialEq)]
+// Also the word of docpipe's published result (`OcrWord` in its schema), so the engine's word and
+// the contract's cannot drift apart.
+/// A recognised word with its box in pixels of the upright page (origin top left).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema), schemars(rename = "OcrWord"))]
+#[serde(deny_unknown_fields)]
 pub struct Word {
     pub text: String,
-    /// 0..1
+    /// 0 to 1.
     pub confidence: f32,
     pub x: u32,
     pub y: u32,
