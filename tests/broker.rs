@@ -143,7 +143,7 @@ async fn transient_failure_is_retried_after_a_delay_then_succeeds() {
     let (stop, worker) = common::spawn_worker(&config, common::catalog(2, Duration::ZERO), &["extract", "flaky"]);
     let job = common::job("retry me", &["extract", "flaky"], "r");
     let started = Instant::now();
-    common::publish_jobs(&config, &[job.clone()]).await;
+    common::publish_jobs(&config, std::slice::from_ref(&job)).await;
     let results = common::collect_results(&config, 1, Duration::from_secs(30)).await;
     let elapsed = started.elapsed();
     assert_eq!(results[0].status, JobStatus::Complete);
@@ -163,7 +163,7 @@ async fn exhausted_retries_end_in_the_dead_letter_queue_and_replay_works() {
     // Three failures against two retries: the third attempt gives up.
     let (stop, worker) = common::spawn_worker(&config, common::catalog(3, Duration::ZERO), &["extract", "flaky"]);
     let job = common::job("never works", &["extract", "flaky"], "x");
-    common::publish_jobs(&config, &[job.clone()]).await;
+    common::publish_jobs(&config, std::slice::from_ref(&job)).await;
     let results = common::collect_results(&config, 1, Duration::from_secs(30)).await;
     let report = results[0].stages.iter().find(|s| s.stage == "flaky").unwrap();
     assert_eq!(report.error.as_ref().unwrap().kind, ErrorKind::RetriesExhausted);
@@ -269,7 +269,7 @@ async fn archive_members_become_child_jobs_with_their_own_results() {
     job.document.filename = "targz-with-pdf-doc-docx.tar.gz".into();
     use base64::Engine as _;
     job.document.content = docpipe::schema::Content::Inline { base64: base64::engine::general_purpose::STANDARD.encode(&zip) };
-    common::publish_jobs(&config, &[job.clone()]).await;
+    common::publish_jobs(&config, std::slice::from_ref(&job)).await;
 
     // The archive and its three members (a PDF and a DOCX that read, a legacy DOC that does not).
     let results = common::collect_results(&config, 4, Duration::from_secs(120)).await;

@@ -90,7 +90,7 @@ pub async fn declare(channel: &Channel, config: &Config) -> Result<(), Transport
 
     let quorum = ("x-queue-type", s("quorum"));
     let dead = names.dead_queue();
-    channel.queue_declare(&dead, durable(), table(&[quorum.clone()])).await?;
+    channel.queue_declare(&dead, durable(), table(std::slice::from_ref(&quorum))).await?;
     channel.queue_bind(&dead, &names.dead_exchange(), "", QueueBindOptions::default(), FieldTable::default()).await?;
 
     for (i, stage) in config.stages.iter().enumerate() {

@@ -99,7 +99,7 @@ pub async fn process(config: Arc<Config>, catalog: StageCatalog, args: Args) -> 
         progress.bar.inc_length(children.len() as u64);
         for ChildJob { job, bytes } in children {
             files.add_bytes(&job.document.sha256, bytes);
-            pending.push_back(Work::Child(ChildJob { job, bytes: Vec::new() }));
+            pending.push_back(Work::Child(Box::new(job)));
         }
         match outcome {
             Ok(result) => {
@@ -128,7 +128,8 @@ pub async fn process(config: Arc<Config>, catalog: StageCatalog, args: Args) -> 
 
 enum Work {
     File(Input),
-    Child(ChildJob),
+    /// A document found inside another; its bytes wait in `LocalFiles`.
+    Child(Box<Job>),
 }
 
 async fn process_one(
@@ -142,7 +143,7 @@ async fn process_one(
     let job = match work {
         // The bytes were registered when the parent finished (see `process`), so identical
         // children share one copy until the last of them is done.
-        Work::Child(ChildJob { job, .. }) => job,
+        Work::Child(job) => *job,
         Work::File(input) => {
             let path = input.path.clone();
             let hashed = tokio::task::spawn_blocking(move || docpipe_models::sha256_file_sized(&path)).await.expect("hashing task");
