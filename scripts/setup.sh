@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks for docpipe; with --broker, also makes sure RabbitMQ
-# runs on 127.0.0.1:5672. Idempotent: does nothing that is already done.
+# runs on 127.0.0.1:5672 and PostgreSQL on 127.0.0.1:5432. Idempotent: does nothing that is already done.
 set -euo pipefail
 
 need_broker=0
@@ -37,4 +37,13 @@ if [ "$need_broker" = 1 ]; then
   fi
   timeout 120 rabbitmqctl -q await_startup
   # The tests use the guest account from localhost, RabbitMQ's default.
+
+  # The results-store tests use PostgreSQL on 127.0.0.1:5432 as user postgres (set
+  # DOCPIPE_TEST_POSTGRES to other libpq settings where local connections need a password).
+  command -v pg_ctlcluster >/dev/null || apt_install postgresql
+  if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    echo "setup: starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start
+    for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  fi
 fi

@@ -45,6 +45,9 @@ pub struct Config {
     pub abstractive: AbstractiveConfig,
     pub defaults: DefaultsConfig,
     pub log: LogConfig,
+    /// `[store]`: where results are kept for review and search (SQLite unless it says otherwise).
+    #[serde(default)]
+    pub store: crate::store::StoreConfig,
     /// Stages in pipeline order. The first reads the document bytes and is every job's entry.
     #[serde(rename = "stage")]
     pub stages: Vec<StageConfig>,

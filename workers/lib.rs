@@ -13,3 +13,5 @@ pub mod retry;
 pub mod runner;
 pub mod schema;
 pub mod stages;
+pub mod store;
+pub mod web;

@@ -72,6 +72,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Dlq(args) => cli::dlq::run(&config, args).await,
         Command::Models(args) => cli::models::run(&config, args),
+        Command::Store(args) => cli::store::run(&config, args).await,
+        Command::Serve(args) => cli::serve::run(&config, args).await,
+        Command::Users(args) => cli::serve::users(&config, args).await,
         Command::Schema(args) => {
             std::fs::create_dir_all(&args.out)?;
             for (name, text) in docpipe::schema::json_schemas() {

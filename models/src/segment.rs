@@ -143,7 +143,7 @@ fn clean(chars: &[char]) -> String {
 
 /// The characters `start..end` of `text`.
 pub fn slice(text: &str, start: usize, end: usize) -> String {
-    text.chars().skip(start).take(end - start).collect()
+    text.chars().skip(start).take(end.saturating_sub(start)).collect()
 }
 
 /// `text` cut in two for a model that cannot take it whole: at the whitespace nearest the middle

@@ -5,6 +5,8 @@ pub mod inputs;
 pub mod models;
 pub mod process;
 pub mod results;
+pub mod serve;
+pub mod store;
 pub mod submit;
 
 use std::path::PathBuf;
@@ -47,6 +49,12 @@ pub enum Command {
     Models(models::Args),
     /// Write the JSON Schema files of the message contract.
     Schema(SchemaArgs),
+    /// The results store: import results, search them, or consume them from the broker.
+    Store(store::Args),
+    /// Serve the review workspace (web pages over the results store) on 127.0.0.1.
+    Serve(serve::Args),
+    /// Manage the analysts who may sign in to the review workspace, and their cases.
+    Users(serve::UsersArgs),
 }
 
 #[derive(Debug, clap::Args)]

@@ -1,0 +1,242 @@
+//! A result arranged for the document view: the original and its translation side by side,
+//! segment by segment; summary sentences pointing at the segment they quote; the abstractive
+//! summary cut into plain and unverified parts; provenance rows. Pure: no store, no HTML (the
+//! templates escape every piece of it).
+
+use std::collections::BTreeMap;
+
+use crate::schema::{AnnotationBody, Faithfulness, JobResult, TranslationStatus};
+
+/// One row of the side-by-side view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Anchor id: `seg-<n>`.
+    pub id: String,
+    pub page: u32,
+    pub start: u64,
+    pub end: u64,
+    pub original: String,
+    /// ISO 639-3 of the sentence, as language identification found it.
+    pub language: String,
+    pub translation: Option<String>,
+    /// Why there is no translation (`source_is_target`, `unsupported`, ...), or `translated`.
+    pub status: String,
+    pub confidence: Option<String>,
+}
+
+/// A summary sentence and the row holding the sentence it quotes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryLine {
+    pub text: String,
+    pub target: Option<String>,
+    pub score: String,
+}
+
+/// A piece of the abstractive summary; `unverified` pieces name something the source lacks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Piece {
+    pub text: String,
+    pub unverified: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProvenanceRow {
+    pub stage: String,
+    pub engine: String,
+    pub model: String,
+    pub weights_sha256: String,
+    pub machine_generated: bool,
+    pub parameters: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub worker_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DocumentView {
+    pub rows: Vec<Row>,
+    pub translation_target: Option<String>,
+    pub summary: Vec<SummaryLine>,
+    pub key_terms: Vec<String>,
+    pub abstractive: Option<Vec<Piece>>,
+    pub abstractive_faithfulness: String,
+    pub metadata: Vec<(String, String)>,
+    pub provenance: Vec<ProvenanceRow>,
+    pub stage_errors: Vec<(String, String, String)>,
+}
+
+/// The document's text: its text segments joined with a blank line, as offsets count it.
+fn document_text(result: &JobResult) -> Option<String> {
+    result.annotations.iter().find_map(|a| match &a.body {
+        AnnotationBody::Text { segments, .. } => Some(segments.iter().map(|s| s.text.as_str()).collect::<Vec<_>>().join("\n\n")),
+        _ => None,
+    })
+}
+
+pub fn view(result: &JobResult) -> DocumentView {
+    let mut view = DocumentView::default();
+    let text = document_text(result).unwrap_or_default();
+    let chars: Vec<char> = text.chars().collect();
+    // Offsets come from the result, which may have been edited: clamp, never index past the text.
+    let slice = |start: u64, end: u64| {
+        let end = (end as usize).min(chars.len());
+        let start = (start as usize).min(end);
+        chars[start..end].iter().collect::<String>()
+    };
+    let mut languages: BTreeMap<u64, String> = BTreeMap::new();
+    for annotation in &result.annotations {
+        match &annotation.body {
+            AnnotationBody::Languages { segments, .. } => {
+                languages.extend(segments.iter().map(|s| (s.start, s.code.clone())));
+            }
+            AnnotationBody::Text { metadata, .. } => {
+                view.metadata.extend(metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            _ => {}
+        }
+    }
+    // Rows: the translation's segments when there is a translation (every sentence has one),
+    // else the sentences language identification found.
+    let translation = result.annotations.iter().find_map(|a| match &a.body {
+        AnnotationBody::Translation { target, segments } => Some((target, segments)),
+        _ => None,
+    });
+    match translation {
+        Some((target, segments)) => {
+            view.translation_target = Some(target.clone());
+            for (n, s) in segments.iter().enumerate() {
+                view.rows.push(Row {
+                    id: format!("seg-{n}"),
+                    page: s.page,
+                    start: s.start,
+                    end: s.end,
+                    original: slice(s.start, s.end),
+                    language: s.source_language.clone(),
+                    translation: s.text.clone(),
+                    status: status_label(s.status).to_owned(),
+                    confidence: s.confidence.map(|c| format!("{c:.2}")),
+                });
+            }
+        }
+        None => {
+            let sentences = result.annotations.iter().find_map(|a| match &a.body {
+                AnnotationBody::Languages { segments, .. } => Some(segments),
+                _ => None,
+            });
+            for (n, s) in sentences.into_iter().flatten().enumerate() {
+                view.rows.push(Row {
+                    id: format!("seg-{n}"),
+                    page: s.page,
+                    start: s.start,
+                    end: s.end,
+                    original: slice(s.start, s.end),
+                    language: s.code.clone(),
+                    translation: None,
+                    status: String::new(),
+                    confidence: None,
+                });
+            }
+            if view.rows.is_empty() && !text.is_empty() {
+                view.rows.push(Row {
+                    id: "seg-0".into(),
+                    page: 1,
+                    start: 0,
+                    end: text.chars().count() as u64,
+                    original: text.clone(),
+                    language: String::new(),
+                    translation: None,
+                    status: String::new(),
+                    confidence: None,
+                });
+            }
+        }
+    }
+    for annotation in &result.annotations {
+        match &annotation.body {
+            AnnotationBody::Summary { sentences, key_terms, .. } => {
+                for s in sentences {
+                    // The row whose span holds the quoted sentence's start.
+                    let target = view.rows.iter().find(|r| r.start <= s.start && s.start < r.end.max(r.start + 1)).map(|r| r.id.clone());
+                    view.summary.push(SummaryLine { text: s.text.clone(), target, score: format!("{:.2}", s.score) });
+                }
+                view.key_terms.extend(key_terms.iter().map(|k| k.term.clone()));
+            }
+            AnnotationBody::AbstractiveSummary { text, faithfulness, unverified, .. } => {
+                let spans: Vec<&str> = unverified.iter().map(|u| u.text.as_str()).collect();
+                view.abstractive = Some(pieces(text, &spans));
+                view.abstractive_faithfulness = match faithfulness {
+                    Faithfulness::Verified => "every number and name was found in the source".into(),
+                    Faithfulness::UnverifiedContent => "contains numbers or names the source does not (marked)".into(),
+                };
+            }
+            _ => {}
+        }
+        let p = &annotation.provenance;
+        view.provenance.push(ProvenanceRow {
+            stage: p.stage.clone(),
+            engine: format!("{} {}", p.engine, p.engine_version),
+            model: p.model.as_ref().map(|m| m.id.clone()).unwrap_or_default(),
+            weights_sha256: p.model.as_ref().map(|m| m.weights_sha256.clone()).unwrap_or_default(),
+            machine_generated: p.machine_generated,
+            parameters: serde_json::to_string(&p.parameters).unwrap_or_default(),
+            started_at: p.started_at.to_rfc3339(),
+            finished_at: p.finished_at.to_rfc3339(),
+            worker_id: p.worker_id.clone(),
+        });
+    }
+    view.stage_errors = result
+        .stages
+        .iter()
+        .filter_map(|s| s.error.as_ref().map(|e| (s.stage.clone(), e.kind.as_str().to_owned(), e.reason.clone())))
+        .collect();
+    view
+}
+
+fn status_label(status: TranslationStatus) -> &'static str {
+    match status {
+        TranslationStatus::Translated => "translated",
+        TranslationStatus::SourceIsTarget => "source_is_target",
+        TranslationStatus::Undetermined => "undetermined",
+        TranslationStatus::Unsupported => "unsupported",
+        TranslationStatus::ModelError => "model_error",
+        TranslationStatus::Limit => "limit",
+    }
+}
+
+/// `text` cut so that every occurrence of a span is a piece of its own, marked unverified.
+pub fn pieces(text: &str, spans: &[&str]) -> Vec<Piece> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    loop {
+        let next = spans.iter().filter(|s| !s.is_empty()).filter_map(|s| rest.find(s).map(|at| (at, s.len()))).min();
+        match next {
+            Some((at, len)) => {
+                if at > 0 {
+                    out.push(Piece { text: rest[..at].to_owned(), unverified: false });
+                }
+                out.push(Piece { text: rest[at..at + len].to_owned(), unverified: true });
+                rest = &rest[at + len..];
+            }
+            None => {
+                if !rest.is_empty() {
+                    out.push(Piece { text: rest.to_owned(), unverified: false });
+                }
+                return out;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unverified_spans_become_their_own_pieces() {
+        let p = pieces("Paid 500 to Li Wei on 3 May.", &["500", "Li Wei"]);
+        let marked: Vec<_> = p.iter().filter(|p| p.unverified).map(|p| p.text.as_str()).collect();
+        assert_eq!(marked, ["500", "Li Wei"]);
+        assert_eq!(p.iter().map(|p| p.text.as_str()).collect::<String>(), "Paid 500 to Li Wei on 3 May.");
+        assert_eq!(pieces("plain", &[]), [Piece { text: "plain".into(), unverified: false }]);
+    }
+}
