@@ -5,114 +5,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use docpipe::schema::{
-    Annotation, AnnotationBody, JobResult, JobStatus, Provenance, StageReport, StageStatus, TextSegment, TextSource,
-    TranslationSegment, TranslationStatus,
-};
-use docpipe::error::{ErrorKind, StageError};
+use common::results::{result, TestDatabase};
+use docpipe::schema::{JobStatus, StageReport, StageStatus};
 use docpipe::store::{Field, Ingested, PostgresStore, ResultStore, Search, SqliteStore};
-
-fn provenance(stage: &str) -> Provenance {
-    Provenance {
-        stage: stage.into(),
-        engine: "test".into(),
-        engine_version: "0".into(),
-        model: None,
-        parameters: Default::default(),
-        machine_generated: stage == "translate",
-        started_at: chrono::Utc::now(),
-        finished_at: chrono::Utc::now(),
-        worker_id: "test".into(),
-    }
-}
-
-/// A result as the pipeline makes it: text (with an email subject), an English translation, and
-/// a failed or successful extract report.
-fn result(case: &str, batch: &str, filename: &str, original: &str, translation: &str, ok: bool) -> JobResult {
-    let mut job = common::job(original, &["extract", "translate"], batch);
-    job.case_id = case.into();
-    job.document.filename = filename.into();
-    let mut result = JobResult::start(&job);
-    let chars = original.chars().count() as u64;
-    result.annotations.push(Annotation {
-        provenance: provenance("extract"),
-        body: AnnotationBody::Text {
-            encoding: None,
-            lines: 1,
-            chars,
-            page_count: None,
-            metadata: BTreeMap::from([("subject".to_owned(), format!("Re: {filename}"))]),
-            segments: vec![TextSegment {
-                page: 1,
-                source: TextSource::Text,
-                start: 0,
-                end: chars,
-                text: original.into(),
-                confidence: None,
-                width: None,
-                height: None,
-                problem: None,
-                ocr: None,
-            }],
-        },
-    });
-    result.annotations.push(Annotation {
-        provenance: provenance("translate"),
-        body: AnnotationBody::Translation {
-            target: "en".into(),
-            segments: vec![TranslationSegment {
-                start: 0,
-                end: chars,
-                page: 1,
-                source_language: "zho".into(),
-                status: TranslationStatus::Translated,
-                text: Some(translation.into()),
-                model: Some("m".into()),
-                confidence: Some(0.9),
-                parts: None,
-            }],
-        },
-    });
-    let error = (!ok).then(|| StageError::new(ErrorKind::Unavailable, "store was down"));
-    let status = if ok { StageStatus::Ok } else { StageStatus::Error };
-    result.stages.push(StageReport { stage: "extract".into(), status, error, attempts: 1 });
-    result.settle();
-    result
-}
-
-/// A PostgreSQL database for this test run, dropped at the end.
-struct TestDatabase {
-    name: String,
-    admin: String,
-}
-
-impl TestDatabase {
-    async fn create() -> Self {
-        let admin = std::env::var("DOCPIPE_TEST_POSTGRES").unwrap_or_else(|_| "host=127.0.0.1 user=postgres".into());
-        let name = format!("docpipe_t_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let (client, driver) = tokio_postgres::connect(&format!("{admin} dbname=postgres"), tokio_postgres::NoTls)
-            .await
-            .expect("PostgreSQL on 127.0.0.1:5432 (make test starts it)");
-        tokio::spawn(driver);
-        client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
-        Self { name, admin }
-    }
-
-    fn connection(&self) -> String {
-        format!("{} dbname={}", self.admin, self.name)
-    }
-
-    async fn drop(self) {
-        if let Ok((client, driver)) = tokio_postgres::connect(&format!("{} dbname=postgres", self.admin), tokio_postgres::NoTls).await {
-            tokio::spawn(driver);
-            let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).await;
-        }
-    }
-}
 
 async fn ingest_rules(store: &dyn ResultStore) {
     let failed = result("case-1", "b1", "mail-1.eml", "张三把钱转到了中国银行的账户", "Zhang San moved the money to a Bank of China account", false);

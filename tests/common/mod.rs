@@ -2,6 +2,8 @@
 //! Every test uses its own prefix, so its exchanges and queues are its own.
 #![allow(dead_code)]
 
+pub mod results;
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;

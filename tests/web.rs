@@ -1,0 +1,261 @@
+//! The review workspace over HTTP, on SQLite and on the real PostgreSQL: sign-in, every view,
+//! access per case (another case's document is 404, not forbidden), CSRF on every form, login
+//! rate limiting, review with its append-only audit trail, and escaping of everything a
+//! document can put on a page.
+
+mod common;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use common::results::{document, TestDatabase};
+use docpipe::blob::{BlobStore, FileStore};
+use docpipe::store::{PostgresStore, ResultStore, SqliteStore};
+use docpipe::web::{auth, router, AppState};
+use tower::ServiceExt;
+
+const PASSWORD: &str = "a long enough passphrase";
+
+/// What a hostile document puts in every field that is shown.
+const HOSTILE: &str = "<script>alert(1)</script><img src=x onerror=alert(2)><a href=\"javascript:alert(3)\">x</a>";
+
+struct Browser {
+    app: axum::Router,
+    cookies: Vec<(String, String)>,
+}
+
+struct Page {
+    status: StatusCode,
+    location: Option<String>,
+    body: String,
+}
+
+impl Browser {
+    fn new(state: AppState) -> Self {
+        Self { app: router(state), cookies: Vec::new() }
+    }
+
+    async fn send(&mut self, request: Request<Body>) -> Page {
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        for value in response.headers().get_all(header::SET_COOKIE) {
+            let (pair, _) = value.to_str().unwrap().split_once(';').unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(n, _)| n != name);
+            if !value.is_empty() {
+                self.cookies.push((name.to_owned(), value.to_owned()));
+            }
+        }
+        let status = response.status();
+        let location = response.headers().get(header::LOCATION).map(|l| l.to_str().unwrap().to_owned());
+        let body = axum::body::to_bytes(response.into_body(), 10 << 20).await.unwrap();
+        Page { status, location, body: String::from_utf8_lossy(&body).into_owned() }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    async fn get(&mut self, uri: &str) -> Page {
+        let request = Request::get(uri).header(header::COOKIE, self.cookie_header()).body(Body::empty()).unwrap();
+        self.send(request).await
+    }
+
+    async fn post(&mut self, uri: &str, form: &[(&str, &str)]) -> Page {
+        let body = form.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&");
+        let request = Request::post(uri)
+            .header(header::COOKIE, self.cookie_header())
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap();
+        self.send(request).await
+    }
+
+    async fn login(&mut self, name: &str, password: &str) -> Page {
+        let form = self.get("/login").await;
+        let csrf = hidden(&form.body, "csrf");
+        self.post("/login", &[("name", name), ("password", password), ("csrf", &csrf)]).await
+    }
+}
+
+/// Page text with the escapes askama writes for `<`, `>` and `"` spelled as named entities.
+fn named(body: &str) -> String {
+    body.replace("&#60;", "&lt;").replace("&#62;", "&gt;").replace("&#34;", "&quot;")
+}
+
+fn enc(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+/// The value of a hidden form field.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let at = html.find(&marker).unwrap_or_else(|| panic!("no {name} field in {html}")) + marker.len();
+    html[at..at + html[at..].find('"').unwrap()].to_owned()
+}
+
+async fn workspace_rules(store: Arc<dyn ResultStore>, blob_dir: &std::path::Path) {
+    let zh = document(
+        "case-a",
+        "batch-1",
+        "evidence/转账.txt",
+        &[("张三在北京。", "Zhang San is in Beijing. "), ("他把钱转到中国银行。", "He moved the money to the Bank of China.")],
+        &[("from", "zhang@example.cn")],
+    );
+    let hostile = document("case-a", "batch-1", HOSTILE, &[(HOSTILE, HOSTILE)], &[(HOSTILE, HOSTILE)]);
+    let secret = document("case-b", "batch-9", "other-case.txt", &[("北京的秘密。", "A secret in Beijing.")], &[]);
+    for r in [&zh, &hostile, &secret] {
+        store.ingest(r).await.unwrap();
+    }
+    store.put_user("ana", &auth::hash_password(PASSWORD).unwrap(), &["case-a".into()]).await.unwrap();
+    let blobs = FileStore::new(blob_dir);
+    let state = AppState { store: store.clone(), blobs: Arc::new(FileStore::new(blob_dir)), logins: Arc::default() };
+    let mut browser = Browser::new(state.clone());
+
+    // Nothing without signing in; the login form needs its own token.
+    let page = browser.get("/").await;
+    assert_eq!((page.status, page.location.as_deref()), (StatusCode::SEE_OTHER, Some("/login")));
+    assert_eq!(browser.get(&format!("/documents/{}", zh.idempotency_key)).await.status, StatusCode::SEE_OTHER);
+    let page = browser.post("/login", &[("name", "ana"), ("password", PASSWORD), ("csrf", "forged")]).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert_eq!(browser.login("ana", "wrong password").await.status, StatusCode::UNAUTHORIZED);
+    let page = browser.login("ana", PASSWORD).await;
+    assert_eq!((page.status, page.location.as_deref()), (StatusCode::SEE_OTHER, Some("/")));
+    let session = browser.cookies.iter().find(|(n, _)| n == auth::SESSION_COOKIE).expect("session cookie").1.clone();
+
+    // Cases and batches: only the granted case.
+    let home = browser.get("/").await;
+    assert_eq!(home.status, StatusCode::OK);
+    assert!(home.body.contains("batch-1") && !home.body.contains("batch-9"), "{}", home.body);
+    let csrf = hidden(&home.body, "csrf");
+
+    // The batch: counts, filters, the document list.
+    let batch = browser.get("/cases/case-a/batches/batch-1").await;
+    assert_eq!(batch.status, StatusCode::OK);
+    assert!(batch.body.contains("evidence/转账.txt"));
+    let filtered = browser.get("/cases/case-a/batches/batch-1?status=failed").await;
+    assert!(filtered.body.contains("0 documents"), "{}", filtered.body);
+    let counts = browser.get("/cases/case-a/batches/batch-1/counts.json").await;
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&counts.body).unwrap()["complete"], 2);
+
+    // The document: original and translation side by side, segment by segment; the summary
+    // sentence links to the row of the sentence it quotes; the abstractive summary is labelled
+    // and its unverified name marked; provenance and metadata shown.
+    let view = browser.get(&format!("/documents/{}", zh.idempotency_key)).await;
+    assert_eq!(view.status, StatusCode::OK);
+    let row = view.body.find("id=\"seg-1\"").expect("second row");
+    let row_html = &view.body[row..row + view.body[row..].find("</tr>").unwrap()];
+    assert!(row_html.contains("他把钱转到中国银行。") && row_html.contains("He moved the money to the Bank of China."), "{row_html}");
+    assert!(view.body.contains("href=\"#seg-1\" data-target=\"seg-1\""), "summary sentence links to its source row");
+    assert!(view.body.contains("machine-generated"));
+    assert!(view.body.contains("<mark class=\"unverified\" title=\"not found in the source\">Wang Wu</mark>"));
+    assert!(view.body.contains(&zh.document.sha256) && view.body.contains("zhang@example.cn"));
+
+    // Result JSON; the original is refused while the blob store lacks it, served once it holds it.
+    let json = browser.get(&format!("/documents/{}/result.json", zh.idempotency_key)).await;
+    assert_eq!(serde_json::from_str::<docpipe::schema::JobResult>(&json.body).unwrap(), zh);
+    assert_eq!(browser.get(&format!("/documents/{}/original", zh.idempotency_key)).await.status, StatusCode::NOT_FOUND);
+    let bytes = "张三在北京。他把钱转到中国银行。".as_bytes();
+    let mut with_original = zh.clone();
+    with_original.idempotency_key = "with-original".into();
+    with_original.document.sha256 = docpipe::blob::sha256_hex(bytes);
+    store.ingest(&with_original).await.unwrap();
+    blobs.put(&with_original.document.sha256, bytes).unwrap();
+    let original = browser.get("/documents/with-original/original").await;
+    assert_eq!((original.status, original.body.as_bytes()), (StatusCode::OK, bytes));
+
+    // Search: a Chinese substring and an English word from a translation, with snippets, query in the URL.
+    let found = browser.get(&format!("/search?q={}", enc("中国银行"))).await;
+    assert!(found.body.contains("<mark>中国银行</mark>"), "{}", found.body);
+    let found = browser.get("/search?q=Beijing").await;
+    assert!(found.body.contains("evidence/转账.txt") && found.body.contains("<mark>Beijing</mark>"));
+    assert!(!found.body.contains("other-case.txt"), "another case's document is never found");
+
+    // Another case: 404 everywhere, as if it did not exist.
+    for uri in [
+        format!("/documents/{}", secret.idempotency_key),
+        format!("/documents/{}/result.json", secret.idempotency_key),
+        format!("/documents/{}/original", secret.idempotency_key),
+        "/cases/case-b/batches/batch-9".to_owned(),
+        "/cases/case-b/batches/batch-9/counts.json".to_owned(),
+        "/documents/no-such-document".to_owned(),
+    ] {
+        assert_eq!(browser.get(&uri).await.status, StatusCode::NOT_FOUND, "{uri}");
+    }
+    let search_other = browser.get("/search?q=secret&case=case-b").await;
+    assert!(!search_other.body.contains("other-case.txt"));
+    let page = browser.post(&format!("/documents/{}/review", secret.idempotency_key), &[("csrf", &csrf), ("state", "reviewed")]).await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+
+    // Review: refused without the session's CSRF token, recorded with it, audited with before/after.
+    let review = format!("/documents/{}/review", zh.idempotency_key);
+    let page = browser.post(&review, &[("csrf", "forged"), ("state", "reviewed")]).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert_eq!(browser.post(&review, &[("state", "reviewed")]).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let page = browser.post(&review, &[("csrf", &csrf), ("state", "needs_attention"), ("note", "check the account <b>")]).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    let page = browser.post(&review, &[("csrf", &csrf), ("state", "reviewed"), ("note", "")]).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    let audit = store.audit(&zh.idempotency_key).await.unwrap();
+    assert_eq!(audit.len(), 2);
+    assert_eq!((audit[0].before.as_deref(), audit[0].after.as_str()), (None, "needs_attention\ncheck the account <b>"));
+    assert_eq!((audit[1].before.as_deref(), audit[1].after.as_str()), (Some("needs_attention\ncheck the account <b>"), "reviewed"));
+    let view = browser.get(&format!("/documents/{}", zh.idempotency_key)).await;
+    assert!(view.body.contains("<strong id=\"review-state\">reviewed</strong>"));
+    assert!(named(&view.body).contains("check the account &lt;b&gt;") && !view.body.contains("check the account <b>"));
+    let reviewed = browser.get("/cases/case-a/batches/batch-1?review=reviewed").await;
+    assert!(reviewed.body.contains("1 documents"), "{}", reviewed.body);
+
+    // Escaping: the hostile document's name, text, translation, metadata and summaries.
+    for uri in [
+        format!("/documents/{}", hostile.idempotency_key),
+        "/cases/case-a/batches/batch-1".to_owned(),
+        format!("/search?q={}", enc("alert")),
+        "/".to_owned(),
+    ] {
+        let page = browser.get(&uri).await;
+        assert_eq!(page.status, StatusCode::OK, "{uri}");
+        for raw in ["<script>alert", "<img src=x", "href=\"javascript:"] {
+            assert!(!page.body.contains(raw), "{uri} carries {raw} unescaped");
+        }
+        if uri.starts_with("/documents/") {
+            let shown = named(&page.body).matches("&lt;script&gt;alert(1)&lt;/script&gt;").count();
+            assert!(shown >= 5, "name, text, translation, metadata key and value shown escaped: {shown}");
+        }
+    }
+
+    // Every page forbids inline and foreign script.
+    let request = Request::get("/login").body(Body::empty()).unwrap();
+    let response = router(state.clone()).oneshot(request).await.unwrap();
+    let csp = response.headers().get(header::CONTENT_SECURITY_POLICY).unwrap().to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"));
+
+    // Sign out: the session no longer opens anything, the cookie alone is worthless.
+    assert_eq!(browser.post("/logout", &[("csrf", &csrf)]).await.status, StatusCode::SEE_OTHER);
+    browser.cookies.push((auth::SESSION_COOKIE.into(), session));
+    assert_eq!(browser.get("/").await.status, StatusCode::SEE_OTHER);
+
+    // Login attempts are limited per user: after five failures even the right password waits.
+    let mut attacker = Browser::new(state);
+    for _ in 0..5 {
+        assert_eq!(attacker.login("ana", "guess").await.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(attacker.login("ana", PASSWORD).await.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn the_workspace_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("results.sqlite")).unwrap());
+    workspace_rules(store, &dir.path().join("blobs")).await;
+}
+
+#[tokio::test]
+async fn the_workspace_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::create().await;
+    let store = Arc::new(PostgresStore::connect(&db.connection()).await.unwrap());
+    workspace_rules(store.clone(), &dir.path().join("blobs")).await;
+    drop(store);
+    db.drop().await;
+}
