@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod results;
+pub mod webdriver;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};

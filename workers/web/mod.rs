@@ -70,7 +70,15 @@ pub fn internal(e: impl std::fmt::Display) -> Response {
 
 /// Serve on `bind` until `shutdown` resolves.
 pub async fn serve(state: AppState, bind: SocketAddr, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(bind).await?;
+    serve_on(tokio::net::TcpListener::bind(bind).await?, state, shutdown).await
+}
+
+/// Serve on a listener already bound (tests bind port 0 and read the port back).
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "review workspace listening");
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
     Ok(())
