@@ -136,6 +136,11 @@ impl Field {
     pub fn parse(s: &str) -> Option<Field> {
         Field::ALL.into_iter().find(|f| f.as_str() == s)
     }
+
+    /// Its place in `ALL` (the SQLite store numbers search rows with it).
+    pub fn number(self) -> i64 {
+        Field::ALL.iter().position(|f| *f == self).expect("every field is in ALL") as i64
+    }
 }
 
 /// Documents of a batch by status.
@@ -403,11 +408,6 @@ pub fn indexed(result: &JobResult) -> Indexed {
     ];
     let media_type = result.document.detected_media_type.clone().or_else(|| result.document.declared_media_type.clone());
     Indexed { texts: texts.into_iter().filter(|(_, t)| !t.is_empty()).collect(), languages, flags, media_type }
-}
-
-/// The stored texts of `result` for `field`, for snippets.
-pub fn field_text(result: &JobResult, field: Field) -> String {
-    indexed(result).texts.into_iter().find(|(f, _)| *f == field).map(|(_, t)| t).unwrap_or_default()
 }
 
 /// Import results from JSON lines files (as `docpipe process --out` and `docpipe results` write

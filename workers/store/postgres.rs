@@ -72,7 +72,7 @@ impl PostgresStore {
             let mut distinct = terms::terms(text);
             distinct.sort_unstable();
             distinct.dedup();
-            tx.execute("INSERT INTO search (key, field, terms) VALUES ($1, $2, $3)", &[&result.idempotency_key, &field.as_str(), &distinct])
+            tx.execute("INSERT INTO search (key, field, text, terms) VALUES ($1, $2, $3, $4)", &[&result.idempotency_key, &field.as_str(), text, &distinct])
                 .await?;
         }
         tx.commit().await?;
@@ -123,7 +123,7 @@ impl ResultStore for PostgresStore {
         let client = self.client.lock().await;
         let rows = client
             .query(
-                "SELECT d.key, d.case_id, d.batch_id, d.filename, d.status, s.field, d.result
+                "SELECT d.key, d.case_id, d.batch_id, d.filename, d.status, s.field, s.text
                  FROM search s JOIN documents d ON d.key = s.key
                  WHERE s.terms @> $1 AND d.case_id = ANY($2) AND ($3::TEXT IS NULL OR d.batch_id = $3)
                  ORDER BY d.case_id, d.batch_id, d.filename, s.field
@@ -134,10 +134,8 @@ impl ResultStore for PostgresStore {
         let mut hits = Vec::with_capacity(rows.len());
         for row in rows {
             let key: String = row.get(0);
-            let result: JobResult =
-                serde_json::from_value(row.get(6)).map_err(|source| StoreError::Stored { key: key.clone(), source })?;
             let field = Field::parse(row.get(5)).unwrap_or(Field::Original);
-            let snippet = terms::snippet(&super::field_text(&result, field), &search.query, 60);
+            let snippet = terms::snippet(row.get(6), &search.query, 60);
             hits.push(Hit {
                 key,
                 case_id: row.get(1),

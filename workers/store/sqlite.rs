@@ -15,6 +15,9 @@ use super::{
 use crate::schema::JobResult;
 
 /// Versioned schema changes, applied in order once each; the version is SQLite's `user_version`.
+/// Search rows a document may have (one per field, with room to spare).
+const ROWS_PER_DOCUMENT: i64 = 8;
+
 const MIGRATIONS: &[&str] = &[include_str!("sqlite/0001_results.sql"), include_str!("sqlite/0002_review.sql")];
 
 pub struct SqliteStore {
@@ -67,17 +70,22 @@ impl ResultStore for SqliteStore {
             let json = serde_json::to_string(&result).expect("result serializes");
             let index = indexed(&result);
             let tx = connection.transaction()?;
-            let stored: Option<i64> = tx
-                .query_row("SELECT status_rank FROM documents WHERE key = ?1", [&result.idempotency_key], |r| r.get(0))
+            let stored: Option<(i64, i64)> = tx
+                .query_row("SELECT id, status_rank FROM documents WHERE key = ?1", [&result.idempotency_key], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .optional()?;
             let outcome = match stored {
-                Some(old) if old >= rank(result.status) => return Ok(Ingested::Kept),
-                Some(_) => Ingested::Replaced,
+                Some((_, old)) if old >= rank(result.status) => return Ok(Ingested::Kept),
+                Some((id, _)) => {
+                    tx.execute("DELETE FROM search WHERE rowid BETWEEN ?1 AND ?2", [id * ROWS_PER_DOCUMENT, id * ROWS_PER_DOCUMENT + ROWS_PER_DOCUMENT - 1])?;
+                    tx.execute("DELETE FROM documents WHERE id = ?1", [id])?;
+                    Ingested::Replaced
+                }
                 None => Ingested::Inserted,
             };
-            tx.execute("DELETE FROM search WHERE key = ?1", [&result.idempotency_key])?;
             tx.execute(
-                "INSERT OR REPLACE INTO documents (key, job_id, case_id, batch_id, parent_job_id, filename, sha256, media_type,
+                "INSERT INTO documents (key, job_id, case_id, batch_id, parent_job_id, filename, sha256, media_type,
                      status, status_rank, languages, flags, completed_at, ingested_at, result)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 params![
@@ -98,9 +106,10 @@ impl ResultStore for SqliteStore {
                     json,
                 ],
             )?;
-            let mut insert = tx.prepare("INSERT INTO search (key, field, terms) VALUES (?1, ?2, ?3)")?;
+            let id = tx.last_insert_rowid();
+            let mut insert = tx.prepare("INSERT INTO search (rowid, field, text, terms) VALUES (?1, ?2, ?3, ?4)")?;
             for (field, text) in &index.texts {
-                insert.execute(params![result.idempotency_key, field.as_str(), terms::terms(text).join(" ")])?;
+                insert.execute(params![id * ROWS_PER_DOCUMENT + field.number(), field.as_str(), text, terms::terms(text).join(" ")])?;
             }
             drop(insert);
             tx.commit()?;
@@ -130,8 +139,8 @@ impl ResultStore for SqliteStore {
         self.with(move |connection| {
             let cases = serde_json::to_string(&search.cases).expect("ids serialize");
             let mut statement = connection.prepare(
-                "SELECT d.key, d.case_id, d.batch_id, d.filename, d.status, s.field, d.result
-                 FROM search s JOIN documents d ON d.key = s.key
+                "SELECT d.key, d.case_id, d.batch_id, d.filename, d.status, s.field, s.text
+                 FROM search s JOIN documents d ON d.id = s.rowid / 8
                  WHERE search MATCH ?1
                    AND d.case_id IN (SELECT value FROM json_each(?2))
                    AND (?3 IS NULL OR d.batch_id = ?3)
@@ -151,11 +160,9 @@ impl ResultStore for SqliteStore {
             })?;
             let mut hits = Vec::new();
             for row in rows {
-                let (key, case_id, batch_id, filename, status, field, json) = row?;
-                let result: JobResult =
-                    serde_json::from_str(&json).map_err(|source| StoreError::Stored { key: key.clone(), source })?;
+                let (key, case_id, batch_id, filename, status, field, text) = row?;
                 let field = Field::parse(&field).unwrap_or(Field::Original);
-                let snippet = terms::snippet(&super::field_text(&result, field), &search.query, 60);
+                let snippet = terms::snippet(&text, &search.query, 60);
                 hits.push(Hit { key, case_id, batch_id, filename, status: parse_status(&status), field, snippet });
             }
             Ok(hits)

@@ -24,6 +24,7 @@ CREATE INDEX documents_by_parent ON documents (parent_job_id);
 CREATE TABLE search (
     key   TEXT NOT NULL REFERENCES documents (key) ON DELETE CASCADE,
     field TEXT NOT NULL,
+    text  TEXT NOT NULL,
     terms TEXT[] NOT NULL,
     PRIMARY KEY (key, field)
 );

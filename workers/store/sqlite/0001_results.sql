@@ -1,6 +1,7 @@
 -- One row per idempotency key: the result as received, and what the document list filters on.
 CREATE TABLE documents (
-    key           TEXT PRIMARY KEY,
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    key           TEXT NOT NULL UNIQUE,
     job_id        TEXT NOT NULL,
     case_id       TEXT NOT NULL,
     batch_id      TEXT NOT NULL,
@@ -20,10 +21,12 @@ CREATE INDEX documents_by_batch ON documents (case_id, batch_id, status);
 CREATE INDEX documents_by_parent ON documents (parent_job_id);
 
 -- Search terms per document and field (see store/terms.rs); the terms are already split and
--- folded, so FTS5 only has to split at the spaces between them.
+-- folded, so FTS5 only has to split at the spaces between them. The rowid is the document's id
+-- times 8 plus the field's number, so a document's rows are found (and replaced) by range, and
+-- `text` keeps the field's text for snippets.
 CREATE VIRTUAL TABLE search USING fts5 (
-    key UNINDEXED,
     field UNINDEXED,
+    text UNINDEXED,
     terms,
     tokenize = "unicode61 remove_diacritics 0"
 );
