@@ -263,6 +263,14 @@ pub trait ResultStore: Send + Sync {
     /// Keep `result` unless a result as good is already stored under its idempotency key;
     /// committed when this returns.
     async fn ingest(&self, result: &JobResult) -> Result<Ingested, StoreError>;
+    /// As `ingest`, for many results at once (one commit where the store can: imports).
+    async fn ingest_many(&self, results: &[JobResult]) -> Result<Vec<Ingested>, StoreError> {
+        let mut outcomes = Vec::with_capacity(results.len());
+        for result in results {
+            outcomes.push(self.ingest(result).await?);
+        }
+        Ok(outcomes)
+    }
     /// The stored result for an idempotency key.
     async fn get(&self, key: &str) -> Result<Option<JobResult>, StoreError>;
     /// Documents matching every term of the query, at most `limit`, in the given cases.
@@ -418,25 +426,39 @@ pub async fn import(
     blobs: &dyn crate::blob::BlobStore,
 ) -> anyhow::Result<ImportTally> {
     let mut tally = ImportTally::default();
+    let mut pending = Vec::new();
     for path in files {
         let text = std::fs::read_to_string(path).map_err(|source| StoreError::Io { path: path.clone(), source })?;
         for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let result = match serde_json::from_str::<JobResult>(line) {
-                Ok(result) => full_result(result, blobs)?,
+            match serde_json::from_str::<JobResult>(line) {
+                Ok(result) => pending.push(full_result(result, blobs)?),
                 Err(e) => {
                     eprintln!("{}:{}: not a result: {e}", path.display(), n + 1);
                     tally.unreadable += 1;
-                    continue;
                 }
-            };
-            match store.ingest(&result).await? {
-                Ingested::Inserted => tally.inserted += 1,
-                Ingested::Replaced => tally.replaced += 1,
-                Ingested::Kept => tally.kept += 1,
+            }
+            if pending.len() >= IMPORT_BATCH {
+                tally.add(&store.ingest_many(&std::mem::take(&mut pending)).await?);
             }
         }
     }
+    tally.add(&store.ingest_many(&pending).await?);
     Ok(tally)
+}
+
+/// Results committed together by `import`.
+const IMPORT_BATCH: usize = 500;
+
+impl ImportTally {
+    fn add(&mut self, outcomes: &[Ingested]) {
+        for outcome in outcomes {
+            match outcome {
+                Ingested::Inserted => self.inserted += 1,
+                Ingested::Replaced => self.replaced += 1,
+                Ingested::Kept => self.kept += 1,
+            }
+        }
+    }
 }
 
 /// The whole result: a claim-checked one is read back from the blob store (verified by hash).

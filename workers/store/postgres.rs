@@ -123,11 +123,16 @@ impl ResultStore for PostgresStore {
         let client = self.client.lock().await;
         let rows = client
             .query(
-                "SELECT d.key, d.case_id, d.batch_id, d.filename, d.status, s.field, s.text
-                 FROM search s JOIN documents d ON d.key = s.key
-                 WHERE s.terms @> $1 AND d.case_id = ANY($2) AND ($3::TEXT IS NULL OR d.batch_id = $3)
-                 ORDER BY d.case_id, d.batch_id, d.filename, s.field
-                 LIMIT $4",
+                // Which rows, first (keys only, so the long texts of rows that will not be
+                // shown are never read); then their texts.
+                "WITH hits AS (
+                     SELECT s.key, s.field FROM search s JOIN documents d ON d.key = s.key
+                     WHERE s.terms @> $1 AND d.case_id = ANY($2) AND ($3::TEXT IS NULL OR d.batch_id = $3)
+                     ORDER BY d.case_id, d.batch_id, d.filename, s.field
+                     LIMIT $4)
+                 SELECT d.key, d.case_id, d.batch_id, d.filename, d.status, s.field, s.text
+                 FROM hits h JOIN search s ON s.key = h.key AND s.field = h.field JOIN documents d ON d.key = h.key
+                 ORDER BY d.case_id, d.batch_id, d.filename, s.field",
                 &[&wanted, &search.cases, &search.batch, &(search.limit as i64)],
             )
             .await?;

@@ -65,55 +65,16 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
 #[async_trait::async_trait]
 impl ResultStore for SqliteStore {
     async fn ingest(&self, result: &JobResult) -> Result<Ingested, StoreError> {
-        let result = result.clone();
+        Ok(self.ingest_many(std::slice::from_ref(result)).await?[0])
+    }
+
+    async fn ingest_many(&self, results: &[JobResult]) -> Result<Vec<Ingested>, StoreError> {
+        let results = results.to_vec();
         self.with(move |connection| {
-            let json = serde_json::to_string(&result).expect("result serializes");
-            let index = indexed(&result);
             let tx = connection.transaction()?;
-            let stored: Option<(i64, i64)> = tx
-                .query_row("SELECT id, status_rank FROM documents WHERE key = ?1", [&result.idempotency_key], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()?;
-            let outcome = match stored {
-                Some((_, old)) if old >= rank(result.status) => return Ok(Ingested::Kept),
-                Some((id, _)) => {
-                    tx.execute("DELETE FROM search WHERE rowid BETWEEN ?1 AND ?2", [id * ROWS_PER_DOCUMENT, id * ROWS_PER_DOCUMENT + ROWS_PER_DOCUMENT - 1])?;
-                    tx.execute("DELETE FROM documents WHERE id = ?1", [id])?;
-                    Ingested::Replaced
-                }
-                None => Ingested::Inserted,
-            };
-            tx.execute(
-                "INSERT INTO documents (key, job_id, case_id, batch_id, parent_job_id, filename, sha256, media_type,
-                     status, status_rank, languages, flags, completed_at, ingested_at, result)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                params![
-                    result.idempotency_key,
-                    result.job_id.to_string(),
-                    result.case_id,
-                    result.batch_id,
-                    result.parent.as_ref().map(|p| p.job_id.to_string()),
-                    result.document.filename,
-                    result.document.sha256,
-                    index.media_type,
-                    status_str(result.status),
-                    rank(result.status),
-                    index.languages.join(" "),
-                    index.flags.join(" "),
-                    result.completed_at.map(|t| t.to_rfc3339()),
-                    chrono::Utc::now().to_rfc3339(),
-                    json,
-                ],
-            )?;
-            let id = tx.last_insert_rowid();
-            let mut insert = tx.prepare("INSERT INTO search (rowid, field, text, terms) VALUES (?1, ?2, ?3, ?4)")?;
-            for (field, text) in &index.texts {
-                insert.execute(params![id * ROWS_PER_DOCUMENT + field.number(), field.as_str(), text, terms::terms(text).join(" ")])?;
-            }
-            drop(insert);
+            let outcomes = results.iter().map(|r| ingest_in(&tx, r)).collect::<Result<Vec<_>, _>>()?;
             tx.commit()?;
-            Ok(outcome)
+            Ok(outcomes)
         })
         .await
     }
@@ -139,13 +100,18 @@ impl ResultStore for SqliteStore {
         self.with(move |connection| {
             let cases = serde_json::to_string(&search.cases).expect("ids serialize");
             let mut statement = connection.prepare(
-                "SELECT d.key, d.case_id, d.batch_id, d.filename, d.status, s.field, s.text
-                 FROM search s JOIN documents d ON d.id = s.rowid / 8
-                 WHERE search MATCH ?1
-                   AND d.case_id IN (SELECT value FROM json_each(?2))
-                   AND (?3 IS NULL OR d.batch_id = ?3)
-                 ORDER BY d.case_id, d.batch_id, d.filename, s.field
-                 LIMIT ?4",
+                // Which rows, first (rowids only, so the long texts of rows that will not be
+                // shown are never read); then their texts.
+                "WITH hits AS (
+                     SELECT s.rowid AS row, d.id AS id FROM search s JOIN documents d ON d.id = s.rowid / 8
+                     WHERE search MATCH ?1
+                       AND d.case_id IN (SELECT value FROM json_each(?2))
+                       AND (?3 IS NULL OR d.batch_id = ?3)
+                     ORDER BY d.case_id, d.batch_id, d.filename, s.field
+                     LIMIT ?4)
+                 SELECT d.key, d.case_id, d.batch_id, d.filename, d.status, s.field, s.text
+                 FROM hits h JOIN search s ON s.rowid = h.row JOIN documents d ON d.id = h.id
+                 ORDER BY d.case_id, d.batch_id, d.filename, s.field",
             )?;
             let rows = statement.query_map(params![matching, cases, search.batch, search.limit as i64], |r| {
                 Ok((
@@ -369,4 +335,53 @@ fn document_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DocumentRow> {
 pub(super) fn split_words(text: &str) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
     text.split_whitespace().filter(|w| seen.insert(*w)).map(str::to_owned).collect()
+}
+
+/// One result into an open transaction (see `ingest_many`).
+fn ingest_in(tx: &rusqlite::Transaction<'_>, result: &JobResult) -> Result<Ingested, StoreError> {
+    let json = serde_json::to_string(&result).expect("result serializes");
+    let index = indexed(&result);
+    let stored: Option<(i64, i64)> = tx
+        .query_row("SELECT id, status_rank FROM documents WHERE key = ?1", [&result.idempotency_key], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let outcome = match stored {
+        Some((_, old)) if old >= rank(result.status) => return Ok(Ingested::Kept),
+        Some((id, _)) => {
+            tx.execute("DELETE FROM search WHERE rowid BETWEEN ?1 AND ?2", [id * ROWS_PER_DOCUMENT, id * ROWS_PER_DOCUMENT + ROWS_PER_DOCUMENT - 1])?;
+            tx.execute("DELETE FROM documents WHERE id = ?1", [id])?;
+            Ingested::Replaced
+        }
+        None => Ingested::Inserted,
+    };
+    tx.execute(
+        "INSERT INTO documents (key, job_id, case_id, batch_id, parent_job_id, filename, sha256, media_type,
+             status, status_rank, languages, flags, completed_at, ingested_at, result)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        params![
+            result.idempotency_key,
+            result.job_id.to_string(),
+            result.case_id,
+            result.batch_id,
+            result.parent.as_ref().map(|p| p.job_id.to_string()),
+            result.document.filename,
+            result.document.sha256,
+            index.media_type,
+            status_str(result.status),
+            rank(result.status),
+            index.languages.join(" "),
+            index.flags.join(" "),
+            result.completed_at.map(|t| t.to_rfc3339()),
+            chrono::Utc::now().to_rfc3339(),
+            json,
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    let mut insert = tx.prepare("INSERT INTO search (rowid, field, text, terms) VALUES (?1, ?2, ?3, ?4)")?;
+    for (field, text) in &index.texts {
+        insert.execute(params![id * ROWS_PER_DOCUMENT + field.number(), field.as_str(), text, terms::terms(text).join(" ")])?;
+    }
+    drop(insert);
+    Ok(outcome)
 }
