@@ -6,7 +6,8 @@ export OMP_THREAD_LIMIT = 1
 
 sample:
 	./scripts/setup.sh
-	cargo run --quiet -- process samples/batch --out out/sample
+	cargo run --quiet -- process samples/batch --out out/sample --case sample --batch sample
+	cargo run --quiet -- store import out/sample
 
 test:
 	./scripts/setup.sh --broker

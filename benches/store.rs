@@ -1,7 +1,8 @@
 //! The results store and the review workspace at case scale: ingest rate into SQLite and
 //! PostgreSQL, search latency (p50/p95) and document view time on a generated case.
 //! Run: `cargo bench --bench store --profile dev` (the figures in README) or `cargo bench --bench store` (PostgreSQL on 127.0.0.1:5432; `STORE_BENCH_DOCS`, default
-//! 100000, sets the case size; `STORE_BENCH_POSTGRES=0` skips PostgreSQL).
+//! 100000, sets the case size; `STORE_BENCH_POSTGRES_DOCS` a smaller one for PostgreSQL;
+//! `STORE_BENCH_POSTGRES=0` skips it).
 
 #[path = "../tests/common/results.rs"]
 mod results;
@@ -163,9 +164,10 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     measure("SQLite", Arc::new(SqliteStore::open(&dir.path().join("bench.sqlite")).unwrap()), &docs).await;
     if std::env::var("STORE_BENCH_POSTGRES").as_deref() != Ok("0") {
+        let n: usize = std::env::var("STORE_BENCH_POSTGRES_DOCS").ok().and_then(|v| v.parse().ok()).unwrap_or(docs.len());
         let db = TestDatabase::create().await;
         let store = Arc::new(PostgresStore::connect(&db.connection()).await.unwrap());
-        measure("PostgreSQL", store.clone(), &docs).await;
+        measure("PostgreSQL", store.clone(), &docs[..n.min(docs.len())]).await;
         drop(store);
         db.drop().await;
     }

@@ -38,8 +38,9 @@ if [ "$need_broker" = 1 ]; then
   timeout 120 rabbitmqctl -q await_startup
   # The tests use the guest account from localhost, RabbitMQ's default.
 
-  # The review workspace's browser test drives Debian's Chromium through ChromeDriver.
-  apt_install chromium chromium-driver
+  # The review workspace's browser test drives Debian's Chromium through ChromeDriver (with a
+  # font that has Chinese glyphs, for its screenshots).
+  apt_install chromium chromium-driver fonts-wqy-zenhei
 
   # The results-store tests use PostgreSQL on 127.0.0.1:5432 as user postgres (set
   # DOCPIPE_TEST_POSTGRES to other libpq settings where local connections need a password).

@@ -66,6 +66,12 @@ impl Job {
         }
     }
 
+    /// The id of the job for the file at `path` with digest `sha256` in batch `batch_id`: derived,
+    /// so submitting or processing the same batch again gives the same ids and results dedupe.
+    pub fn id_for(batch_id: &str, path: &str, sha256: &str) -> Uuid {
+        Uuid::new_v5(&Uuid::NAMESPACE_URL, format!("docpipe:{batch_id}/{path}/{sha256}").as_bytes())
+    }
+
     /// What this job shares with the other jobs of its batch; children inherit it, without a total.
     pub fn batch(&self) -> BatchSpec {
         BatchSpec {

@@ -35,6 +35,44 @@ pub fn is_unspaced(c: char) -> bool {
     is_han(c) || is_kana(c) || is_thai(c) || is_hangul(c)
 }
 
+/// The terms of `text`, in order, repeats kept: words folded to lower case, split at anything
+/// that is not a letter or digit, and runs of unspaced scripts as overlapping character pairs (a
+/// lone character stands alone), so a word is found inside unbroken text. The extractive
+/// summarizer compares sentences by these terms and the results store indexes them.
+pub fn terms(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut run: Vec<char> = Vec::new();
+    let flush_run = |run: &mut Vec<char>, out: &mut Vec<String>| {
+        if run.len() == 1 {
+            out.push(run[0].to_string());
+        }
+        out.extend(run.windows(2).map(|pair| pair.iter().collect::<String>()));
+        run.clear();
+    };
+    for c in text.chars() {
+        if is_unspaced(c) {
+            if !word.is_empty() {
+                out.push(std::mem::take(&mut word));
+            }
+            run.push(c);
+        } else if c.is_alphanumeric() {
+            flush_run(&mut run, &mut out);
+            word.extend(c.to_lowercase());
+        } else {
+            flush_run(&mut run, &mut out);
+            if !word.is_empty() {
+                out.push(std::mem::take(&mut word));
+            }
+        }
+    }
+    flush_run(&mut run, &mut out);
+    if !word.is_empty() {
+        out.push(word);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -129,40 +129,9 @@ fn boilerplate(input: &Input<'_>) -> Vec<usize> {
         .collect()
 }
 
-/// Lower-case words, and character bigrams inside runs of unspaced scripts.
+/// Lower-case words, and character bigrams inside runs of unspaced scripts, less stop words.
 pub fn tokens(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut word = String::new();
-    let mut run: Vec<char> = Vec::new();
-    let flush_run = |run: &mut Vec<char>, out: &mut Vec<String>| {
-        if run.len() == 1 {
-            out.push(run[0].to_string());
-        }
-        for pair in run.windows(2) {
-            out.push(pair.iter().collect());
-        }
-        run.clear();
-    };
-    for c in text.chars() {
-        if crate::script::is_unspaced(c) {
-            if !word.is_empty() {
-                out.push(std::mem::take(&mut word));
-            }
-            run.push(c);
-        } else if c.is_alphanumeric() {
-            flush_run(&mut run, &mut out);
-            word.extend(c.to_lowercase());
-        } else {
-            flush_run(&mut run, &mut out);
-            if !word.is_empty() {
-                out.push(std::mem::take(&mut word));
-            }
-        }
-    }
-    flush_run(&mut run, &mut out);
-    if !word.is_empty() {
-        out.push(word);
-    }
+    let mut out = crate::script::terms(text);
     out.retain(|t| !STOPWORDS.contains(&t.as_str()));
     out
 }

@@ -159,7 +159,8 @@ async fn process_one(
                 declared_media_type: None,
                 content: Content::Blob { key },
             };
-            Job::new(uuid::Uuid::new_v4(), batch, document)
+            // As `submit` derives them: processing the same batch again gives the same job ids.
+            Job::new(Job::id_for(&batch.batch_id, &document.filename, &document.sha256), batch, document)
         }
     };
     let job = Arc::new(job);

@@ -111,7 +111,7 @@ pub async fn submit(config: &Config, args: Args) -> anyhow::Result<Submitted> {
         };
         // Derived from batch, path and content: resubmitting a batch after a failure mid-publish
         // gives the same job ids, so results dedupe instead of counting twice.
-        let job_id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, format!("docpipe:{batch_id}/{}/{}", item.path.display(), item.sha256).as_bytes());
+        let job_id = Job::id_for(&batch_id, &item.path.display().to_string(), &item.sha256);
         let document = DocumentRef {
             sha256: item.sha256,
             size: item.size,

@@ -31,52 +31,15 @@ impl PostgresStore {
         Ok(Self { client: tokio::sync::Mutex::new(client) })
     }
 
-    async fn ingest_once(&self, result: &JobResult) -> Result<Ingested, StoreError> {
-        let json = serde_json::to_value(result).expect("result serializes");
-        let index = indexed(result);
+    async fn ingest_once(&self, results: &[JobResult]) -> Result<Vec<Ingested>, StoreError> {
         let mut client = self.client.lock().await;
         let tx = client.transaction().await?;
-        let stored = tx
-            .query_opt("SELECT status_rank FROM documents WHERE key = $1 FOR UPDATE", &[&result.idempotency_key])
-            .await?
-            .map(|row| row.get::<_, i32>(0));
-        let outcome = match stored {
-            Some(old) if i64::from(old) >= rank(result.status) => return Ok(Ingested::Kept),
-            Some(_) => Ingested::Replaced,
-            None => Ingested::Inserted,
-        };
-        tx.execute("DELETE FROM documents WHERE key = $1", &[&result.idempotency_key]).await?;
-        tx.execute(
-            "INSERT INTO documents (key, job_id, case_id, batch_id, parent_job_id, filename, sha256, media_type,
-                 status, status_rank, languages, flags, completed_at, ingested_at, result)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::TEXT::TIMESTAMPTZ, now(), $14)",
-            &[
-                &result.idempotency_key,
-                &result.job_id.to_string(),
-                &result.case_id,
-                &result.batch_id,
-                &result.parent.as_ref().map(|p| p.job_id.to_string()),
-                &result.document.filename,
-                &result.document.sha256,
-                &index.media_type,
-                &status_str(result.status),
-                &(rank(result.status) as i32),
-                &index.languages.join(" "),
-                &index.flags.join(" "),
-                &result.completed_at.map(|t| t.to_rfc3339()),
-                &json,
-            ],
-        )
-        .await?;
-        for (field, text) in &index.texts {
-            let mut distinct = terms::terms(text);
-            distinct.sort_unstable();
-            distinct.dedup();
-            tx.execute("INSERT INTO search (key, field, text, terms) VALUES ($1, $2, $3, $4)", &[&result.idempotency_key, &field.as_str(), text, &distinct])
-                .await?;
+        let mut outcomes = Vec::with_capacity(results.len());
+        for result in results {
+            outcomes.push(ingest_in(&tx, result).await?);
         }
         tx.commit().await?;
-        Ok(outcome)
+        Ok(outcomes)
     }
 }
 
@@ -99,11 +62,15 @@ async fn migrate(client: &mut Client) -> Result<(), StoreError> {
 #[async_trait::async_trait]
 impl ResultStore for PostgresStore {
     async fn ingest(&self, result: &JobResult) -> Result<Ingested, StoreError> {
+        Ok(self.ingest_many(std::slice::from_ref(result)).await?[0])
+    }
+
+    async fn ingest_many(&self, results: &[JobResult]) -> Result<Vec<Ingested>, StoreError> {
         // Two consumers inserting the first result of one job at once: the loser of the unique
         // key finds the winner's row on its second try and ranks against it.
-        match self.ingest_once(result).await {
+        match self.ingest_once(results).await {
             Err(StoreError::Postgres(e)) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                self.ingest_once(result).await
+                self.ingest_once(results).await
             }
             other => other,
         }
@@ -128,7 +95,8 @@ impl ResultStore for PostgresStore {
                 "WITH hits AS (
                      SELECT s.key, s.field FROM search s JOIN documents d ON d.key = s.key
                      WHERE s.terms @> $1 AND d.case_id = ANY($2) AND ($3::TEXT IS NULL OR d.batch_id = $3)
-                     ORDER BY d.case_id, d.batch_id, d.filename, s.field
+                     -- No order here: a common term stops at the limit instead of sorting
+                     -- every match; the rows shown are ordered below.
                      LIMIT $4)
                  SELECT d.key, d.case_id, d.batch_id, d.filename, d.status, s.field, s.text
                  FROM hits h JOIN search s ON s.key = h.key AND s.field = h.field JOIN documents d ON d.key = h.key
@@ -289,4 +257,50 @@ fn document_row(r: &tokio_postgres::Row) -> DocumentRow {
         review: ReviewState::parse(r.get(8)).unwrap_or(ReviewState::Unreviewed),
         parent_job_id: r.get(9),
     }
+}
+
+/// One result into an open transaction (see `ingest_many`).
+async fn ingest_in(tx: &tokio_postgres::Transaction<'_>, result: &JobResult) -> Result<Ingested, StoreError> {
+    let json = serde_json::to_value(result).expect("result serializes");
+    let index = indexed(result);
+    let stored = tx
+        .query_opt("SELECT status_rank FROM documents WHERE key = $1 FOR UPDATE", &[&result.idempotency_key])
+        .await?
+        .map(|row| row.get::<_, i32>(0));
+    let outcome = match stored {
+        Some(old) if i64::from(old) >= rank(result.status) => return Ok(Ingested::Kept),
+        Some(_) => Ingested::Replaced,
+        None => Ingested::Inserted,
+    };
+    tx.execute("DELETE FROM documents WHERE key = $1", &[&result.idempotency_key]).await?;
+    tx.execute(
+        "INSERT INTO documents (key, job_id, case_id, batch_id, parent_job_id, filename, sha256, media_type,
+             status, status_rank, languages, flags, completed_at, ingested_at, result)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::TEXT::TIMESTAMPTZ, now(), $14)",
+        &[
+            &result.idempotency_key,
+            &result.job_id.to_string(),
+            &result.case_id,
+            &result.batch_id,
+            &result.parent.as_ref().map(|p| p.job_id.to_string()),
+            &result.document.filename,
+            &result.document.sha256,
+            &index.media_type,
+            &status_str(result.status),
+            &(rank(result.status) as i32),
+            &index.languages.join(" "),
+            &index.flags.join(" "),
+            &result.completed_at.map(|t| t.to_rfc3339()),
+            &json,
+        ],
+    )
+    .await?;
+    for (field, text) in &index.texts {
+        let mut distinct = terms::terms(text);
+        distinct.sort_unstable();
+        distinct.dedup();
+        tx.execute("INSERT INTO search (key, field, text, terms) VALUES ($1, $2, $3, $4)", &[&result.idempotency_key, &field.as_str(), text, &distinct])
+            .await?;
+    }
+    Ok(outcome)
 }

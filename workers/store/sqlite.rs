@@ -107,7 +107,9 @@ impl ResultStore for SqliteStore {
                      WHERE search MATCH ?1
                        AND d.case_id IN (SELECT value FROM json_each(?2))
                        AND (?3 IS NULL OR d.batch_id = ?3)
-                     ORDER BY d.case_id, d.batch_id, d.filename, s.field
+                     -- In index order, so a common term stops at the limit instead of sorting
+                     -- every match: the first documents stored come first.
+                     ORDER BY s.rowid
                      LIMIT ?4)
                  SELECT d.key, d.case_id, d.batch_id, d.filename, d.status, s.field, s.text
                  FROM hits h JOIN search s ON s.rowid = h.row JOIN documents d ON d.id = h.id

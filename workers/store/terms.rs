@@ -1,50 +1,14 @@
 //! Search terms, made the same way for indexing and for queries and for both stores: lower-cased
-//! words split at anything that is not a letter or digit, and runs of Han and kana (written
-//! without spaces between words) as overlapping character pairs, so a Chinese word is found
-//! inside unbroken text. A single Han character stands alone.
-
-use docpipe_models::script::{is_han, is_kana};
+//! words split at anything that is not a letter or digit, and runs of Han, kana, Hangul and Thai
+//! as overlapping character pairs, so a Chinese word is found inside unbroken text. A single Han
+//! character stands alone.
 
 use super::Snippet;
 
-fn unspaced(c: char) -> bool {
-    is_han(c) || is_kana(c)
-}
-
-/// The terms of `text`, in order, repeats kept.
+/// The terms of `text`, in order, repeats kept: the extractive summarizer's terms, stop words
+/// included.
 pub fn terms(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut word = String::new();
-    let mut run: Vec<char> = Vec::new();
-    let flush_run = |run: &mut Vec<char>, out: &mut Vec<String>| {
-        match run.len() {
-            0 => {}
-            1 => out.push(run[0].to_string()),
-            _ => out.extend(run.windows(2).map(|w| w.iter().collect::<String>())),
-        }
-        run.clear();
-    };
-    for c in text.chars() {
-        if unspaced(c) {
-            if !word.is_empty() {
-                out.push(std::mem::take(&mut word));
-            }
-            run.push(c);
-        } else if c.is_alphanumeric() {
-            flush_run(&mut run, &mut out);
-            word.extend(c.to_lowercase());
-        } else {
-            flush_run(&mut run, &mut out);
-            if !word.is_empty() {
-                out.push(std::mem::take(&mut word));
-            }
-        }
-    }
-    flush_run(&mut run, &mut out);
-    if !word.is_empty() {
-        out.push(word);
-    }
-    out
+    docpipe_models::script::terms(text)
 }
 
 /// The distinct terms of a query; a document matches when it holds every one.
