@@ -341,8 +341,8 @@ pub(super) fn split_words(text: &str) -> Vec<String> {
 
 /// One result into an open transaction (see `ingest_many`).
 fn ingest_in(tx: &rusqlite::Transaction<'_>, result: &JobResult) -> Result<Ingested, StoreError> {
-    let json = serde_json::to_string(&result).expect("result serializes");
-    let index = indexed(&result);
+    let json = serde_json::to_string(result).expect("result serializes");
+    let index = indexed(result);
     let stored: Option<(i64, i64)> = tx
         .query_row("SELECT id, status_rank FROM documents WHERE key = ?1", [&result.idempotency_key], |r| {
             Ok((r.get(0)?, r.get(1)?))

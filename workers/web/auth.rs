@@ -102,13 +102,14 @@ impl Analyst {
     }
 
     /// The form's token is this session's.
-    pub fn check_csrf(&self, token: &str) -> Result<(), Response> {
-        if same(token, &self.session.csrf) {
-            Ok(())
-        } else {
-            Err((axum::http::StatusCode::FORBIDDEN, "the form's CSRF token does not match this session; reload the page").into_response())
-        }
+    pub fn csrf_ok(&self, token: &str) -> bool {
+        same(token, &self.session.csrf)
     }
+}
+
+/// The answer to a form whose CSRF token is not its session's.
+pub fn csrf_refused() -> Response {
+    (axum::http::StatusCode::FORBIDDEN, "the form's CSRF token does not match this session; reload the page").into_response()
 }
 
 impl FromRequestParts<AppState> for Analyst {

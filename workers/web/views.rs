@@ -126,8 +126,8 @@ pub struct CsrfForm {
 }
 
 pub async fn logout(State(state): State<AppState>, analyst: Analyst, headers: HeaderMap, Form(form): Form<CsrfForm>) -> Response {
-    if let Err(refused) = analyst.check_csrf(&form.csrf) {
-        return refused;
+    if !analyst.csrf_ok(&form.csrf) {
+        return auth::csrf_refused();
     }
     if let Some(token) = auth::cookie(&headers, auth::SESSION_COOKIE) {
         let _ = state.store.delete_session(&auth::token_sha256(&token)).await;
@@ -475,8 +475,8 @@ pub struct ReviewForm {
 }
 
 pub async fn review(State(state): State<AppState>, analyst: Analyst, Path(key): Path<String>, Form(form): Form<ReviewForm>) -> Response {
-    if let Err(refused) = analyst.check_csrf(&form.csrf) {
-        return refused;
+    if !analyst.csrf_ok(&form.csrf) {
+        return auth::csrf_refused();
     }
     if let Err(response) = visible(&state, &analyst, &key).await {
         return response;
