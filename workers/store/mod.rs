@@ -428,9 +428,16 @@ pub async fn import(
     let mut tally = ImportTally::default();
     let mut pending = Vec::new();
     for path in files {
-        let text = std::fs::read_to_string(path).map_err(|source| StoreError::Io { path: path.clone(), source })?;
-        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            match serde_json::from_str::<JobResult>(line) {
+        // Line by line: a results file of a large batch runs to gigabytes, and only
+        // `IMPORT_BATCH` results are held at once.
+        let io = |source| StoreError::Io { path: path.clone(), source };
+        let reader = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+        for (n, line) in std::io::BufRead::lines(reader).enumerate() {
+            let line = line.map_err(io)?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<JobResult>(&line) {
                 Ok(result) => pending.push(full_result(result, blobs)?),
                 Err(e) => {
                     eprintln!("{}:{}: not a result: {e}", path.display(), n + 1);
