@@ -30,6 +30,14 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
 }
 
+/// A real argon2 hash of nothing anyone types, made once: an unknown user's password is checked
+/// against it so that the answer takes as long as for a known user (a hand-written PHC string
+/// that failed to parse would answer at once and tell which names exist).
+pub fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| hash_password(&random_token()).expect("argon2 hashes"))
+}
+
 /// 244 random bits (two v4 UUIDs), hex.
 pub fn random_token() -> String {
     format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
@@ -140,6 +148,7 @@ mod tests {
         assert!(verify_password("correct horse", &hash));
         assert!(!verify_password("correct hors", &hash));
         assert!(!verify_password("correct horse", "not a hash"));
+        assert!(decoy_hash().starts_with("$argon2") && !verify_password("", decoy_hash()));
     }
 
     #[test]
