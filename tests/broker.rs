@@ -485,3 +485,38 @@ async fn each_log_line_names_the_job_it_is_about() {
     assert_eq!(published.len(), jobs.len(), "every job's result line names that job");
     assert!(published.values().all(|n| *n == 1), "{published:?}");
 }
+
+/// `docpipe resubmit --broker`: the failed document goes back to the workers as the same job
+/// (same id, `resubmission` 1, its original from the blob store), its new result replaces the
+/// failed one in the store, and the documents that did not fail are not sent.
+#[tokio::test]
+async fn resubmitted_documents_go_through_the_workers_as_the_same_jobs() {
+    use docpipe::blob::{BlobStore, FileStore};
+    use docpipe::resubmit::{resubmit, Selection, Via};
+    use docpipe::store::{Ingested, ResultStore, SqliteStore};
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(&common::prefix("resubmit"), &dir.path().join("blobs"));
+    let store = SqliteStore::open(&dir.path().join("results.sqlite")).unwrap();
+    let text = "Протокол допроса свидетеля, страница первая.";
+    let mut failed = common::results::result("case-r", "batch-r", "protocol.txt", text, "", false);
+    failed.requested_stages = vec!["extract".into()];
+    let fine = common::results::result("case-r", "batch-r", "fine.txt", "Всё хорошо.", "", true);
+    store.ingest(&failed).await.unwrap();
+    store.ingest(&fine).await.unwrap();
+    FileStore::new(dir.path().join("blobs")).put(&failed.document.sha256, text.as_bytes()).unwrap();
+
+    let (stop, worker) = common::spawn_worker(&config, common::catalog(0, Duration::ZERO), &["extract"]);
+    let selection = Selection { case_id: "case-r".into(), batch_id: "batch-r".into(), partial: false, kind: Some(ErrorKind::Unavailable) };
+    let outcome = resubmit(std::sync::Arc::new(config.clone()), &store, &selection, "tester", Via::Broker).await.unwrap();
+    assert_eq!((outcome.sent.as_slice(), outcome.not_sent.len()), ([failed.job_id].as_slice(), 0));
+
+    let results = common::collect_results(&config, 1, Duration::from_secs(60)).await;
+    assert_eq!(results.len(), 1);
+    let again = &results[0];
+    assert_eq!((again.job_id, again.status, again.resubmission), (failed.job_id, JobStatus::Complete, 1));
+    assert_eq!(again.document.sha256, failed.document.sha256);
+    assert_eq!(store.ingest(again).await.unwrap(), Ingested::Replaced);
+    assert!(store.failures("case-r", "batch-r").await.unwrap().is_empty());
+    assert_eq!(store.audit(&failed.idempotency_key).await.unwrap()[0].after, "sent again (resubmission 1, broker)");
+    common::finish(&config, stop, worker).await;
+}

@@ -163,7 +163,7 @@ fn config_errors_name_the_key() {
 
 #[test]
 fn every_command_explains_itself() {
-    for command in ["process", "submit", "results", "worker", "declare", "dlq", "schema", "models"] {
+    for command in ["process", "submit", "results", "worker", "declare", "dlq", "schema", "models", "store", "serve", "users", "resubmit"] {
         let output = docpipe().args([command, "--help"]).output().unwrap();
         assert!(output.status.success(), "{command} --help");
         assert!(String::from_utf8_lossy(&output.stdout).len() > 100, "{command} --help says something");
@@ -226,4 +226,68 @@ fn an_abstractive_summary_of_a_translated_document_is_labelled_and_checked() {
     for u in unverified {
         assert!(!translated.contains(&u.text) && !zh.join(" ").contains(&u.text), "{u:?} is in the source");
     }
+}
+
+/// `docpipe resubmit` in the embedded mode: a document that failed (over a size limit set too
+/// low) is sent again once the limit is fixed; its result replaces the failed one under the same
+/// job id, the act is in its audit trail, and nothing else is sent. `process` kept a verified
+/// copy of each input in the blob store, which is what makes this possible.
+#[test]
+fn failed_documents_are_resubmitted_in_process_and_replace_their_failed_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let long = "Платёж на счёт 4417-22 прошёл через банк в Москве в понедельник утром.";
+    std::fs::write(input.join("long.txt"), long).unwrap();
+    std::fs::write(input.join("short.txt"), "Короткий текст.").unwrap();
+    let out = dir.path().join("out");
+    let run = |args: &[&str], extra: &[(&str, &str)]| {
+        let mut command = docpipe();
+        command
+            .env("DOCPIPE_BLOBS__DIR", format!("\"{}\"", dir.path().join("blobs").display()))
+            .env("DOCPIPE_STORE__SQLITE_PATH", format!("\"{}\"", dir.path().join("store.sqlite").display()))
+            .args(args);
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        let output = command.output().unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let (code, stdout, stderr) = run(
+        &["process", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--case", "c-1", "--batch", "b-1", "--stages", "extract,langid"],
+        &[("DOCPIPE_LIMITS__MAX_DOCUMENT_BYTES", "60")],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("2 documents: 1 complete, 0 partial, 1 failed"), "{stdout}");
+    let (code, _, stderr) = run(&["store", "import", out.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let (code, stdout, stderr) = run(&["resubmit", "--batch", "b-1", "--case", "c-1", "--failed", "--kind", "timeout"], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("0 documents sent again"), "{stdout}");
+    let (code, stdout, stderr) = run(&["resubmit", "--batch", "b-1", "--case", "c-1", "--failed", "--kind", "too_large"], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("1 documents sent again (embedded)") && stdout.contains("1 complete, 0 partial, 0 failed"), "{stdout}");
+
+    let first: Vec<JobResult> =
+        std::fs::read_to_string(out.join("results.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let failed = first.iter().find(|r| r.status == JobStatus::Failed).expect("the long one failed");
+    assert!(failed.document.filename.ends_with("long.txt"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use docpipe::store::ResultStore;
+        let store = docpipe::store::SqliteStore::open(&dir.path().join("store.sqlite")).unwrap();
+        let again = store.get(&failed.idempotency_key).await.unwrap().unwrap();
+        assert_eq!((again.status, again.job_id, again.resubmission), (JobStatus::Complete, failed.job_id, 1));
+        assert_eq!(again.requested_stages, ["extract", "langid"]);
+        assert_eq!(again.document.sha256, sha256_hex(long.as_bytes()));
+        let counts = store.counts("c-1", "b-1").await.unwrap();
+        assert_eq!((counts.complete, counts.failed, counts.pending), (2, 0, Some(0)));
+        let audit = store.audit(&failed.idempotency_key).await.unwrap();
+        assert_eq!(audit.len(), 1);
+        assert!(audit[0].user_name.starts_with("cli:") && audit[0].before.as_deref() == Some("failed: extract too_large"), "{audit:?}");
+    });
+    // Nothing left to send.
+    let (_, stdout, _) = run(&["resubmit", "--batch", "b-1", "--case", "c-1", "--failed"], &[]);
+    assert!(stdout.contains("0 documents sent again"), "{stdout}");
 }

@@ -75,6 +75,52 @@ async fn search_rules(store: &dyn ResultStore) {
     assert_eq!(narrowed.len(), 1);
 }
 
+/// A batch of four submitted documents, three of which have results (one failed, one partial, one
+/// complete with a complete child inside it): the failures and what is still pending.
+async fn failure_rules(store: &dyn ResultStore) {
+    use docpipe::error::{ErrorKind, StageError};
+    let mut docs = vec![
+        result("case-4", "b4", "failed.pdf", "一", "one", false),
+        result("case-4", "b4", "partial.pdf", "二", "two", true),
+        result("case-4", "b4", "complete.zip", "三", "three", true),
+        result("case-4", "b4", "member.txt", "四", "four", true),
+    ];
+    docs[1].stages.push(StageReport {
+        stage: "translate".into(),
+        status: StageStatus::Error,
+        error: Some(StageError::new(ErrorKind::Model, "weights fail their sha256")),
+        attempts: 1,
+    });
+    docs[3].parent = Some(docpipe::schema::ParentRef { job_id: docs[2].job_id, sha256: docs[2].document.sha256.clone(), path: "member.txt".into(), depth: 1 });
+    for doc in &mut docs {
+        doc.batch_total = Some(4);
+        doc.settle();
+        store.ingest(doc).await.unwrap();
+    }
+    assert_eq!(docs[1].status, JobStatus::Partial);
+    let counts = store.counts("case-4", "b4").await.unwrap();
+    assert_eq!((counts.complete, counts.partial, counts.failed, counts.pending), (2, 1, 1, Some(1)), "the member does not count against the four submitted");
+    let failures = store.failures("case-4", "b4").await.unwrap();
+    let seen: Vec<(&str, JobStatus, Vec<(&str, &str)>)> = failures
+        .iter()
+        .map(|f| (f.filename.as_str(), f.status, f.errors.iter().map(|e| (e.stage.as_str(), e.kind.as_str())).collect()))
+        .collect();
+    assert_eq!(seen, [("failed.pdf", JobStatus::Failed, vec![("extract", "unavailable")]), ("partial.pdf", JobStatus::Partial, vec![("translate", "model")])]);
+    assert_eq!(failures[1].errors[0].reason, "weights fail their sha256");
+    assert!(store.failures("case-4", "elsewhere").await.unwrap().is_empty());
+    // Acts other than reviews join the same append-only trail.
+    store.record(&failures[0].key, "analyst", "resubmit", Some("failed: extract unavailable"), "sent again (resubmission 1, embedded)").await.unwrap();
+    let audit = store.audit(&failures[0].key).await.unwrap();
+    assert_eq!((audit.len(), audit[0].action.as_str(), audit[0].before.as_deref()), (1, "resubmit", Some("failed: extract unavailable")));
+    // A batch whose size nobody gave has no pending count.
+    let mut unsized_doc = result("case-4", "b5", "x.txt", "五", "five", true);
+    unsized_doc.batch_total = None;
+    store.ingest(&unsized_doc).await.unwrap();
+    assert_eq!(store.counts("case-4", "b5").await.unwrap().pending, None);
+    let batches = store.batches(&["case-4".into()]).await.unwrap();
+    assert_eq!(batches.iter().map(|b| (b.batch_id.as_str(), b.counts.pending)).collect::<Vec<_>>(), [("b4", Some(1)), ("b5", None)]);
+}
+
 #[tokio::test]
 async fn sqlite_store_ingests_idempotently_and_finds_every_script() {
     let dir = tempfile::tempdir().unwrap();
@@ -82,6 +128,7 @@ async fn sqlite_store_ingests_idempotently_and_finds_every_script() {
     let store = SqliteStore::open(&path).unwrap();
     ingest_rules(&store).await;
     search_rules(&store).await;
+    failure_rules(&store).await;
     drop(store);
     // Reopening runs no migration twice and keeps what was stored.
     let store = SqliteStore::open(&path).unwrap();
@@ -94,6 +141,7 @@ async fn postgres_store_ingests_idempotently_and_finds_every_script() {
     let store = PostgresStore::connect(&db.connection()).await.unwrap();
     ingest_rules(&store).await;
     search_rules(&store).await;
+    failure_rules(&store).await;
     drop(store);
     let store = PostgresStore::connect(&db.connection()).await.unwrap();
     assert_eq!(store.counts("case-2", "b2").await.unwrap().complete, 2);
@@ -188,4 +236,33 @@ async fn the_results_consumer_acks_only_what_the_store_committed() {
     assert_eq!(declared.message_count(), 0);
     connection.close(200, "").await.ok();
     common::cleanup(&config).await;
+}
+
+/// A store written before failures and batch sizes had columns of their own gets them filled in
+/// from the stored results when it is opened.
+#[tokio::test]
+async fn sqlite_migration_fills_failures_and_batch_size_of_results_stored_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sqlite");
+    let mut failed = result("case-5", "b6", "old.pdf", "旧", "old", false);
+    failed.batch_total = Some(3);
+    {
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        connection.execute_batch(include_str!("../workers/store/sqlite/0001_results.sql")).unwrap();
+        connection.execute_batch(include_str!("../workers/store/sqlite/0002_review.sql")).unwrap();
+        connection.pragma_update(None, "user_version", 2).unwrap();
+        connection
+            .execute(
+                "INSERT INTO documents (key, job_id, case_id, batch_id, filename, sha256, status, status_rank, languages, flags, ingested_at, result)
+                 VALUES (?1, ?1, 'case-5', 'b6', 'old.pdf', ?2, 'failed', 0, '', 'stage_error', '2026-11-30T00:00:00Z', ?3)",
+                rusqlite::params![failed.idempotency_key, failed.document.sha256, serde_json::to_string(&failed).unwrap()],
+            )
+            .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let failures = store.failures("case-5", "b6").await.unwrap();
+    assert_eq!(failures.len(), 1);
+    assert_eq!((failures[0].errors[0].stage.as_str(), failures[0].errors[0].kind.as_str()), ("extract", "unavailable"));
+    assert_eq!(failures[0].errors[0].reason, "store was down");
+    assert_eq!(store.counts("case-5", "b6").await.unwrap().pending, Some(2));
 }

@@ -109,7 +109,7 @@ async fn workspace_rules(store: Arc<dyn ResultStore>, blob_dir: &std::path::Path
     }
     store.put_user("ana", &auth::hash_password(PASSWORD).unwrap(), &["case-a".into()]).await.unwrap();
     let blobs = FileStore::new(blob_dir);
-    let state = AppState { store: store.clone(), blobs: Arc::new(FileStore::new(blob_dir)), logins: Arc::default() };
+    let state = AppState { store: store.clone(), blobs: Arc::new(FileStore::new(blob_dir)), logins: Arc::default(), resubmit: None };
     let mut browser = Browser::new(state.clone());
 
     // Nothing without signing in; the login form needs its own token.
@@ -258,4 +258,74 @@ async fn the_workspace_on_postgres() {
     workspace_rules(store.clone(), &dir.path().join("blobs")).await;
     drop(store);
     db.drop().await;
+}
+
+/// The batch page's "send again" button, run in the workspace (embedded): exactly the failed
+/// documents of the chosen kind are sent, as the same jobs; the one whose original the blob store
+/// lacks is reported, not lost; the better result replaces the failed one; the act is audited.
+#[tokio::test]
+async fn failed_documents_are_sent_again_from_the_batch_page() {
+    use docpipe::schema::JobStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ResultStore> = Arc::new(SqliteStore::open(&dir.path().join("results.sqlite")).unwrap());
+    let blobs = FileStore::new(dir.path().join("blobs"));
+    let mut config = docpipe::config::Config::load(None).unwrap();
+    config.blobs.dir = dir.path().join("blobs");
+
+    let text = "Перевод на счёт 4417-22 был сделан в понедельник.";
+    let mut kept = common::results::result("case-a", "batch-2", "kept.txt", text, "", false);
+    let mut lost = common::results::result("case-a", "batch-2", "lost.txt", "Другой документ.", "", false);
+    // Extraction only, so no model is loaded.
+    kept.requested_stages = vec!["extract".into()];
+    lost.requested_stages = vec!["extract".into()];
+    let fine = common::results::result("case-a", "batch-2", "fine.txt", "Хороший документ.", "", true);
+    for r in [&kept, &lost, &fine] {
+        store.ingest(r).await.unwrap();
+    }
+    blobs.put(&kept.document.sha256, text.as_bytes()).unwrap();
+    store.put_user("ana", &auth::hash_password(PASSWORD).unwrap(), &["case-a".into()]).await.unwrap();
+    let resubmit = docpipe::web::resubmit::Resubmitter::new(Arc::new(config), docpipe::resubmit::Via::Embedded);
+    let state = AppState { store: store.clone(), blobs: Arc::new(blobs), logins: Arc::default(), resubmit: Some(Arc::new(resubmit)) };
+    let mut browser = Browser::new(state);
+    browser.login("ana", PASSWORD).await;
+
+    let batch = browser.get("/cases/case-a/batches/batch-2").await;
+    assert!(batch.body.contains("Send these again") && batch.body.contains("Send all 2 failed documents again"), "{}", batch.body);
+    let csrf = hidden(&batch.body, "csrf");
+    let action = "/cases/case-a/batches/batch-2/resubmit";
+    assert_eq!(browser.post(action, &[("csrf", "forged"), ("kind", "unavailable")]).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(browser.post("/cases/case-b/batches/batch-9/resubmit", &[("csrf", &csrf)]).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(browser.post(action, &[("csrf", &csrf), ("kind", "no_such_kind")]).await.status, StatusCode::BAD_REQUEST);
+    // A kind none of them failed with sends nothing.
+    let page = browser.post(action, &[("csrf", &csrf), ("kind", "timeout")]).await;
+    assert_eq!(page.location.as_deref(), Some("/cases/case-a/batches/batch-2?sent=0&not_sent=0"));
+    assert!(store.audit(&kept.idempotency_key).await.unwrap().is_empty());
+
+    let page = browser.post(action, &[("csrf", &csrf), ("kind", "unavailable"), ("partial", "true")]).await;
+    let location = page.location.expect("redirect back to the batch");
+    assert_eq!(location, "/cases/case-a/batches/batch-2?sent=1&not_sent=1");
+    let notice = browser.get(&location).await;
+    assert!(notice.body.contains("1 documents sent again") && notice.body.contains("1 could not be sent"), "{}", notice.body);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let again = loop {
+        let stored = store.get(&kept.idempotency_key).await.unwrap().unwrap();
+        if stored.status != JobStatus::Failed {
+            break stored;
+        }
+        assert!(std::time::Instant::now() < deadline, "the resubmitted document never came back");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!((again.status, again.job_id, again.resubmission), (JobStatus::Complete, kept.job_id, 1));
+    assert_eq!(again.requested_stages, kept.requested_stages, "sent as it was asked");
+    let docpipe::schema::AnnotationBody::Text { segments, .. } = &again.annotations[0].body else { panic!("text first") };
+    assert_eq!(segments[0].text.trim(), text);
+    let audit = store.audit(&kept.idempotency_key).await.unwrap();
+    assert_eq!((audit.len(), audit[0].user_name.as_str(), audit[0].action.as_str()), (1, "ana", "resubmit"));
+    assert_eq!(audit[0].before.as_deref(), Some("failed: extract unavailable"));
+    assert_eq!(audit[0].after, "sent again (resubmission 1, embedded)");
+    // The lost one stays failed and unaudited; the batch now has one failure left.
+    assert_eq!(store.get(&lost.idempotency_key).await.unwrap().unwrap().status, JobStatus::Failed);
+    assert!(store.audit(&lost.idempotency_key).await.unwrap().is_empty());
+    assert_eq!(store.failures("case-a", "batch-2").await.unwrap().len(), 1);
 }

@@ -69,6 +69,52 @@ impl FileStore {
     fn path(&self, digest: &str) -> PathBuf {
         self.dir.join(&digest[..2]).join(&digest[2..4]).join(digest)
     }
+
+    /// Whether a blob is stored under `key` (not checked: reads check).
+    pub fn has(&self, key: &str) -> bool {
+        digest_of(key).is_ok_and(|digest| self.path(digest).is_file())
+    }
+
+    /// Copy the file at `source` into the store, hashing the bytes as they are written: the
+    /// digest names exactly what was stored, even if the file changes meanwhile. One buffer at a
+    /// time, so a 2 GB file never sits in memory. Returns the digest and size.
+    pub fn put_file(&self, source: &Path) -> Result<(String, u64), BlobError> {
+        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let mut input = std::fs::File::open(source).map_err(io(source))?;
+        let (tmp, file) = tempfile_in(&self.dir)?;
+        let copied = (|| {
+            let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+            let mut hasher = Sha256::new();
+            let mut buffer = vec![0u8; 1 << 20];
+            let mut size = 0u64;
+            loop {
+                let n = match std::io::Read::read(&mut input, &mut buffer) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(BlobError::Io { path: source.to_owned(), source: e }),
+                };
+                hasher.update(&buffer[..n]);
+                writer.write_all(&buffer[..n]).map_err(io(&tmp))?;
+                size += n as u64;
+            }
+            let file = writer.into_inner().map_err(|e| BlobError::Io { path: tmp.clone(), source: e.into_error() })?;
+            file.sync_all().map_err(io(&tmp))?;
+            Ok((hex::encode(hasher.finalize()), size))
+        })();
+        let placed = copied.and_then(|(digest, size)| {
+            let path = self.path(&digest);
+            let parent = path.parent().expect("blob path has a parent");
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+            // Renaming over an identical blob is harmless: same name, same content.
+            std::fs::rename(&tmp, &path).map_err(io(&path))?;
+            Ok((digest, size))
+        });
+        if placed.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        placed
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
@@ -90,8 +136,11 @@ impl BlobStore for FileStore {
         let parent = path.parent().expect("blob path has a parent");
         std::fs::create_dir_all(parent).map_err(io(parent))?;
         let mut tmp = tempfile_in(parent)?;
-        tmp.1.write_all(bytes).and_then(|_| tmp.1.sync_all()).map_err(io(&tmp.0))?;
-        std::fs::rename(&tmp.0, &path).map_err(io(&path))?;
+        let written = tmp.1.write_all(bytes).and_then(|_| tmp.1.sync_all()).map_err(io(&tmp.0));
+        if let Err(e) = written.and_then(|()| std::fs::rename(&tmp.0, &path).map_err(io(&path))) {
+            let _ = std::fs::remove_file(&tmp.0);
+            return Err(e);
+        }
         Ok(key)
     }
 
@@ -116,62 +165,6 @@ fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File), BlobError> {
     Ok((path, file))
 }
 
-/// Files on local disk, known by digest: what `docpipe process` reads from without copying
-/// anything into a store. Reads verify the digest like any other store.
-#[derive(Default)]
-pub struct LocalFiles {
-    paths: std::sync::RwLock<std::collections::HashMap<String, PathBuf>>,
-    /// Child documents (archive members, attachments) held until processed, with how many
-    /// pending children share the bytes (identical attachments share one entry).
-    memory: std::sync::RwLock<std::collections::HashMap<String, (usize, Vec<u8>)>>,
-}
-
-impl LocalFiles {
-    pub fn add(&self, sha256: &str, path: PathBuf) -> String {
-        let key = key_for(sha256);
-        self.paths.write().expect("lock").insert(key.clone(), path);
-        key
-    }
-
-    pub fn add_bytes(&self, sha256: &str, bytes: Vec<u8>) -> String {
-        let key = key_for(sha256);
-        self.memory.write().expect("lock").entry(key.clone()).or_insert((0, bytes)).0 += 1;
-        key
-    }
-
-    /// Forget a child once it has been processed (the bytes stay while an identical one waits).
-    pub fn forget(&self, key: &str) {
-        let mut memory = self.memory.write().expect("lock");
-        if let Some(entry) = memory.get_mut(key) {
-            entry.0 -= 1;
-            if entry.0 == 0 {
-                memory.remove(key);
-            }
-        }
-    }
-}
-
-impl BlobStore for LocalFiles {
-    fn put(&self, _sha256: &str, _bytes: &[u8]) -> Result<String, BlobError> {
-        Err(BlobError::Io {
-            path: PathBuf::new(),
-            source: std::io::Error::new(std::io::ErrorKind::Unsupported, "local file view is read-only"),
-        })
-    }
-
-    fn get(&self, key: &str) -> Result<Vec<u8>, BlobError> {
-        let digest = digest_of(key)?;
-        if let Some((_, bytes)) = self.memory.read().expect("lock").get(key) {
-            return Ok(bytes.clone());
-        }
-        let path = self.paths.read().expect("lock").get(key).cloned();
-        let path = path.ok_or_else(|| BlobError::NotFound { key: key.to_owned() })?;
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
-        verified(key, digest, bytes)
-    }
-
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +182,23 @@ mod tests {
         let path = store.path(&sha);
         std::fs::write(&path, b"exhibit 8").unwrap();
         assert!(matches!(store.get(&key), Err(BlobError::Mismatch { .. })));
+    }
+
+    #[test]
+    fn files_are_copied_in_hashed_on_the_way_and_leave_no_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("exhibit.bin");
+        // Over one copy buffer, so the hash spans several reads.
+        let bytes: Vec<u8> = (0..(3 << 20) + 17).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(&source, &bytes).unwrap();
+        let store = FileStore::new(dir.path().join("blobs"));
+        let (sha, size) = store.put_file(&source).unwrap();
+        assert_eq!((sha.as_str(), size), (sha256_hex(&bytes).as_str(), bytes.len() as u64));
+        assert_eq!(store.get(&key_for(&sha)).unwrap(), bytes);
+        assert_eq!(store.put_file(&source).unwrap().0, sha);
+        assert!(store.put_file(&dir.path().join("missing")).is_err());
+        let leftovers = std::fs::read_dir(dir.path().join("blobs")).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(".tmp")).count();
+        assert_eq!(leftovers, 0);
     }
 
     #[test]

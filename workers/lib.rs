@@ -9,6 +9,7 @@ pub mod logging;
 pub mod pool;
 pub mod pypi;
 pub mod registry;
+pub mod resubmit;
 pub mod retry;
 pub mod runner;
 pub mod schema;

@@ -72,6 +72,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Dlq(args) => cli::dlq::run(&config, args).await,
         Command::Models(args) => cli::models::run(&config, args),
+        Command::Resubmit(args) => cli::resubmit::run(config, args).await,
         Command::Store(args) => cli::store::run(&config, args).await,
         Command::Serve(args) => cli::serve::run(&config, args).await,
         Command::Users(args) => cli::serve::users(&config, args).await,

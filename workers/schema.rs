@@ -36,6 +36,14 @@ pub struct Job {
     /// Set when this document was found inside another (archive member, attachment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentRef>,
+    /// How many times this job was sent again after a failure (`docpipe resubmit`): 0 for the
+    /// first submission. A resubmitted job keeps its job id, so its result replaces the failed one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resubmission: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What every job of a batch shares: who asked, and what to do with each document.
@@ -63,6 +71,7 @@ impl Job {
             stages: batch.stages.clone(),
             options: batch.options.clone(),
             parent: None,
+            resubmission: 0,
         }
     }
 
@@ -182,6 +191,16 @@ pub struct JobResult {
     /// When the last stage finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<DateTime<Utc>>,
+    /// The stages the job asked for (empty: every stage), and its choices (target language, OCR
+    /// languages, summary length): the result says what was asked, and a failed job can be sent
+    /// again as it was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requested_stages: Vec<String>,
+    #[serde(default)]
+    pub options: JobOptions,
+    /// The job's `resubmission` count.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resubmission: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -551,6 +570,9 @@ impl JobResult {
             annotations_blob: None,
             children: Vec::new(),
             completed_at: None,
+            requested_stages: job.stages.clone(),
+            options: job.options.clone(),
+            resubmission: job.resubmission,
         }
     }
 

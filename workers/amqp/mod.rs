@@ -90,6 +90,56 @@ pub async fn confirmed(
     }
 }
 
+/// Publishes jobs to the jobs exchange, persistent and confirmed, keeping a window of
+/// unconfirmed publishes for throughput: `submit` and `resubmit`.
+pub struct JobPublisher {
+    channel: Channel,
+    exchange: String,
+    timeout: Duration,
+    pending: Vec<PublisherConfirm>,
+}
+
+impl JobPublisher {
+    /// Unconfirmed publishes allowed in flight.
+    const WINDOW: usize = 256;
+
+    /// On a confirm channel of `connection`, with the topology declared.
+    pub async fn open(connection: &Connection, config: &Config) -> Result<Self, TransportError> {
+        let channel = confirm_channel(connection).await?;
+        topology::declare(&channel, config).await?;
+        Ok(Self {
+            channel,
+            exchange: topology::Names::new(config).jobs_exchange(),
+            timeout: Duration::from_secs(config.broker.confirm_timeout_secs),
+            pending: Vec::new(),
+        })
+    }
+
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    pub async fn publish(&mut self, job: &crate::schema::Job) -> Result<(), TransportError> {
+        let body = serde_json::to_vec(job).expect("jobs serialize");
+        let properties =
+            json_properties(JOB_TYPE).with_message_id(ShortString::from(job.job_id.to_string())).with_delivery_mode(2);
+        let confirm = self.channel.basic_publish(&self.exchange, "", BasicPublishOptions::default(), &body, properties).await?;
+        self.pending.push(confirm);
+        if self.pending.len() >= Self::WINDOW {
+            self.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// Wait until the broker confirmed every publish so far.
+    pub async fn wait(&mut self) -> Result<(), TransportError> {
+        for confirm in self.pending.drain(..) {
+            confirmed(confirm, self.timeout, &self.exchange, "").await?;
+        }
+        Ok(())
+    }
+}
+
 pub fn json_properties(kind: &str) -> BasicProperties {
     BasicProperties::default()
         .with_content_type(ShortString::from("application/json"))

@@ -4,6 +4,7 @@ pub mod dlq;
 pub mod inputs;
 pub mod models;
 pub mod process;
+pub mod resubmit;
 pub mod results;
 pub mod serve;
 pub mod store;
@@ -49,6 +50,8 @@ pub enum Command {
     Models(models::Args),
     /// Write the JSON Schema files of the message contract.
     Schema(SchemaArgs),
+    /// Send a batch's failed documents again, as the same jobs (results replace the failed ones).
+    Resubmit(resubmit::Args),
     /// The results store: import results, search them, or consume them from the broker.
     Store(store::Args),
     /// Serve the review workspace (web pages over the results store) on 127.0.0.1.

@@ -12,13 +12,14 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 
 use super::inputs::{self, Input};
-use crate::blob::{BlobStore, LocalFiles};
+use crate::blob::{key_for, BlobStore, FileStore};
 use crate::config::Config;
 use crate::error::ErrorKind;
 use crate::retry::{self, Action};
 use crate::runner::{ChildJob, Outcome, Runner};
 use crate::schema::{BatchSpec, Content, DocumentRef, Job, JobResult, JobStatus};
 use crate::stages::StageCatalog;
+use crate::store::ResultStore;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -64,17 +65,12 @@ pub async fn process(config: Arc<Config>, catalog: StageCatalog, args: Args) -> 
     let (stages, options) = args.job.resolve(&config)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let (found, unreadable) = inputs::walk(&args.paths);
-    let mut tally = Tally { unreadable: unreadable.len(), ..Default::default() };
     let mut skipped = std::fs::File::create(args.out.join("unreadable.jsonl"))?;
     for u in &unreadable {
         eprintln!("unreadable: {}: {}", inputs::printable(&u.path.display().to_string()), u.reason);
         serde_json::to_writer(&mut skipped, u)?;
         skipped.write_all(b"\n")?;
     }
-
-    let files = Arc::new(LocalFiles::default());
-    let store: Arc<dyn BlobStore> = files.clone();
-    let runner = Arc::new(Runner::start(config.clone(), &catalog, &config.stage_names(), store, crate::runner::worker_id(&config))?);
     let batch = BatchSpec {
         case_id: args.case.unwrap_or_else(|| config.defaults.case_id.clone()),
         batch_id: args.batch.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
@@ -82,24 +78,94 @@ pub async fn process(config: Arc<Config>, catalog: StageCatalog, args: Args) -> 
         stages,
         options,
     };
-
     tracing::info!(documents = found.len(), unreadable = unreadable.len(), batch_id = %batch.batch_id, "processing");
     let out_path = args.out.join("results.jsonl");
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&out_path)?);
-    let progress = inputs::Progress::new(found.len() as u64, "process");
-    // Children found inside documents join the queue as they appear.
-    let mut pending: VecDeque<Work> = found.into_iter().map(Work::File).collect();
+    let mut sink = Sink::Jsonl { results: std::io::BufWriter::new(std::fs::File::create(&out_path)?), unreadable: skipped };
+    let work = found.into_iter().map(Work::File).collect();
+    let stages = config.stage_names();
+    let mut tally = run_embedded(config, &catalog, &stages, &batch, work, &mut sink).await?;
+    tally.unreadable += unreadable.len();
+    sink.flush()?;
+    eprintln!("results in {}", out_path.display());
+    Ok(tally)
+}
+
+/// Where the embedded mode puts what it made.
+pub enum Sink<'a> {
+    /// JSON lines files (`docpipe process --out`).
+    Jsonl { results: std::io::BufWriter<std::fs::File>, unreadable: std::fs::File },
+    /// Straight into the results store, one commit per result (`docpipe resubmit`).
+    Store(&'a dyn ResultStore),
+}
+
+impl Sink<'_> {
+    async fn result(&mut self, result: &JobResult) -> anyhow::Result<()> {
+        match self {
+            Sink::Jsonl { results, .. } => {
+                serde_json::to_writer(&mut *results, result)?;
+                results.write_all(b"\n")?;
+            }
+            Sink::Store(store) => {
+                store.ingest(result).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn unreadable(&mut self, unreadable: &inputs::Unreadable) -> anyhow::Result<()> {
+        if let Sink::Jsonl { unreadable: file, .. } = self {
+            serde_json::to_writer(&mut *file, unreadable)?;
+            file.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if let Sink::Jsonl { results, .. } = self {
+            results.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// What the embedded mode is given to do.
+pub enum Work {
+    /// A file of the user's, hashed and copied into the blob store when its turn comes.
+    File(Input),
+    /// A job whose document is already in the blob store: a child found inside another document,
+    /// or a resubmitted one.
+    Job(Box<Job>),
+}
+
+/// Run `work` through `stages` (threads started for each) in this process, children included as they are found. Each
+/// input is copied into the blob store (content-addressed, hashed on the way in), as `submit`
+/// does, so the review workspace can show and re-check originals and failed documents can be
+/// sent again.
+pub async fn run_embedded(
+    config: Arc<Config>,
+    catalog: &StageCatalog,
+    stages: &[String],
+    batch: &BatchSpec,
+    work: VecDeque<Work>,
+    sink: &mut Sink<'_>,
+) -> anyhow::Result<Tally> {
+    let blobs = Arc::new(FileStore::new(config.blobs.dir.clone()));
+    let runner = Runner::start(config.clone(), catalog, stages, blobs.clone(), crate::runner::worker_id(&config))?;
+    let mut tally = Tally::default();
+    let progress = inputs::Progress::new(work.len() as u64, "process");
+    let mut pending = work;
     let mut running = FuturesUnordered::new();
     loop {
         while running.len() < config.worker.concurrency {
             let Some(work) = pending.pop_front() else { break };
-            running.push(process_one(&runner, &files, &batch, &progress, work));
+            running.push(process_one(&runner, &blobs, batch, &progress, work));
         }
         let Some((outcome, children)) = running.next().await else { break };
         progress.bar.inc_length(children.len() as u64);
         for ChildJob { job, bytes } in children {
-            files.add_bytes(&job.document.sha256, bytes);
-            pending.push_back(Work::Child(Box::new(job)));
+            let (store, sha256) = (blobs.clone(), job.document.sha256.clone());
+            tokio::task::spawn_blocking(move || store.put(&sha256, &bytes)).await.expect("blob task")?;
+            pending.push_back(Work::Job(Box::new(job)));
         }
         match outcome {
             Ok(result) => {
@@ -108,56 +174,43 @@ pub async fn process(config: Arc<Config>, catalog: StageCatalog, args: Args) -> 
                     JobStatus::Partial => tally.partial += 1,
                     JobStatus::Failed => tally.failed += 1,
                 }
-                serde_json::to_writer(&mut out, &result)?;
-                out.write_all(b"\n")?;
+                sink.result(&result).await?;
             }
             Err(u) => {
                 progress.line(&format!("unreadable: {}: {}", inputs::printable(&u.path.display().to_string()), u.reason));
-                serde_json::to_writer(&mut skipped, &u)?;
-                skipped.write_all(b"\n")?;
+                sink.unreadable(&u)?;
                 tally.unreadable += 1;
             }
         }
         progress.bar.inc(1);
     }
     progress.bar.finish_and_clear();
-    out.flush()?;
-    eprintln!("results in {}", out_path.display());
     Ok(tally)
-}
-
-enum Work {
-    File(Input),
-    /// A document found inside another; its bytes wait in `LocalFiles`.
-    Child(Box<Job>),
 }
 
 async fn process_one(
     runner: &Runner,
-    files: &LocalFiles,
+    blobs: &Arc<FileStore>,
     batch: &BatchSpec,
     progress: &inputs::Progress,
     work: Work,
 ) -> (Result<JobResult, inputs::Unreadable>, Vec<ChildJob>) {
     let started = Instant::now();
     let job = match work {
-        // The bytes were registered when the parent finished (see `process`), so identical
-        // children share one copy until the last of them is done.
-        Work::Child(job) => *job,
+        Work::Job(job) => *job,
         Work::File(input) => {
-            let path = input.path.clone();
-            let hashed = tokio::task::spawn_blocking(move || docpipe_models::sha256_file_sized(&path)).await.expect("hashing task");
-            let (sha256, size) = match hashed {
-                Ok(h) => h,
+            let (store, path) = (blobs.clone(), input.path.clone());
+            let copied = tokio::task::spawn_blocking(move || store.put_file(&path)).await.expect("copying task");
+            let (sha256, size) = match copied {
+                Ok(c) => c,
                 Err(e) => return (Err(inputs::Unreadable { path: input.path, reason: e.to_string() }), Vec::new()),
             };
-            let key = files.add(&sha256, input.path.clone());
             let document = DocumentRef {
+                content: Content::Blob { key: key_for(&sha256) },
                 sha256,
                 size,
                 filename: input.path.display().to_string(),
                 declared_media_type: None,
-                content: Content::Blob { key },
             };
             // As `submit` derives them: processing the same batch again gives the same job ids.
             Job::new(Job::id_for(&batch.batch_id, &document.filename, &document.sha256), batch, document)
@@ -186,11 +239,6 @@ async fn process_one(
                 None => "ok",
             };
             progress.line(&format!("  {stage:<11} {status:<11} {:>7.1} s  {name}", stage_started.elapsed().as_secs_f64()));
-        }
-    }
-    if job.parent.is_some() {
-        if let Content::Blob { key } = &job.document.content {
-            files.forget(key);
         }
     }
     result.settle();

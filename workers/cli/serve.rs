@@ -16,7 +16,8 @@ pub struct Args {
     /// behind TLS.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
-    /// Also take results from the broker's results queue into the store while serving.
+    /// Also take results from the broker's results queue into the store while serving, and send
+    /// documents the batch page resubmits through the broker (without it, they run here).
     #[arg(long)]
     pub consume: bool,
 }
@@ -27,6 +28,12 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<std::process::Ex
         store: store.clone(),
         blobs: Arc::new(FileStore::new(config.blobs.dir.clone())),
         logins: Arc::default(),
+        // With --consume the workers do the work and results come back through the broker;
+        // without, the workspace runs resubmitted documents itself.
+        resubmit: Some(Arc::new(web::resubmit::Resubmitter::new(
+            Arc::new(config.clone()),
+            if args.consume { crate::resubmit::Via::Broker } else { crate::resubmit::Via::Embedded },
+        ))),
     };
     println!("review workspace on http://{}/ (sign in with an account from `docpipe users add`)", args.bind);
     if args.consume {

@@ -2,17 +2,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine as _;
-use lapin::options::BasicPublishOptions;
-use lapin::publisher_confirm::PublisherConfirm;
-use lapin::types::ShortString;
 
 use super::inputs;
-use crate::amqp::topology::{declare, declare_batch_queue, Names};
-use crate::amqp::{confirm_channel, confirmed, connect, json_properties, JOB_TYPE};
+use crate::amqp::topology::declare_batch_queue;
+use crate::amqp::{connect, JobPublisher};
 use crate::blob::{key_for, BlobStore, FileStore};
 use crate::config::Config;
 use crate::schema::{BatchSpec, Content, DocumentRef, Job};
@@ -94,14 +90,11 @@ pub async fn submit(config: &Config, args: Args) -> anyhow::Result<Submitted> {
 
     // Pass 2: publish, keeping a window of unconfirmed publishes for throughput.
     let connection = connect(config).await.context("connecting to the broker")?;
-    let channel = confirm_channel(&connection).await?;
-    declare(&channel, config).await?;
-    declare_batch_queue(&channel, config, &batch_id).await?;
-    let exchange = Names::new(config).jobs_exchange();
+    let mut publisher = JobPublisher::open(&connection, config).await?;
+    declare_batch_queue(publisher.channel(), config, &batch_id).await?;
     let total = stored.len() as u64;
     let batch = BatchSpec { case_id: args.case.clone(), batch_id: batch_id.clone(), batch_total: Some(total), stages, options };
     let bar = inputs::progress(total, "publish");
-    let mut pending = Vec::new();
     for item in stored {
         let content = if item.size <= config.blobs.inline_max_bytes {
             let bytes = store.get(&key_for(&item.sha256))?;
@@ -119,28 +112,11 @@ pub async fn submit(config: &Config, args: Args) -> anyhow::Result<Submitted> {
             declared_media_type: None,
             content,
         };
-        let job = Job::new(job_id, &batch, document);
-        let body = serde_json::to_vec(&job)?;
-        let properties = json_properties(JOB_TYPE)
-            .with_message_id(ShortString::from(job.job_id.to_string()))
-            .with_delivery_mode(2);
-        let confirm = channel.basic_publish(&exchange, "", BasicPublishOptions::default(), &body, properties).await?;
-        pending.push(confirm);
-        if pending.len() >= 256 {
-            wait_confirms(&mut pending, config, &exchange).await?;
-        }
+        publisher.publish(&Job::new(job_id, &batch, document)).await.context("publishing a job")?;
         bar.inc(1);
     }
-    wait_confirms(&mut pending, config, &exchange).await?;
+    publisher.wait().await.context("publishing a job")?;
     bar.finish_and_clear();
     connection.close(200, "submitted").await?;
     Ok(Submitted { batch_id, published: total as usize, not_submitted })
-}
-
-async fn wait_confirms(pending: &mut Vec<PublisherConfirm>, config: &Config, exchange: &str) -> anyhow::Result<()> {
-    let timeout = Duration::from_secs(config.broker.confirm_timeout_secs);
-    for confirm in pending.drain(..) {
-        confirmed(confirm, timeout, exchange, "").await.context("publishing a job")?;
-    }
-    Ok(())
 }

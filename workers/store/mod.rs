@@ -149,6 +149,22 @@ pub struct Counts {
     pub complete: u64,
     pub partial: u64,
     pub failed: u64,
+    /// Submitted documents with no result yet, when the submitter gave the batch's size
+    /// (documents found inside others are not counted against it).
+    pub pending: Option<u64>,
+}
+
+impl Counts {
+    /// From the status counts, the batch size results carry, and how many results are of
+    /// submitted (not contained) documents.
+    pub fn new(complete: i64, partial: i64, failed: i64, batch_total: Option<i64>, submitted: i64) -> Self {
+        Self {
+            complete: complete as u64,
+            partial: partial as u64,
+            failed: failed as u64,
+            pending: batch_total.map(|total| total.saturating_sub(submitted).max(0) as u64),
+        }
+    }
 }
 
 /// An analyst and the cases granted to them.
@@ -258,6 +274,31 @@ pub struct DocumentRow {
     pub parent_job_id: Option<String>,
 }
 
+/// A stage error of a stored document.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StageFailure {
+    pub stage: String,
+    /// An `ErrorKind` name.
+    pub kind: String,
+    pub reason: String,
+}
+
+/// A document of a batch whose result is `failed` or `partial`, with its stage errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedDocument {
+    pub key: String,
+    pub filename: String,
+    pub status: JobStatus,
+    pub errors: Vec<StageFailure>,
+}
+
+impl FailedDocument {
+    fn parse(key: String, filename: String, status: &str, errors: &str) -> Result<Self, StoreError> {
+        let errors = serde_json::from_str(errors).map_err(|source| StoreError::Stored { key: key.clone(), source })?;
+        Ok(Self { key, filename, status: parse_status(status), errors })
+    }
+}
+
 #[async_trait::async_trait]
 pub trait ResultStore: Send + Sync {
     /// Keep `result` unless a result as good is already stored under its idempotency key;
@@ -294,6 +335,11 @@ pub trait ResultStore: Send + Sync {
     /// Record a review and append it, with the state before, to the audit trail (one commit).
     async fn review(&self, key: &str, user_name: &str, state: ReviewState, note: &str) -> Result<(), StoreError>;
     async fn audit(&self, key: &str) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Append an act other than a review (e.g. `resubmit`) to a document's audit trail.
+    async fn record(&self, key: &str, user_name: &str, action: &str, before: Option<&str>, after: &str) -> Result<(), StoreError>;
+
+    /// Every `failed` and `partial` document of a batch, by file name.
+    async fn failures(&self, case_id: &str, batch_id: &str) -> Result<Vec<FailedDocument>, StoreError>;
 }
 
 /// The store pipeline.toml names, with its migrations run.
@@ -360,6 +406,8 @@ pub struct Indexed {
     /// `unsupported`.
     pub flags: Vec<&'static str>,
     pub media_type: Option<String>,
+    /// The stage errors as a JSON array of [`StageFailure`].
+    pub errors: String,
 }
 
 /// OCR pages below this mean confidence are flagged for a human look.
@@ -415,7 +463,16 @@ pub fn indexed(result: &JobResult) -> Indexed {
         (Field::Metadata, metadata.join("\n")),
     ];
     let media_type = result.document.detected_media_type.clone().or_else(|| result.document.declared_media_type.clone());
-    Indexed { texts: texts.into_iter().filter(|(_, t)| !t.is_empty()).collect(), languages, flags, media_type }
+    let errors: Vec<StageFailure> = result
+        .stages
+        .iter()
+        .filter_map(|s| {
+            let e = s.error.as_ref()?;
+            Some(StageFailure { stage: s.stage.clone(), kind: e.kind.as_str().to_owned(), reason: e.reason.clone() })
+        })
+        .collect();
+    let errors = serde_json::to_string(&errors).expect("errors serialize");
+    Indexed { texts: texts.into_iter().filter(|(_, t)| !t.is_empty()).collect(), languages, flags, media_type, errors }
 }
 
 /// Import results from JSON lines files (as `docpipe process --out` and `docpipe results` write

@@ -6,13 +6,13 @@ use tokio_postgres::{Client, NoTls};
 use super::sql;
 use super::sqlite::split_words;
 use super::{
-    indexed, parse_status, rank, status_str, terms, AuditEntry, BatchSummary, Counts, DocumentFilter, DocumentRow, Field, Hit,
+    indexed, parse_status, rank, status_str, terms, AuditEntry, BatchSummary, FailedDocument, Counts, DocumentFilter, DocumentRow, Field, Hit,
     Ingested, ResultStore, ReviewState, Search, Session, StoreError, User,
 };
 use crate::schema::JobResult;
 
 /// Versioned schema changes, applied in order once each, recorded in `docpipe_migrations`.
-const MIGRATIONS: &[&str] = &[include_str!("postgres/0001_results.sql"), include_str!("postgres/0002_review.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("postgres/0001_results.sql"), include_str!("postgres/0002_review.sql"), include_str!("postgres/0003_failures.sql")];
 
 pub struct PostgresStore {
     client: tokio::sync::Mutex<Client>,
@@ -124,37 +124,22 @@ impl ResultStore for PostgresStore {
 
     async fn counts(&self, case_id: &str, batch_id: &str) -> Result<Counts, StoreError> {
         let client = self.client.lock().await;
-        let rows = client
-            .query("SELECT status, count(*) FROM documents WHERE case_id = $1 AND batch_id = $2 GROUP BY status", &[&case_id, &batch_id])
-            .await?;
-        let mut counts = Counts::default();
-        for row in rows {
-            let n = row.get::<_, i64>(1) as u64;
-            match row.get::<_, &str>(0) {
-                "complete" => counts.complete = n,
-                "partial" => counts.partial = n,
-                _ => counts.failed += n,
-            }
-        }
-        Ok(counts)
+        let row = client.query_one(&sql::counts(), &[&case_id, &batch_id]).await?;
+        Ok(counts_at(&row, 1))
     }
 
     async fn batches(&self, cases: &[String]) -> Result<Vec<BatchSummary>, StoreError> {
         let client = self.client.lock().await;
         let mut out = Vec::new();
         for case_id in cases {
-            for row in client.query(sql::BATCHES, &[case_id]).await? {
+            for row in client.query(&sql::batches(), &[case_id]).await? {
                 let batch_id: String = row.get(0);
                 let languages: Vec<String> =
                     client.query(sql::BATCH_LANGUAGES, &[case_id, &batch_id]).await?.iter().map(|r| r.get(0)).collect();
                 out.push(BatchSummary {
                     case_id: case_id.clone(),
-                    counts: Counts {
-                        complete: row.get::<_, i64>(1) as u64,
-                        partial: row.get::<_, i64>(2) as u64,
-                        failed: row.get::<_, i64>(3) as u64,
-                    },
-                    attention: row.get::<_, i64>(4) as u64,
+                    counts: counts_at(&row, 1),
+                    attention: row.get::<_, i64>(6) as u64,
                     languages: split_words(&languages.join(" ")),
                     batch_id,
                 });
@@ -242,6 +227,25 @@ impl ResultStore for PostgresStore {
             .map(|r| AuditEntry { user_name: r.get(0), at: r.get(1), action: r.get(2), before: r.get(3), after: r.get(4) })
             .collect())
     }
+
+    async fn record(&self, key: &str, user_name: &str, action: &str, before: Option<&str>, after: &str) -> Result<(), StoreError> {
+        let client = self.client.lock().await;
+        let at = chrono::Utc::now().to_rfc3339();
+        client.execute(sql::APPEND_AUDIT, &[&key, &user_name, &at, &action, &before, &after]).await?;
+        Ok(())
+    }
+
+    async fn failures(&self, case_id: &str, batch_id: &str) -> Result<Vec<FailedDocument>, StoreError> {
+        let client = self.client.lock().await;
+        let rows = client.query(sql::FAILURES, &[&case_id, &batch_id]).await?;
+        rows.iter().map(|r| FailedDocument::parse(r.get(0), r.get(1), r.get(2), r.get(3))).collect()
+    }
+}
+
+/// `Counts` from the five columns of `sql::counts` starting at `at` (sums are NULL over no rows).
+fn counts_at(row: &tokio_postgres::Row, at: usize) -> Counts {
+    let n = |i: usize| row.get::<_, Option<i64>>(at + i).unwrap_or(0);
+    Counts::new(n(0), n(1), n(2), row.get::<_, Option<i64>>(at + 3), n(4))
 }
 
 fn document_row(r: &tokio_postgres::Row) -> DocumentRow {
@@ -275,8 +279,8 @@ async fn ingest_in(tx: &tokio_postgres::Transaction<'_>, result: &JobResult) -> 
     tx.execute("DELETE FROM documents WHERE key = $1", &[&result.idempotency_key]).await?;
     tx.execute(
         "INSERT INTO documents (key, job_id, case_id, batch_id, parent_job_id, filename, sha256, media_type,
-             status, status_rank, languages, flags, completed_at, ingested_at, result)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::TEXT::TIMESTAMPTZ, now(), $14)",
+             status, status_rank, languages, flags, completed_at, ingested_at, result, errors, batch_total)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::TEXT::TIMESTAMPTZ, now(), $14, $15, $16)",
         &[
             &result.idempotency_key,
             &result.job_id.to_string(),
@@ -292,6 +296,8 @@ async fn ingest_in(tx: &tokio_postgres::Transaction<'_>, result: &JobResult) -> 
             &index.flags.join(" "),
             &result.completed_at.map(|t| t.to_rfc3339()),
             &json,
+            &index.errors,
+            &result.batch_total.map(|n| n as i64),
         ],
     )
     .await?;

@@ -31,12 +31,24 @@ pub fn document() -> String {
     format!("{DOCUMENT_COLUMNS} FROM documents d LEFT JOIN reviews r ON r.key = d.key WHERE d.key = $1")
 }
 
-pub const BATCHES: &str = "SELECT batch_id,
+/// Columns 1-5 are the arguments of `Counts::new`.
+const COUNT_COLUMNS: &str = "
         sum(CASE WHEN status = 'complete' THEN 1 ELSE 0 END),
         sum(CASE WHEN status = 'partial' THEN 1 ELSE 0 END),
         sum(CASE WHEN status = 'failed' THEN 1 ELSE 0 END),
-        sum(CASE WHEN flags <> '' THEN 1 ELSE 0 END)
-    FROM documents WHERE case_id = $1 GROUP BY batch_id ORDER BY batch_id";
+        max(batch_total),
+        sum(CASE WHEN parent_job_id IS NULL THEN 1 ELSE 0 END)";
+
+pub fn batches() -> String {
+    format!(
+        "SELECT batch_id, {COUNT_COLUMNS}, sum(CASE WHEN flags <> '' THEN 1 ELSE 0 END)
+         FROM documents WHERE case_id = $1 GROUP BY batch_id ORDER BY batch_id"
+    )
+}
+
+pub fn counts() -> String {
+    format!("SELECT 'batch', {COUNT_COLUMNS} FROM documents WHERE case_id = $1 AND batch_id = $2")
+}
 
 pub const BATCH_LANGUAGES: &str = "SELECT DISTINCT languages FROM documents WHERE case_id = $1 AND batch_id = $2";
 
@@ -56,6 +68,9 @@ pub const UPSERT_REVIEW: &str = "INSERT INTO reviews (key, state, note, user_nam
     ON CONFLICT (key) DO UPDATE SET state = excluded.state, note = excluded.note, user_name = excluded.user_name, at = excluded.at";
 pub const APPEND_AUDIT: &str =
     "INSERT INTO audit (key, user_name, at, action, before, after) VALUES ($1, $2, $3, $4, $5, $6)";
+pub const FAILURES: &str = "SELECT key, filename, status, errors FROM documents
+    WHERE case_id = $1 AND batch_id = $2 AND status_rank < 2 ORDER BY filename, key";
+
 pub const AUDIT: &str = "SELECT user_name, at, action, before, after FROM audit WHERE key = $1 ORDER BY id";
 
 /// A review as the audit trail records it: state, then the note on the next line.

@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::sql::{self, sqlite as q};
 use super::{
-    indexed, parse_status, rank, status_str, terms, AuditEntry, BatchSummary, Counts, DocumentFilter, DocumentRow, Field, Hit,
+    indexed, parse_status, rank, status_str, terms, AuditEntry, BatchSummary, FailedDocument, Counts, DocumentFilter, DocumentRow, Field, Hit,
     Ingested, ResultStore, ReviewState, Search, Session, StoreError, User,
 };
 use crate::schema::JobResult;
@@ -18,7 +18,7 @@ use crate::schema::JobResult;
 /// Search rows a document may have (one per field, with room to spare).
 const ROWS_PER_DOCUMENT: i64 = 8;
 
-const MIGRATIONS: &[&str] = &[include_str!("sqlite/0001_results.sql"), include_str!("sqlite/0002_review.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("sqlite/0001_results.sql"), include_str!("sqlite/0002_review.sql"), include_str!("sqlite/0003_failures.sql")];
 
 pub struct SqliteStore {
     connection: Arc<Mutex<Connection>>,
@@ -140,21 +140,7 @@ impl ResultStore for SqliteStore {
 
     async fn counts(&self, case_id: &str, batch_id: &str) -> Result<Counts, StoreError> {
         let (case_id, batch_id) = (case_id.to_owned(), batch_id.to_owned());
-        self.with(move |connection| {
-            let mut statement =
-                connection.prepare("SELECT status, count(*) FROM documents WHERE case_id = ?1 AND batch_id = ?2 GROUP BY status")?;
-            let mut counts = Counts::default();
-            for row in statement.query_map([&case_id, &batch_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-                let (status, n) = row?;
-                match status.as_str() {
-                    "complete" => counts.complete = n as u64,
-                    "partial" => counts.partial = n as u64,
-                    _ => counts.failed += n as u64,
-                }
-            }
-            Ok(counts)
-        })
-        .await
+        self.with(move |connection| Ok(connection.query_row(&q(&sql::counts()), [&case_id, &batch_id], |r| counts_at(r, 1))?)).await
     }
 
     async fn batches(&self, cases: &[String]) -> Result<Vec<BatchSummary>, StoreError> {
@@ -162,12 +148,10 @@ impl ResultStore for SqliteStore {
         self.with(move |connection| {
             let mut out = Vec::new();
             for case_id in &cases {
-                let mut statement = connection.prepare(&q(sql::BATCHES))?;
-                let rows = statement.query_map([case_id], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, i64>(4)?))
-                })?;
+                let mut statement = connection.prepare(&q(&sql::batches()))?;
+                let rows = statement.query_map([case_id], |r| Ok((r.get::<_, String>(0)?, counts_at(r, 1)?, r.get::<_, i64>(6)?)))?;
                 for row in rows {
-                    let (batch_id, complete, partial, failed, attention) = row?;
+                    let (batch_id, counts, attention) = row?;
                     let mut languages = connection
                         .prepare(&q(sql::BATCH_LANGUAGES))?
                         .query_map([case_id, &batch_id], |r| r.get::<_, String>(0))?
@@ -176,7 +160,7 @@ impl ResultStore for SqliteStore {
                     out.push(BatchSummary {
                         case_id: case_id.clone(),
                         batch_id,
-                        counts: Counts { complete: complete as u64, partial: partial as u64, failed: failed as u64 },
+                        counts,
                         attention: attention as u64,
                         languages,
                     });
@@ -316,6 +300,39 @@ impl ResultStore for SqliteStore {
         })
         .await
     }
+
+    async fn record(&self, key: &str, user_name: &str, action: &str, before: Option<&str>, after: &str) -> Result<(), StoreError> {
+        let (key, user, action, before, after) =
+            (key.to_owned(), user_name.to_owned(), action.to_owned(), before.map(str::to_owned), after.to_owned());
+        self.with(move |connection| {
+            connection.execute(&q(sql::APPEND_AUDIT), params![key, user, chrono::Utc::now().to_rfc3339(), action, before, after])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn failures(&self, case_id: &str, batch_id: &str) -> Result<Vec<FailedDocument>, StoreError> {
+        let (case_id, batch_id) = (case_id.to_owned(), batch_id.to_owned());
+        self.with(move |connection| {
+            let mut statement = connection.prepare(&q(sql::FAILURES))?;
+            let rows = statement.query_map([&case_id, &batch_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (key, filename, status, errors) = row?;
+                out.push(FailedDocument::parse(key, filename, &status, &errors)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// `Counts` from the five columns of `sql::counts` starting at `at` (sums are NULL over no rows).
+fn counts_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Counts> {
+    let n = |i: usize| r.get::<_, Option<i64>>(at + i).map(|v| v.unwrap_or(0));
+    Ok(Counts::new(n(0)?, n(1)?, n(2)?, r.get::<_, Option<i64>>(at + 3)?, n(4)?))
 }
 
 fn document_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DocumentRow> {
@@ -359,8 +376,8 @@ fn ingest_in(tx: &rusqlite::Transaction<'_>, result: &JobResult) -> Result<Inges
     };
     tx.execute(
         "INSERT INTO documents (key, job_id, case_id, batch_id, parent_job_id, filename, sha256, media_type,
-             status, status_rank, languages, flags, completed_at, ingested_at, result)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+             status, status_rank, languages, flags, completed_at, ingested_at, result, errors, batch_total)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         params![
             result.idempotency_key,
             result.job_id.to_string(),
@@ -377,6 +394,8 @@ fn ingest_in(tx: &rusqlite::Transaction<'_>, result: &JobResult) -> Result<Inges
             result.completed_at.map(|t| t.to_rfc3339()),
             chrono::Utc::now().to_rfc3339(),
             json,
+            index.errors,
+            result.batch_total.map(|n| n as i64),
         ],
     )?;
     let id = tx.last_insert_rowid();

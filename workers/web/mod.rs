@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod document;
+pub mod resubmit;
 mod views;
 
 use std::net::SocketAddr;
@@ -24,6 +25,8 @@ pub struct AppState {
     /// Where originals are read from for download (checked against their sha256 on the way out).
     pub blobs: Arc<dyn BlobStore>,
     pub logins: Arc<auth::LoginLimiter>,
+    /// How the batch page's "send again" buttons send; `None` shows no buttons.
+    pub resubmit: Option<Arc<resubmit::Resubmitter>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -34,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/search", get(views::search))
         .route("/cases/{case}/batches/{batch}", get(views::batch))
         .route("/cases/{case}/batches/{batch}/counts.json", get(views::batch_counts))
+        .route("/cases/{case}/batches/{batch}/resubmit", post(resubmit::resubmit))
         .route("/documents/{key}", get(views::document))
         .route("/documents/{key}/result.json", get(views::result_json))
         .route("/documents/{key}/original", get(views::original))

@@ -19,12 +19,12 @@ fn page(template: impl Template) -> Response {
     }
 }
 
-fn not_found() -> Response {
+pub(super) fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found").into_response()
 }
 
 /// A path segment or query value, percent-encoded.
-fn enc(s: &str) -> String {
+pub(super) fn enc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -197,6 +197,9 @@ pub struct ListQuery {
     review: String,
     #[serde(default)]
     page: u64,
+    /// Set after a resubmission: how many documents were sent again, and how many could not be.
+    sent: Option<u64>,
+    not_sent: Option<u64>,
 }
 
 struct DocumentLine {
@@ -228,6 +231,11 @@ struct BatchPage {
     counts: Counts,
     counts_href: String,
     failures: Vec<Failure>,
+    /// The "send again" buttons are shown.
+    can_resubmit: bool,
+    resubmit_href: String,
+    sent: Option<u64>,
+    not_sent: u64,
     status_choices: Vec<Choice>,
     flag_choices: Vec<Choice>,
     review_choices: Vec<Choice>,
@@ -297,6 +305,10 @@ pub async fn batch(
         counts_href: format!("/cases/{}/batches/{}/counts.json", enc(&case_id), enc(&batch_id)),
         counts,
         failures,
+        can_resubmit: state.resubmit.is_some(),
+        resubmit_href: format!("/cases/{}/batches/{}/resubmit", enc(&case_id), enc(&batch_id)),
+        sent: query.sent,
+        not_sent: query.not_sent.unwrap_or(0),
         status_choices: choices(["complete", "partial", "failed"], &query.status),
         flag_choices: choices(["stage_error", "unverified_content", "low_ocr_confidence", "unsupported"], &query.flag),
         review_choices: choices(ReviewState::ALL.iter().map(|r| r.as_str()), &query.review),
@@ -327,22 +339,9 @@ pub async fn batch(
 /// Failed and partial documents grouped by stage and error kind, with the first reason.
 async fn failures(state: &AppState, case_id: &str, batch_id: &str) -> Result<Vec<Failure>, crate::store::StoreError> {
     let mut groups: std::collections::BTreeMap<(String, String), (u64, String)> = Default::default();
-    for status in [crate::schema::JobStatus::Failed, crate::schema::JobStatus::Partial] {
-        let filter = DocumentFilter {
-            case_id: case_id.to_owned(),
-            batch_id: Some(batch_id.to_owned()),
-            status: Some(status),
-            limit: 1000,
-            ..Default::default()
-        };
-        for row in state.store.documents(&filter).await?.0 {
-            let Some(result) = state.store.get(&row.key).await? else { continue };
-            for report in &result.stages {
-                if let Some(error) = &report.error {
-                    let entry = groups.entry((report.stage.clone(), error.kind.as_str().to_owned())).or_insert((0, error.reason.clone()));
-                    entry.0 += 1;
-                }
-            }
+    for document in state.store.failures(case_id, batch_id).await? {
+        for error in document.errors {
+            groups.entry((error.stage, error.kind)).or_insert((0, error.reason)).0 += 1;
         }
     }
     Ok(groups.into_iter().map(|((stage, kind), (count, reason))| Failure { stage, kind, count, reason }).collect())
@@ -353,7 +352,8 @@ pub async fn batch_counts(State(state): State<AppState>, analyst: Analyst, Path(
         return not_found();
     }
     match state.store.counts(&case_id, &batch_id).await {
-        Ok(c) => Json(serde_json::json!({ "complete": c.complete, "partial": c.partial, "failed": c.failed })).into_response(),
+        Ok(c) => Json(serde_json::json!({ "complete": c.complete, "partial": c.partial, "failed": c.failed, "pending": c.pending }))
+            .into_response(),
         Err(e) => internal(e),
     }
 }

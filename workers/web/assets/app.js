@@ -24,9 +24,9 @@ if (counts) {
       const response = await fetch(counts.dataset.counts, { credentials: "same-origin" });
       if (!response.ok) return;
       const data = await response.json();
-      for (const key of ["complete", "partial", "failed"]) {
+      for (const key of ["complete", "partial", "failed", "pending"]) {
         const cell = counts.querySelector(`[data-count="${key}"]`);
-        if (cell) cell.textContent = String(data[key]);
+        if (cell && data[key] !== null && data[key] !== undefined) cell.textContent = String(data[key]);
       }
     } catch (_) { /* offline for a moment: try again next time */ }
   }, 5000);
