@@ -117,7 +117,7 @@ async fn measure(name: &str, store: Arc<dyn ResultStore>, docs: &[docpipe::schem
     let token = auth::random_token();
     let session = Session { user_name: "bench".into(), csrf: auth::random_token(), expires_at: chrono::Utc::now().timestamp() + 3600 };
     store.create_session(&auth::token_sha256(&token), &session).await.unwrap();
-    let app = router(AppState { store: store.clone(), blobs: Arc::new(docpipe::blob::FileStore::new("/nonexistent")), logins: Arc::default(), resubmit: None });
+    let app = router(AppState::new(store.clone(), Arc::new(docpipe::blob::FileStore::new("/nonexistent"))));
     let mut views = Vec::new();
     for i in 0..200 {
         let key = &docs[(i * 7919) % docs.len()].idempotency_key;

@@ -59,7 +59,7 @@ async fn an_analyst_checks_the_chinese_sample_in_chromium() {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let state = AppState { store: store.clone(), blobs: Arc::new(blobs), logins: Arc::default(), resubmit: None };
+    let state = AppState::new(store.clone(), Arc::new(blobs));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve_on(listener, state, async move {
         let _ = stopped.await;

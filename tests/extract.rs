@@ -183,3 +183,40 @@ fn ocr_page_time_limit_stops_the_page_not_the_document() {
     }
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
+
+/// Size of a PNG from its header.
+fn png_size(png: &[u8]) -> (u32, u32) {
+    assert_eq!(&png[1..4], b"PNG", "a PNG");
+    let word = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    (word(16), word(20))
+}
+
+/// The review page draws OCR word boxes over a page image rendered later from the original: it
+/// must be the image OCR read (same resolution, straightening and turn), or the boxes land beside
+/// the words. Checked on a scanned PDF page, a page turned on its side and a skewed page.
+#[test]
+fn page_images_are_rendered_as_ocr_saw_them() {
+    for name in ["scansmpl.pdf", "testRotated+10.png", "../ocr/phototest-rotated-R.png"] {
+        let bytes = std::fs::read(docs().join(name)).unwrap();
+        let limits = Limits::default();
+        let extracted = Extractor::new(limits.clone()).extract(&bytes, &Request::default()).unwrap();
+        let page = &extracted.pages[0];
+        let ocr = page.ocr.as_ref().unwrap_or_else(|| panic!("{name} was read by OCR"));
+        let png = docpipe_models::extract::page_image(&bytes, page.number, &limits, ocr.rotation_degrees, ocr.deskew_degrees, 0).unwrap();
+        assert_eq!(png_size(&png), (ocr.width, ocr.height), "{name}: rotation {}, deskew {}", ocr.rotation_degrees, ocr.deskew_degrees);
+        for word in &ocr.words {
+            assert!(word.x + word.width <= ocr.width && word.y + word.height <= ocr.height, "{name}: {word:?} inside the page");
+        }
+        // Shrunk for the screen, the page keeps its shape.
+        let (w, h) = png_size(&docpipe_models::extract::page_image(&bytes, page.number, &limits, ocr.rotation_degrees, ocr.deskew_degrees, 500).unwrap());
+        assert_eq!(w.max(h), 500, "{name}");
+        let (ratio, expected) = (w as f64 / h as f64, ocr.width as f64 / ocr.height as f64);
+        assert!((ratio - expected).abs() < 0.01, "{name}: {ratio} vs {expected}");
+    }
+    // A turn or skew that was not recorded does not give the same image.
+    let bytes = std::fs::read(docs().join("../ocr/phototest-rotated-R.png")).unwrap();
+    let upright = docpipe_models::extract::page_image(&bytes, 1, &Limits::default(), 270, 0.0, 0).unwrap();
+    let as_stored = docpipe_models::extract::page_image(&bytes, 1, &Limits::default(), 0, 0.0, 0).unwrap();
+    assert_eq!((png_size(&upright), png_size(&as_stored)), ((640, 480), (480, 640)));
+    assert!(docpipe_models::extract::page_image(&bytes, 2, &Limits::default(), 0, 0.0, 0).is_err(), "an image has one page");
+}

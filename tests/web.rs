@@ -109,7 +109,7 @@ async fn workspace_rules(store: Arc<dyn ResultStore>, blob_dir: &std::path::Path
     }
     store.put_user("ana", &auth::hash_password(PASSWORD).unwrap(), &["case-a".into()]).await.unwrap();
     let blobs = FileStore::new(blob_dir);
-    let state = AppState { store: store.clone(), blobs: Arc::new(FileStore::new(blob_dir)), logins: Arc::default(), resubmit: None };
+    let state = AppState::new(store.clone(), Arc::new(FileStore::new(blob_dir)));
     let mut browser = Browser::new(state.clone());
 
     // Nothing without signing in; the login form needs its own token.
@@ -285,7 +285,7 @@ async fn failed_documents_are_sent_again_from_the_batch_page() {
     blobs.put(&kept.document.sha256, text.as_bytes()).unwrap();
     store.put_user("ana", &auth::hash_password(PASSWORD).unwrap(), &["case-a".into()]).await.unwrap();
     let resubmit = docpipe::web::resubmit::Resubmitter::new(Arc::new(config), docpipe::resubmit::Via::Embedded);
-    let state = AppState { store: store.clone(), blobs: Arc::new(blobs), logins: Arc::default(), resubmit: Some(Arc::new(resubmit)) };
+    let state = AppState { resubmit: Some(Arc::new(resubmit)), ..AppState::new(store.clone(), Arc::new(blobs)) };
     let mut browser = Browser::new(state);
     browser.login("ana", PASSWORD).await;
 
@@ -328,4 +328,61 @@ async fn failed_documents_are_sent_again_from_the_batch_page() {
     assert_eq!(store.get(&lost.idempotency_key).await.unwrap().unwrap().status, JobStatus::Failed);
     assert!(store.audit(&lost.idempotency_key).await.unwrap().is_empty());
     assert_eq!(store.failures("case-a", "batch-2").await.unwrap().len(), 1);
+}
+
+/// A scanned page: the document view draws its OCR word boxes over the page image, which is
+/// rendered from the original in the blob store turned as OCR turned it; word text is escaped.
+#[tokio::test]
+async fn scanned_pages_show_their_word_boxes_over_the_page_image() {
+    use docpipe::schema::{AnnotationBody, OcrDetails, OcrWord};
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ResultStore> = Arc::new(SqliteStore::open(&dir.path().join("results.sqlite")).unwrap());
+    let blobs = FileStore::new(dir.path().join("blobs"));
+    let image = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/ocr/phototest-rotated-R.png")).unwrap();
+    let mut scanned = document("case-a", "batch-3", "scan.png", &[("This is a lot of 12 point text", "")], &[]);
+    scanned.document.sha256 = docpipe::blob::sha256_hex(&image);
+    let word = |text: &str, x, confidence| OcrWord { text: text.into(), confidence, x, y: 36, width: 60, height: 20 };
+    for annotation in &mut scanned.annotations {
+        if let AnnotationBody::Text { segments, .. } = &mut annotation.body {
+            segments[0].width = Some(640);
+            segments[0].height = Some(480);
+            segments[0].ocr = Some(OcrDetails {
+                rotation_degrees: 270,
+                deskew_degrees: 0.0,
+                script: Some("Latin".into()),
+                languages: vec!["eng".into()],
+                words: vec![word("This", 36, 0.95), word(HOSTILE, 100, 0.3)],
+            });
+        }
+    }
+    store.ingest(&scanned).await.unwrap();
+    let mut browser = Browser::new(AppState::new(store.clone(), Arc::new(FileStore::new(dir.path().join("blobs")))));
+    store.put_user("ana", &auth::hash_password(PASSWORD).unwrap(), &["case-a".into()]).await.unwrap();
+    browser.login("ana", PASSWORD).await;
+
+    let href = format!("/documents/{}/pages/1/image", scanned.idempotency_key);
+    assert_eq!(browser.get(&href).await.status, StatusCode::NOT_FOUND, "no original in the blob store yet");
+    blobs.put(&scanned.document.sha256, &image).unwrap();
+    let request = Request::get(&href).header(header::COOKIE, browser.cookie_header()).body(Body::empty()).unwrap();
+    let response = browser.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "image/png");
+    let png = axum::body::to_bytes(response.into_body(), 10 << 20).await.unwrap();
+    let size = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    assert_eq!((size(16), size(20)), (640, 480), "turned upright as OCR read it (the file is 480 x 640)");
+    assert_eq!(browser.get(&format!("/documents/{}/pages/2/image", scanned.idempotency_key)).await.status, StatusCode::NOT_FOUND);
+
+    let view = browser.get(&format!("/documents/{}", scanned.idempotency_key)).await;
+    assert!(view.body.contains("<svg viewBox=\"0 0 640 480\""), "{}", view.body);
+    assert!(view.body.contains(&format!("<image href=\"{href}\"")));
+    assert_eq!(view.body.matches("<rect class=\"word").count(), 2);
+    assert!(view.body.contains("<rect class=\"word doubtful\" x=\"100\""), "the unsure word is marked");
+    assert!(view.body.contains("turned 270°") && view.body.contains("OCR confidence"));
+    assert!(!view.body.contains("<script>alert") && !view.body.contains("<img src=x"), "word text escaped");
+
+    // Another case's page image is as absent as its document.
+    let mut other = Browser::new(AppState::new(store.clone(), Arc::new(blobs)));
+    store.put_user("bo", &auth::hash_password(PASSWORD).unwrap(), &["case-b".into()]).await.unwrap();
+    other.login("bo", PASSWORD).await;
+    assert_eq!(other.get(&href).await.status, StatusCode::NOT_FOUND);
 }

@@ -46,6 +46,10 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+fn is_zero_f32(n: &f32) -> bool {
+    *n == 0.0
+}
+
 /// What every job of a batch shares: who asked, and what to do with each document.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchSpec {
@@ -520,6 +524,10 @@ impl From<docpipe_models::extract::Source> for TextSource {
 pub struct OcrDetails {
     /// Clockwise rotation applied to make the page upright.
     pub rotation_degrees: u32,
+    /// Skew straightened before reading, in degrees (absent when the page was straight enough):
+    /// with the rotation, what turns the original into the image the word boxes refer to.
+    #[serde(default, skip_serializing_if = "is_zero_f32")]
+    pub deskew_degrees: f32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<String>,
     /// Tesseract traineddata used.

@@ -25,15 +25,14 @@ pub struct Args {
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<std::process::ExitCode> {
     let store = crate::store::open(&config.store).await.context("opening the results store")?;
     let state = AppState {
-        store: store.clone(),
-        blobs: Arc::new(FileStore::new(config.blobs.dir.clone())),
-        logins: Arc::default(),
+        page_limits: Arc::new(config.extract.clone()),
         // With --consume the workers do the work and results come back through the broker;
         // without, the workspace runs resubmitted documents itself.
         resubmit: Some(Arc::new(web::resubmit::Resubmitter::new(
             Arc::new(config.clone()),
             if args.consume { crate::resubmit::Via::Broker } else { crate::resubmit::Via::Embedded },
         ))),
+        ..AppState::new(store.clone(), Arc::new(FileStore::new(config.blobs.dir.clone())))
     };
     println!("review workspace on http://{}/ (sign in with an account from `docpipe users add`)", args.bind);
     if args.consume {

@@ -72,6 +72,7 @@ fn output(extracted: Extracted, request: &Request, limits: &Limits) -> StageOutp
             problem: page.problem.map(stage_error),
             ocr: page.ocr.map(|o| OcrDetails {
                 rotation_degrees: o.rotation_degrees,
+                deskew_degrees: o.deskew_degrees,
                 script: o.script,
                 languages: o.languages,
                 words: o.words,

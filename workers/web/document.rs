@@ -39,6 +39,37 @@ pub struct Piece {
     pub unverified: bool,
 }
 
+/// A page read by OCR: its size in the recogniser's pixels (the page image is drawn in them) and
+/// the words with their boxes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scan {
+    pub page: u32,
+    pub width: u32,
+    pub height: u32,
+    /// Mean word confidence, percent.
+    pub confidence: u32,
+    pub rotation_degrees: u32,
+    pub script: String,
+    pub languages: String,
+    pub words: Vec<WordBox>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WordBox {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+    pub text: String,
+    /// Percent.
+    pub confidence: u32,
+    /// Under the confidence a reader should distrust (drawn differently).
+    pub doubtful: bool,
+}
+
+/// Words recognised with less confidence than this are marked on the page image.
+const DOUBTFUL_WORD: f32 = 0.6;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProvenanceRow {
     pub stage: String,
@@ -63,6 +94,7 @@ pub struct DocumentView {
     pub metadata: Vec<(String, String)>,
     pub provenance: Vec<ProvenanceRow>,
     pub stage_errors: Vec<(String, String, String)>,
+    pub scans: Vec<Scan>,
 }
 
 /// The document's text: its text segments joined with a blank line, as offsets count it.
@@ -89,8 +121,33 @@ pub fn view(result: &JobResult) -> DocumentView {
             AnnotationBody::Languages { segments, .. } => {
                 languages.extend(segments.iter().map(|s| (s.start, s.code.clone())));
             }
-            AnnotationBody::Text { metadata, .. } => {
+            AnnotationBody::Text { metadata, segments, .. } => {
                 view.metadata.extend(metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+                view.scans.extend(segments.iter().filter_map(|s| {
+                    let (ocr, width, height) = (s.ocr.as_ref()?, s.width?, s.height?);
+                    Some(Scan {
+                        page: s.page,
+                        width,
+                        height,
+                        confidence: (s.confidence.unwrap_or(0.0) * 100.0).round() as u32,
+                        rotation_degrees: ocr.rotation_degrees,
+                        script: ocr.script.clone().unwrap_or_default(),
+                        languages: ocr.languages.join("+"),
+                        words: ocr
+                            .words
+                            .iter()
+                            .map(|w| WordBox {
+                                x: w.x,
+                                y: w.y,
+                                width: w.width,
+                                height: w.height,
+                                text: w.text.clone(),
+                                confidence: (w.confidence * 100.0).round() as u32,
+                                doubtful: w.confidence < DOUBTFUL_WORD,
+                            })
+                            .collect(),
+                    })
+                }));
             }
             _ => {}
         }

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod document;
 pub mod resubmit;
+mod scan;
 mod views;
 
 use std::net::SocketAddr;
@@ -22,11 +23,31 @@ use crate::store::ResultStore;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn ResultStore>,
-    /// Where originals are read from for download (checked against their sha256 on the way out).
+    /// Where originals are read from for download and page images (checked against their
+    /// sha256 on every read).
     pub blobs: Arc<dyn BlobStore>,
     pub logins: Arc<auth::LoginLimiter>,
     /// How the batch page's "send again" buttons send; `None` shows no buttons.
     pub resubmit: Option<Arc<resubmit::Resubmitter>>,
+    /// The extraction limits pages were read with (resolution, size caps), to render a page image
+    /// as OCR saw it.
+    pub page_limits: Arc<docpipe_models::extract::Limits>,
+    /// Page images rendered at once.
+    pub renders: Arc<tokio::sync::Semaphore>,
+}
+
+impl AppState {
+    /// Over `store` and `blobs`, with default extraction limits and no "send again" buttons.
+    pub fn new(store: Arc<dyn ResultStore>, blobs: Arc<dyn BlobStore>) -> Self {
+        Self {
+            store,
+            blobs,
+            logins: Arc::default(),
+            resubmit: None,
+            page_limits: Arc::default(),
+            renders: Arc::new(tokio::sync::Semaphore::new(2)),
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -41,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/documents/{key}", get(views::document))
         .route("/documents/{key}/result.json", get(views::result_json))
         .route("/documents/{key}/original", get(views::original))
+        .route("/documents/{key}/pages/{page}/image", get(scan::page_image))
         .route("/documents/{key}/review", post(views::review))
         .route("/assets/app.css", get(|| async { asset("text/css; charset=utf-8", include_str!("assets/app.css")) }))
         .route("/assets/app.js", get(|| async { asset("text/javascript; charset=utf-8", include_str!("assets/app.js")) }))

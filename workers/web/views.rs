@@ -377,6 +377,7 @@ struct DocumentPage {
     review_href: String,
     result_href: String,
     original_href: String,
+    pages_href: String,
     parent_href: Option<String>,
     children: Vec<(String, String)>,
     sha256: String,
@@ -386,7 +387,7 @@ struct DocumentPage {
 }
 
 /// The stored result of `key`, if the analyst may see its case.
-async fn visible(state: &AppState, analyst: &Analyst, key: &str) -> Result<crate::schema::JobResult, Response> {
+pub(super) async fn visible(state: &AppState, analyst: &Analyst, key: &str) -> Result<crate::schema::JobResult, Response> {
     let result = state.store.get(key).await.map_err(internal)?.ok_or_else(not_found)?;
     if !analyst.may_see(&result.case_id) {
         return Err(not_found());
@@ -404,7 +405,13 @@ pub async fn document(State(state): State<AppState>, analyst: Analyst, Path(key)
         (Err(e), _) | (_, Err(e)) => return internal(e),
         (Ok(None), _) => return not_found(),
     };
-    let note = audit.last().and_then(|a| a.after.split_once('\n')).map(|(_, n)| n.to_owned()).unwrap_or_default();
+    let note = audit
+        .iter()
+        .rev()
+        .find(|a| a.action == "review")
+        .and_then(|a| a.after.split_once('\n'))
+        .map(|(_, n)| n.to_owned())
+        .unwrap_or_default();
     page(DocumentPage {
         user_name: analyst.user.name.clone(),
         csrf: analyst.session.csrf.clone(),
@@ -420,6 +427,7 @@ pub async fn document(State(state): State<AppState>, analyst: Analyst, Path(key)
         review_href: format!("/documents/{}/review", enc(&key)),
         result_href: format!("/documents/{}/result.json", enc(&key)),
         original_href: format!("/documents/{}/original", enc(&key)),
+        pages_href: format!("/documents/{}/pages", enc(&key)),
         parent_href: result.parent.as_ref().map(|p| format!("/documents/{}", p.job_id)),
         children: result.children.iter().map(|c| (format!("/documents/{}", c.job_id), c.path.clone())).collect(),
         sha256: result.document.sha256.clone(),
@@ -455,7 +463,7 @@ pub async fn original(State(state): State<AppState>, analyst: Analyst, Path(key)
         }
         Ok(Err(crate::blob::BlobError::NotFound { .. })) => (
             StatusCode::NOT_FOUND,
-            "the original is not in the blob store (documents processed with `docpipe process` stay where they were read)",
+            "the original is not in the blob store",
         )
             .into_response(),
         Ok(Err(e)) => {

@@ -340,3 +340,19 @@ pub fn tesseract_version() -> String {
     // SAFETY: TessVersion returns a pointer to a static, NUL-terminated string.
     unsafe { std::ffi::CStr::from_ptr(leptess::capi::TessVersion()) }.to_string_lossy().into_owned()
 }
+
+/// Page `number` (1-based) of a document, as OCR saw it when it was read (rendered at the same
+/// resolution, straightened and turned as the page's OCR details record), PNG, at most
+/// `max_side` pixels on its longer side: what the review page draws the word boxes over.
+pub fn page_image(bytes: &[u8], number: u32, limits: &Limits, rotation_degrees: u32, deskew_degrees: f32, max_side: u32) -> Result<Vec<u8>, ExtractError> {
+    let media = sniff::media_type(bytes);
+    let (image, tiff_page) = match media {
+        "application/pdf" => (std::borrow::Cow::Owned(pdf::render_page(bytes, number, limits)?), None),
+        "image/tiff" => (std::borrow::Cow::Borrowed(bytes), Some(number.saturating_sub(1) as usize)),
+        "image/png" | "image/jpeg" | "image/gif" | "image/bmp" | "image/webp" | "image/jp2" if number == 1 => (std::borrow::Cow::Borrowed(bytes), None),
+        other => return Err(ExtractError::new(ExtractErrorKind::Unsupported, format!("no page {number} image for {other}"))),
+    };
+    let view = crate::ocr::PageView { tiff_page, rotation_degrees, deskew_degrees, max_megapixels: limits.ocr_max_megapixels, max_side };
+    crate::ocr::render_page(&image, &view).map_err(|e| ExtractError::new(ExtractErrorKind::Corrupt, e.to_string()))
+}
+

@@ -62,15 +62,7 @@ pub fn extract(extractor: &mut Extractor, bytes: &[u8], request: &Request) -> Re
             continue;
         }
         request.check_cancelled()?;
-        // Render at the configured resolution unless the page is so large that the image would
-        // pass the megapixel cap: then at the resolution that fits (never below 72 dpi).
-        let dpi = match sizes.get(number as usize - 1) {
-            Some(&(w, h)) if w > 0.0 && h > 0.0 => {
-                let fit = (limits.ocr_max_megapixels * 1e6 / (w / 72.0 * h / 72.0)).sqrt();
-                (limits.ocr_dpi as f64).min(fit).max(72.0) as u32
-            }
-            _ => limits.ocr_dpi,
-        };
+        let dpi = dpi_for(sizes.get(number as usize - 1), &limits);
         extracted.pages.push(match rasterize(&file, number, dpi, limits.ocr_page_timeout) {
             Ok(png) => extractor.ocr_page(number, &png, request),
             Err(e) => Page::failed(number, e),
@@ -84,6 +76,25 @@ pub fn extract(extractor: &mut Extractor, bytes: &[u8], request: &Request) -> Re
         ));
     }
     Ok(extracted)
+}
+
+/// Render at the configured resolution unless the page is so large that the image would pass the
+/// megapixel cap: then at the resolution that fits (never below 72 dpi).
+fn dpi_for(size: Option<&(f64, f64)>, limits: &super::Limits) -> u32 {
+    match size {
+        Some(&(w, h)) if w > 0.0 && h > 0.0 => {
+            let fit = (limits.ocr_max_megapixels * 1e6 / (w / 72.0 * h / 72.0)).sqrt();
+            (limits.ocr_dpi as f64).min(fit).max(72.0) as u32
+        }
+        _ => limits.ocr_dpi,
+    }
+}
+
+/// Page `number` rendered exactly as extraction rendered it for OCR (same resolution rule), PNG.
+pub fn render_page(bytes: &[u8], number: u32, limits: &super::Limits) -> Result<Vec<u8>, ExtractError> {
+    let file = TempFile::new(bytes, "input.pdf")?;
+    let sizes = page_sizes(&file, number, limits.tool_timeout);
+    rasterize(&file, number, dpi_for(sizes.get(number as usize - 1), limits), limits.ocr_page_timeout)
 }
 
 /// Page sizes in points (up to `max` pages), from pdfinfo; empty when it cannot tell.

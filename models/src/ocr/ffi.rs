@@ -179,21 +179,49 @@ impl Pix {
         Pix::from_raw(raw).ok_or_else(|| OcrError::Recognize(format!("cannot rotate the page by {degrees} degrees")))
     }
 
-    /// Losslessly encoded: bilevel pages as G4 TIFF (small, keeps the resolution), others as PNG.
-    #[cfg(feature = "eval")]
-    pub(crate) fn encode_lossless(&self) -> Result<Vec<u8>, OcrError> {
-        let format = if self.depth() == 1 { sys::IFF_TIFF_G4 } else { sys::IFF_PNG };
+    /// At most `max_side` pixels on its longer side (greyscale when shrunk, so a bilevel scan
+    /// stays readable); unchanged when already small enough.
+    pub(super) fn shrunk_to(self, max_side: u32) -> Result<Pix, OcrError> {
+        let longer = self.width().max(self.height());
+        if longer <= max_side || max_side == 0 {
+            return Ok(self);
+        }
+        let factor = max_side as f32 / longer as f32;
+        // SAFETY: both return a new pix (or null) and leave the source alone.
+        let raw = unsafe {
+            if self.depth() == 1 {
+                sys::pixScaleToGray(self.ptr(), factor)
+            } else {
+                sys::pixScale(self.ptr(), factor, factor)
+            }
+        };
+        Pix::from_raw(raw).ok_or_else(|| OcrError::BadImage("cannot scale the page".to_string()))
+    }
+
+    /// PNG, for showing the page.
+    pub(super) fn encode_png(&self) -> Result<Vec<u8>, OcrError> {
+        self.write_mem(sys::IFF_PNG as c_int)
+    }
+
+    fn write_mem(&self, format: c_int) -> Result<Vec<u8>, OcrError> {
         let mut data: *mut u8 = std::ptr::null_mut();
         let mut size: usize = 0;
         // SAFETY: on success Leptonica allocates `data`, freed below with lept_free.
-        let failed = unsafe { sys::pixWriteMem(&mut data, &mut size, self.ptr(), format as c_int) } != 0;
+        let failed = unsafe { sys::pixWriteMem(&mut data, &mut size, self.ptr(), format) } != 0;
         if failed || data.is_null() {
-            return Err(OcrError::BadImage("cannot re-encode TIFF page".to_string()));
+            return Err(OcrError::BadImage("cannot encode the page".to_string()));
         }
         // SAFETY: `data` holds `size` bytes written by Leptonica; freed exactly once.
         let bytes = unsafe { std::slice::from_raw_parts(data, size) }.to_vec();
         unsafe { sys::lept_free(data.cast()) };
         Ok(bytes)
+    }
+
+    /// Losslessly encoded: bilevel pages as G4 TIFF (small, keeps the resolution), others as PNG.
+    #[cfg(feature = "eval")]
+    pub(crate) fn encode_lossless(&self) -> Result<Vec<u8>, OcrError> {
+        let format = if self.depth() == 1 { sys::IFF_TIFF_G4 } else { sys::IFF_PNG };
+        self.write_mem(format as c_int)
     }
 }
 

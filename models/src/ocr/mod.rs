@@ -124,6 +124,46 @@ pub enum OcrError {
     Timeout(std::time::Duration),
 }
 
+/// How a page was turned before it was read, as its `OcrPage` records it: enough to show the
+/// page as the recogniser saw it, with the word boxes where they belong.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PageView {
+    /// 0-based page of a TIFF; `None` for other images.
+    pub tiff_page: Option<usize>,
+    pub rotation_degrees: u32,
+    pub deskew_degrees: f32,
+    /// Refused above this size, as when it was read.
+    pub max_megapixels: f64,
+    /// Shrunk to at most this many pixels on its longer side (0: full size).
+    pub max_side: u32,
+}
+
+/// The page as the recogniser saw it (alpha flattened, straightened by the recorded skew, turned
+/// by the recorded rotation: the same calls, so the same pixels), as PNG. Word boxes of its
+/// `OcrPage` are in this image's coordinates before `max_side` shrinks it.
+pub fn render_page(image: &[u8], view: &PageView) -> Result<Vec<u8>, OcrError> {
+    let pix = match view.tiff_page {
+        Some(index) => {
+            let index = c_int::try_from(index).map_err(|_| OcrError::BadImage(format!("no TIFF page {index}")))?;
+            check_tiff_page_header_size(image, index, view.max_megapixels)?;
+            Pix::decode_tiff_page(image, index)?
+        }
+        None => {
+            check_header_size(image, view.max_megapixels)?;
+            Pix::decode(image)?
+        }
+    };
+    check_size(pix.width(), pix.height(), view.max_megapixels)?;
+    let mut pix = pix.flatten_alpha()?;
+    if view.deskew_degrees != 0.0 {
+        pix = pix.rotated(view.deskew_degrees).ok_or_else(|| OcrError::BadImage("cannot straighten the page".to_string()))?;
+    }
+    if view.rotation_degrees % 360 != 0 {
+        pix = pix.rotate_clockwise(view.rotation_degrees)?;
+    }
+    pix.shrunk_to(view.max_side)?.encode_png()
+}
+
 /// Tesseract instances for one thread: a recogniser loaded with the last language set used,
 /// and an OSD instance created on the first automatic page.
 pub struct OcrEngine {
