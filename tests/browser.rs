@@ -26,6 +26,8 @@ async fn an_analyst_checks_the_chinese_sample_in_chromium() {
     let input = dir.path().join("in");
     std::fs::create_dir_all(&input).unwrap();
     std::fs::copy(root.join("samples/batch/flores-zho.txt"), input.join("flores-zho.txt")).unwrap();
+    // And a scanned page, whose image the document view renders from the blob store.
+    std::fs::copy(root.join("samples/batch/scansmpl.pdf"), input.join("scansmpl.pdf")).unwrap();
     let out = dir.path().join("out");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_docpipe"))
         .current_dir(root)
@@ -33,14 +35,17 @@ async fn an_analyst_checks_the_chinese_sample_in_chromium() {
         .arg(&out)
         .arg(&input)
         .env("OMP_THREAD_LIMIT", "1")
+        .env("DOCPIPE_BLOBS__DIR", format!("\"{}\"", dir.path().join("blobs").display()))
         .status()
         .unwrap();
     assert!(status.success());
     let store = Arc::new(SqliteStore::open(&dir.path().join("results.sqlite")).unwrap());
     let blobs = FileStore::new(dir.path().join("blobs"));
     let tally = docpipe::store::import(store.as_ref(), &[out.join("results.jsonl")], &blobs).await.unwrap();
-    assert_eq!(tally.inserted, 1);
-    let result: JobResult = serde_json::from_str(std::fs::read_to_string(out.join("results.jsonl")).unwrap().trim()).unwrap();
+    assert_eq!(tally.inserted, 2);
+    let results: Vec<JobResult> =
+        std::fs::read_to_string(out.join("results.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let result = results.iter().find(|r| r.document.filename.ends_with("flores-zho.txt")).expect("the Chinese result").clone();
     // Search terms taken from what the pipeline produced, not written here.
     let translation: String = result
         .annotations
@@ -79,7 +84,8 @@ async fn an_analyst_checks_the_chinese_sample_in_chromium() {
     browser.click("a[href='/cases/sample/batches/sample']").await;
     browser.wait_for("return location.pathname.startsWith('/cases/sample/batches/sample')").await;
     assert!(browser.text("table.documents").await.contains("flores-zho.txt"));
-    browser.click("table.documents a").await;
+    let zh_href = browser.eval("return [...document.querySelectorAll('table.documents a')].find(a => a.innerText.endsWith('flores-zho.txt')).getAttribute('href')").await;
+    browser.goto(&format!("{base}{}", zh_href.as_str().expect("a link to the Chinese document"))).await;
     browser.wait_for("return location.pathname.startsWith('/documents/')").await;
     browser.screenshot(&shots.join("2-document.png")).await;
 
@@ -114,7 +120,13 @@ async fn an_analyst_checks_the_chinese_sample_in_chromium() {
     for query in ["糖尿病", english_word.as_str()] {
         browser.type_into("header form.search input[name=q]", query).await;
         browser.click("header form.search button").await;
-        browser.wait_for("return location.pathname === '/search'").await;
+        // The new results page, not the one this search was typed on.
+        browser
+            .wait_for(&format!(
+                "return location.pathname === '/search' && new URLSearchParams(location.search).get('q') === {} && document.readyState === 'complete'",
+                serde_json::to_string(query).unwrap()
+            ))
+            .await;
         let hits = browser.text("ol.hits").await;
         assert!(hits.contains("flores-zho.txt"), "{query}: {hits}");
         let marked = browser.text("ol.hits mark").await;
@@ -133,6 +145,28 @@ async fn an_analyst_checks_the_chinese_sample_in_chromium() {
     assert!(audit.contains("analyst") && audit.contains("reviewed") && audit.contains("checked against the original"), "{audit}");
     browser.screenshot(&shots.join("5-reviewed.png")).await;
     assert_eq!(store.audit(&result.idempotency_key).await.unwrap().len(), 1);
+
+    // The scanned page: its image, rendered from the original, under a box for every word OCR
+    // found; hovering a box names the word.
+    let scan = results.iter().find(|r| r.document.filename.ends_with("scansmpl.pdf")).expect("the scanned result");
+    let words = scan
+        .annotations
+        .iter()
+        .find_map(|a| match &a.body {
+            AnnotationBody::Text { segments, .. } => segments[0].ocr.as_ref().map(|o| o.words.len()),
+            _ => None,
+        })
+        .expect("the page was read by OCR");
+    browser.goto(&format!("{base}/documents/{}", scan.idempotency_key)).await;
+    browser
+        .wait_for("return performance.getEntriesByType('resource').some(e => e.name.endsWith('/pages/1/image') && e.responseStatus === 200)")
+        .await;
+    let drawn = browser.eval("return document.querySelectorAll('figure.scan rect.word').length").await;
+    assert_eq!(drawn.as_u64(), Some(words as u64));
+    let first_word = browser.eval("return document.querySelector('figure.scan rect.word title').textContent").await;
+    assert!(first_word.as_str().unwrap().contains('%'), "{first_word}");
+    browser.eval("document.getElementById('page-1').scrollIntoView(); return true").await;
+    browser.screenshot(&shots.join("6-scanned-page.png")).await;
 
     browser.quit().await;
     stop.send(()).unwrap();
