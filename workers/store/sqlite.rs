@@ -18,7 +18,14 @@ use crate::schema::JobResult;
 /// Search rows a document may have (one per field, with room to spare).
 const ROWS_PER_DOCUMENT: i64 = 8;
 
-const MIGRATIONS: &[&str] = &[include_str!("sqlite/0001_results.sql"), include_str!("sqlite/0002_review.sql"), include_str!("sqlite/0003_failures.sql")];
+/// Page cache per connection, KiB.
+const CACHE_KIB: i64 = 256 * 1024;
+/// Memory-mapped reads, bytes.
+const MMAP_BYTES: i64 = 1 << 30;
+
+const MIGRATIONS: &[&str] = &[include_str!("sqlite/0001_results.sql"), include_str!("sqlite/0002_review.sql"), include_str!("sqlite/0003_failures.sql"),
+    include_str!("sqlite/0004_search_detail.sql"),
+];
 
 pub struct SqliteStore {
     connection: Arc<Mutex<Connection>>,
@@ -33,6 +40,14 @@ impl SqliteStore {
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
+        // The search index of a large case runs to gigabytes; SQLite's default 2 MB page cache
+        // made every ingest re-read index pages from disk (ingest fell from 1,300/s on an empty
+        // store to 500/s at 100,000 documents).
+        connection.pragma_update(None, "cache_size", -CACHE_KIB)?;
+        connection.pragma_update(None, "mmap_size", MMAP_BYTES)?;
+        // Checkpoint the write-ahead log every 40 MB rather than every 4 MB: index pages written
+        // again and again between checkpoints are copied into the database once.
+        connection.pragma_update(None, "wal_autocheckpoint", 10_000)?;
         migrate(&mut connection)?;
         Ok(Self { connection: Arc::new(Mutex::new(connection)) })
     }
@@ -361,9 +376,8 @@ fn ingest_in(tx: &rusqlite::Transaction<'_>, result: &JobResult) -> Result<Inges
     let json = serde_json::to_string(result).expect("result serializes");
     let index = indexed(result);
     let stored: Option<(i64, i64)> = tx
-        .query_row("SELECT id, status_rank FROM documents WHERE key = ?1", [&result.idempotency_key], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .prepare_cached("SELECT id, status_rank FROM documents WHERE key = ?1")?
+        .query_row([&result.idempotency_key], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let outcome = match stored {
         Some((_, old)) if old >= rank(result.status) => return Ok(Ingested::Kept),
@@ -374,11 +388,12 @@ fn ingest_in(tx: &rusqlite::Transaction<'_>, result: &JobResult) -> Result<Inges
         }
         None => Ingested::Inserted,
     };
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO documents (key, job_id, case_id, batch_id, parent_job_id, filename, sha256, media_type,
              status, status_rank, languages, flags, completed_at, ingested_at, result, errors, batch_total)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-        params![
+    )?
+    .execute(params![
             result.idempotency_key,
             result.job_id.to_string(),
             result.case_id,
@@ -396,12 +411,11 @@ fn ingest_in(tx: &rusqlite::Transaction<'_>, result: &JobResult) -> Result<Inges
             json,
             index.errors,
             result.batch_total.map(|n| n as i64),
-        ],
-    )?;
+    ])?;
     let id = tx.last_insert_rowid();
-    let mut insert = tx.prepare("INSERT INTO search (rowid, field, text, terms) VALUES (?1, ?2, ?3, ?4)")?;
+    let mut insert = tx.prepare_cached("INSERT INTO search (rowid, field, text, terms) VALUES (?1, ?2, ?3, ?4)")?;
     for (field, text) in &index.texts {
-        insert.execute(params![id * ROWS_PER_DOCUMENT + field.number(), field.as_str(), text, terms::terms(text).join(" ")])?;
+        insert.execute(params![id * ROWS_PER_DOCUMENT + field.number(), field.as_str(), text, terms::joined(text)])?;
     }
     drop(insert);
     Ok(outcome)

@@ -11,6 +11,11 @@ pub fn terms(text: &str) -> Vec<String> {
     docpipe_models::script::terms(text)
 }
 
+/// The terms of `text` joined by spaces, as the SQLite index takes them.
+pub fn joined(text: &str) -> String {
+    docpipe_models::script::joined_terms(text)
+}
+
 /// The distinct terms of a query; a document matches when it holds every one.
 pub fn query_terms(query: &str) -> Vec<String> {
     let mut seen = std::collections::BTreeSet::new();
