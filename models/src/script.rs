@@ -103,7 +103,7 @@ pub fn for_each_term(text: &str, mut emit: impl FnMut(&str)) {
     // The current run of unspaced characters: its last character and its length.
     let mut last: Option<char> = None;
     let mut run = 0usize;
-    let mut end_run = |last: &mut Option<char>, run: &mut usize, emit: &mut dyn FnMut(&str)| {
+    let end_run = |last: &mut Option<char>, run: &mut usize, emit: &mut dyn FnMut(&str)| {
         if *run == 1 {
             if let Some(c) = *last {
                 emit(c.encode_utf8(&mut [0; 4]));

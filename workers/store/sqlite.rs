@@ -114,26 +114,21 @@ impl ResultStore for SqliteStore {
         let search = search.clone();
         self.with(move |connection| {
             let cases = serde_json::to_string(&search.cases).expect("ids serialize");
-            let mut statement = connection.prepare(
-                // Which rows, first (rowids only, so the long texts of rows that will not be
-                // shown are never read); then their texts.
-                "WITH hits AS (
-                     SELECT s.rowid AS row, d.id AS id FROM search s JOIN documents d ON d.id = s.rowid / 8
-                     WHERE search MATCH ?1
-                       AND d.case_id IN (SELECT value FROM json_each(?2))
-                       AND (?3 IS NULL OR d.batch_id = ?3)
-                     -- In index order, so a common term stops at the limit instead of sorting
-                     -- every match: the first documents stored come first.
-                     ORDER BY s.rowid
-                     LIMIT ?4)
-                 SELECT d.key, d.case_id, d.batch_id, d.filename, d.status, s.field, s.text
-                 FROM hits h JOIN search s ON s.rowid = h.row JOIN documents d ON d.id = h.id
-                 ORDER BY d.case_id, d.batch_id, d.filename, s.field",
+            let mut statement = connection.prepare_cached(
+                // In index order, so a common term stops at the limit instead of sorting every
+                // match: the first documents stored come first.
+                "SELECT s.rowid, d.id, d.key, d.case_id, d.batch_id, d.filename, d.status
+                 FROM search s JOIN documents d ON d.id = s.rowid / 8
+                 WHERE search MATCH ?1
+                   AND d.case_id IN (SELECT value FROM json_each(?2))
+                   AND (?3 IS NULL OR d.batch_id = ?3)
+                 ORDER BY s.rowid
+                 LIMIT ?4",
             )?;
             let rows = statement.query_map(params![matching, cases, search.batch, search.limit as i64], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
                     r.get::<_, String>(2)?,
                     r.get::<_, String>(3)?,
                     r.get::<_, String>(4)?,
@@ -142,12 +137,22 @@ impl ResultStore for SqliteStore {
                 ))
             })?;
             let mut hits = Vec::new();
+            // The texts of a document whose fields matched, read from its stored result once.
+            let mut texts: Option<(i64, Vec<(Field, String)>)> = None;
             for row in rows {
-                let (key, case_id, batch_id, filename, status, field, text) = row?;
-                let field = Field::parse(&field).unwrap_or(Field::Original);
-                let snippet = terms::snippet(&text, &search.query, 60);
+                let (row, id, key, case_id, batch_id, filename, status) = row?;
+                let field = Field::ALL[(row % ROWS_PER_DOCUMENT) as usize % Field::ALL.len()];
+                if texts.as_ref().is_none_or(|(seen, _)| *seen != id) {
+                    let json: String = connection.prepare_cached("SELECT result FROM documents WHERE id = ?1")?.query_row([id], |r| r.get(0))?;
+                    let result: crate::schema::JobResult =
+                        serde_json::from_str(&json).map_err(|source| StoreError::Stored { key: key.clone(), source })?;
+                    texts = Some((id, indexed(&result).texts));
+                }
+                let text = texts.as_ref().and_then(|(_, t)| t.iter().find(|(f, _)| *f == field)).map_or("", |(_, t)| t.as_str());
+                let snippet = terms::snippet(text, &search.query, 60);
                 hits.push(Hit { key, case_id, batch_id, filename, status: parse_status(&status), field, snippet });
             }
+            hits.sort_by(|a, b| (&a.case_id, &a.batch_id, &a.filename, a.field.number()).cmp(&(&b.case_id, &b.batch_id, &b.filename, b.field.number())));
             Ok(hits)
         })
         .await
@@ -413,9 +418,9 @@ fn ingest_in(tx: &rusqlite::Transaction<'_>, result: &JobResult) -> Result<Inges
             result.batch_total.map(|n| n as i64),
     ])?;
     let id = tx.last_insert_rowid();
-    let mut insert = tx.prepare_cached("INSERT INTO search (rowid, field, text, terms) VALUES (?1, ?2, ?3, ?4)")?;
+    let mut insert = tx.prepare_cached("INSERT INTO search (rowid, terms) VALUES (?1, ?2)")?;
     for (field, text) in &index.texts {
-        insert.execute(params![id * ROWS_PER_DOCUMENT + field.number(), field.as_str(), text, terms::joined(text)])?;
+        insert.execute(params![id * ROWS_PER_DOCUMENT + field.number(), terms::joined(text)])?;
     }
     drop(insert);
     Ok(outcome)
