@@ -212,7 +212,7 @@ fn an_abstractive_summary_of_a_translated_document_is_labelled_and_checked() {
     assert_eq!(result.status, JobStatus::Complete, "{:?}", result.stages);
     let abstractive = result.annotations.iter().find(|a| matches!(a.body, AnnotationBody::AbstractiveSummary { .. })).expect("abstractive summary");
     assert!(abstractive.provenance.machine_generated);
-    assert_eq!(abstractive.provenance.parameters["prompt"], "summarize-v1");
+    assert_eq!(abstractive.provenance.parameters["prompt"], docpipe_models::llm::tasks::SUMMARIZE_PROMPT);
     assert_eq!(abstractive.provenance.model.as_ref().unwrap().weights_sha256, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32");
     let AnnotationBody::AbstractiveSummary { source, text, faithfulness, unverified, chunks } = &abstractive.body else { unreachable!() };
     // Summarized from the English translation, not the Chinese original.

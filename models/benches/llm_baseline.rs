@@ -60,19 +60,20 @@ fn main() {
         let text = std::fs::read_to_string(root.join(format!("tests/data/mt/flores200-devtest-1-100.{code}"))).unwrap();
         let name = tasks::language_name(code.split('_').next().unwrap());
         for line in text.lines().take(lines) {
-            requests.push(tasks::translate_request(&llm, line, name, "English", 256).unwrap());
+            requests.push((tasks::translate_request(&llm, line, name, "English", 256).unwrap(), line.to_owned()));
         }
     }
     let (mut ours, mut theirs) = (Run::default(), Run::default());
-    for (system, user, cap) in &requests {
-        let c = llm.chat(system, user, *cap).unwrap();
+    for (request, line) in &requests {
+        let cap = &request.cap;
+        let c = llm.chat(&request.prompt(line), *cap).unwrap();
         ours.prompt_tokens += c.prompt_tokens;
         ours.prompt_secs += c.prompt_secs;
         ours.tokens += c.tokens;
         ours.gen_secs += c.generate_secs;
         ours.outputs.push(llm.tokenizer().encode(c.text.as_str(), false).unwrap().get_ids().to_vec());
 
-        let prompt = llm.prompt_ids(system, user).unwrap();
+        let prompt = llm.prompt_ids(&request.prompt(line)).unwrap();
         let (out, prompt_secs, gen_secs) = candle_greedy(&mut candle, &prompt, *cap, llm.stop_ids());
         theirs.prompt_tokens += prompt.len();
         theirs.prompt_secs += prompt_secs;

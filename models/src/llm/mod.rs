@@ -44,11 +44,14 @@ enum Template {
 }
 
 impl Template {
-    fn render(self, system: &str, user: &str) -> String {
+    /// The turn up to where the user's message ends (`head`, ending with the user's text) and the
+    /// rest (`tail`, up to where the assistant's answer starts).
+    fn around(self, system: &str, user: &str) -> (String, &'static str) {
         match self {
-            Self::ChatMl => format!("<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"),
-            Self::Llama3 => format!(
-                "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n{user}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+            Self::ChatMl => (format!("<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}"), "<|im_end|>\n<|im_start|>assistant\n"),
+            Self::Llama3 => (
+                format!("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n{user}"),
+                "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
             ),
         }
     }
@@ -75,6 +78,16 @@ pub struct LlmInfo {
     pub prompt_f32_bytes: usize,
 }
 
+/// One chat turn: docpipe's system turn and instruction, and the document text it is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prompt<'a> {
+    pub system: &'a str,
+    /// docpipe's own words in the user turn (before the document).
+    pub instruction: &'a str,
+    /// Text from a document (or model output about one): never read as control tokens.
+    pub document: &'a str,
+}
+
 /// One model answer.
 #[derive(Debug, Clone)]
 pub struct Completion {
@@ -93,7 +106,11 @@ pub struct Completion {
 pub struct Llm {
     pub info: LlmInfo,
     weights: Mutex<Decoder>,
+    /// For docpipe's own template and instructions: control tokens are recognised.
     tokenizer: tokenizers::Tokenizer,
+    /// For document text: every added token (`<|im_start|>`, `<|eot_id|>`, ...) is read as the
+    /// characters it is written with, so a document can never open or close a turn.
+    text_tokenizer: tokenizers::Tokenizer,
     template: Template,
     stops: Vec<u32>,
 }
@@ -119,7 +136,9 @@ impl Llm {
         let text = |key: &str| content.metadata.get(key).and_then(|v| v.to_string().ok()).cloned();
         let architecture = text("general.architecture").unwrap_or_default();
         let model_context = content.metadata.get(&format!("{architecture}.context_length")).and_then(|v| v.to_u32().ok()).unwrap_or(2048) as usize;
-        let tokenizer = tokenizer::from_gguf(&content)?;
+        let tokenizer = tokenizer::from_gguf(&content, false)?;
+        let mut text_tokenizer = tokenizer::from_gguf(&content, true)?;
+        text_tokenizer.set_encode_special_tokens(true);
         let template = if tokenizer.token_to_id("<|im_start|>").is_some() { Template::ChatMl } else { Template::Llama3 };
         let stops: Vec<u32> = template.stops().iter().filter_map(|s| tokenizer.token_to_id(s)).collect();
         if stops.is_empty() {
@@ -137,26 +156,50 @@ impl Llm {
             .map_err(|_| LlmError::Format(name.clone(), "reading the tensors panicked".into()))?
             .map_err(|e| LlmError::Format(name.clone(), e.to_string()))?;
         let info = LlmInfo { prompt_f32_bytes: weights.dense_bytes, ..info };
-        Ok(Self { info, weights: Mutex::new(weights), tokenizer, template, stops })
+        Ok(Self { info, weights: Mutex::new(weights), tokenizer, text_tokenizer, template, stops })
     }
 
     pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
         &self.tokenizer
     }
 
+    /// Tokens of document text (read as text: see `text_tokenizer`).
     pub fn count_tokens(&self, text: &str) -> Result<usize, LlmError> {
-        Ok(self.tokenizer.encode(text, false).map_err(|e| LlmError::Tokenizer(e.to_string()))?.len())
+        Ok(self.text_ids(text)?.len())
+    }
+
+    fn text_ids(&self, text: &str) -> Result<Vec<u32>, LlmError> {
+        Ok(self.text_tokenizer.encode(text, false).map_err(|e| LlmError::Tokenizer(e.to_string()))?.get_ids().to_vec())
+    }
+
+    fn template_ids(&self, text: &str) -> Result<Vec<u32>, LlmError> {
+        Ok(self.tokenizer.encode(text, false).map_err(|e| LlmError::Tokenizer(e.to_string()))?.get_ids().to_vec())
     }
 
     /// Tokens the chat template adds around `system` and an empty user turn.
     pub fn overhead(&self, system: &str) -> Result<usize, LlmError> {
-        self.count_tokens(&self.template.render(system, ""))
+        Ok(self.prompt_ids(&Prompt { system, instruction: "", document: "" })?.len())
     }
 
-    /// Token ids of one chat turn in the family's template, ready for the assistant's answer.
-    pub fn prompt_ids(&self, system: &str, user: &str) -> Result<Vec<u32>, LlmError> {
-        let prompt = self.template.render(system, user);
-        Ok(self.tokenizer.encode(prompt.as_str(), false).map_err(|e| LlmError::Tokenizer(e.to_string()))?.get_ids().to_vec())
+    /// Token ids of one chat turn in the family's template, ready for the assistant's answer. The
+    /// template, system turn and instruction are tokenized with control tokens recognised; the
+    /// document text on its own, with none recognised, and the ids joined: whatever a document
+    /// holds, the only turns are docpipe's.
+    pub fn prompt_ids(&self, prompt: &Prompt<'_>) -> Result<Vec<u32>, LlmError> {
+        let separator = if prompt.instruction.is_empty() || prompt.document.is_empty() { "" } else { "\n\n" };
+        let (head, tail) = self.template.around(prompt.system, &format!("{}{separator}", prompt.instruction));
+        let mut ids = self.template_ids(&head)?;
+        ids.extend(self.text_ids(prompt.document)?);
+        ids.extend(self.template_ids(tail)?);
+        Ok(ids)
+    }
+
+    /// Ids of every token the vocabulary treats as added (control and user-defined): none of them
+    /// may come from a document.
+    pub fn added_token_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.tokenizer.get_added_tokens_decoder().keys().copied().collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Token ids that end the assistant's turn.
@@ -165,15 +208,20 @@ impl Llm {
     }
 
     /// One chat turn, decoded greedily (deterministic) up to `max_new_tokens`.
-    pub fn chat(&self, system: &str, user: &str, max_new_tokens: usize) -> Result<Completion, LlmError> {
-        let ids = self.prompt_ids(system, user)?;
+    pub fn chat(&self, prompt: &Prompt<'_>, max_new_tokens: usize) -> Result<Completion, LlmError> {
+        self.complete(&self.prompt_ids(prompt)?, max_new_tokens)
+    }
+
+    /// The answer to prompt ids made elsewhere (benchmarks and evaluations comparing prompts),
+    /// decoded greedily up to `max_new_tokens` or the end of the turn.
+    pub fn complete(&self, ids: &[u32], max_new_tokens: usize) -> Result<Completion, LlmError> {
         if ids.len() + max_new_tokens > self.info.context {
             return Err(LlmError::TooLong(ids.len() + max_new_tokens, self.info.context));
         }
         let mut weights = self.weights.lock().unwrap_or_else(|e| e.into_inner());
         let started = std::time::Instant::now();
         // Position 0 starts a fresh cache in the decoder.
-        let mut logits = weights.forward(&ids, 0)?;
+        let mut logits = weights.forward(ids, 0)?;
         let prompt_secs = started.elapsed().as_secs_f64();
         let mut out = Vec::new();
         let mut log_prob = 0f32;

@@ -26,7 +26,9 @@ fn int(value: &Value) -> Option<i64> {
     value.to_i32().map(i64::from).or_else(|_| value.to_u32().map(i64::from)).or_else(|_| value.to_i64()).or_else(|_| value.to_u64().map(|v| v as i64)).ok()
 }
 
-pub fn from_gguf(content: &Content) -> Result<tokenizers::Tokenizer, LlmError> {
+/// The file's byte-level BPE tokenizer. With `all_special`, every added token is marked special
+/// (so `set_encode_special_tokens(true)` reads all of them as plain text, user-defined ones too).
+pub fn from_gguf(content: &Content, all_special: bool) -> Result<tokenizers::Tokenizer, LlmError> {
     let model = content.metadata.get("tokenizer.ggml.model").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
     if model != "gpt2" {
         return Err(LlmError::Tokenizer(format!("tokenizer model {model:?} is not supported (byte-level BPE, \"gpt2\", is)")));
@@ -44,7 +46,7 @@ pub fn from_gguf(content: &Content) -> Result<tokenizers::Tokenizer, LlmError> {
         .zip(&types)
         .enumerate()
         .filter(|(_, (_, &ty))| ty == i64::from(CONTROL) || ty == i64::from(USER_DEFINED))
-        .map(|(id, (t, &ty))| json!({"id": id, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": ty == i64::from(CONTROL)}))
+        .map(|(id, (t, &ty))| json!({"id": id, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": all_special || ty == i64::from(CONTROL)}))
         .collect();
     let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false});
     let pattern = match pre.as_str() {
