@@ -118,7 +118,14 @@ fn sentences_go_to_the_model_for_their_language() {
         *seen.entry((seg.source_language.clone(), seg.status)).or_insert(0) += 1;
         match seg.source_language.as_str() {
             "zho" | "rus" => {
-                assert_eq!(seg.status, TranslationStatus::Translated, "{source}");
+                // The tiny models have random weights: what they write is checked against the
+                // source like any output, and kept either way; the check decides which status.
+                let expected_status = match &seg.check {
+                    Some(_) => TranslationStatus::Unverified,
+                    None => TranslationStatus::Translated,
+                };
+                assert_eq!(seg.status, expected_status, "{source}");
+                assert_eq!(seg.check, docpipe_models::translation_check::suspect(&source.split_whitespace().collect::<Vec<_>>().join(" "), seg.text.as_deref().unwrap()));
                 let (model, id) = if seg.source_language == "zho" { (&marian, "test/marian-tiny") } else { (&t5, "test/t5-tiny") };
                 assert_eq!(seg.model.as_deref(), Some(id));
                 // Exactly what that model makes of that sentence, found at the segment's offsets.

@@ -384,6 +384,10 @@ fn unverified_kind_schema(_: &mut schemars::gen::SchemaGenerator) -> schemars::s
 pub enum TranslationStatus {
     /// `text` is the machine translation.
     Translated,
+    /// The model's output failed a check against its source (it looks answered, obeyed, refused
+    /// or cut short, not translated): `text` is what the model wrote, `check` says why it is
+    /// not passed off as a translation.
+    Unverified,
     /// Already in the target language.
     SourceIsTarget,
     /// Language identification could not tell the language (numbers, symbols, too short).
@@ -406,9 +410,12 @@ pub struct TranslationSegment {
     /// Source language (ISO 639-3) as language identification found it.
     pub source_language: String,
     pub status: TranslationStatus,
-    /// The translation; present only when `status` is `translated`.
+    /// The translation; present only when `status` is `translated` or `unverified`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// Why an `unverified` output is not taken for a translation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
     /// Model id (see the annotation's `parameters.models` for its weights sha256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,

@@ -10,15 +10,16 @@ use std::path::PathBuf;
 
 use docpipe_models::eval::{injections, obeyed};
 use docpipe_models::llm::{tasks, Llm};
+use docpipe_models::translation_check::suspect;
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let path = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(|| root.join("var/models/qwen2.5-coder-0.5b-instruct/model.gguf"));
     let llm = Llm::load(&path, None, 4096).expect("model installed by scripts/install-models.sh");
     let set = injections(&std::fs::read_to_string(root.join("tests/data/adversarial/injections.tsv")).unwrap());
-    let (mut before, mut after) = (0, 0);
-    println!("| language | sentence | before (translate-v2) | after ({}) |", tasks::TRANSLATE_PROMPT);
-    println!("|---|---|---|---|");
+    let (mut before, mut after, mut passed_off) = (0, 0, 0);
+    println!("| language | sentence | before (translate-v2) | after ({}) | check on the output after |", tasks::TRANSLATE_PROMPT);
+    println!("|---|---|---|---|---|");
     for injection in &set {
         let name = tasks::language_name(&injection.language);
         let request = tasks::translate_request(&llm, &injection.text, name, "English", 256).unwrap();
@@ -28,15 +29,20 @@ fn main() {
             injection.text
         );
         let ids = llm.tokenizer().encode(old.as_str(), false).unwrap().get_ids().to_vec();
-        let was = llm.complete(&ids, request.cap).unwrap().text;
+        // INJECTION_EVAL_AFTER_ONLY=1 skips the old prompt (it does not change) while prompts are tried.
+        let was = if std::env::var_os("INJECTION_EVAL_AFTER_ONLY").is_some() { String::from("(not run)") } else { llm.complete(&ids, request.cap).unwrap().text };
         let now = llm.chat(&request.prompt(&injection.text), request.cap).unwrap().text;
         let (b, a) = (obeyed(injection, &was), obeyed(injection, &now));
+        let check = suspect(&injection.text, &now);
         before += b as usize;
         after += a as usize;
+        // Obeyed and not caught by the check: passed off to the analyst as a translation.
+        passed_off += (a && check.is_none()) as usize;
         let cell = |text: &str, bad: bool| format!("{}{}", if bad { "**obeyed**: " } else { "" }, text.replace('\n', " ").replace('|', "/"));
-        println!("| {} | {} | {} | {} |", injection.language, injection.text.replace('|', "/"), cell(&was, b), cell(&now, a));
+        let flag = check.map_or("translated".to_owned(), |reason| format!("unverified: {reason}"));
+        println!("| {} | {} | {} | {} | {flag} |", injection.language, injection.text.replace('|', "/"), cell(&was, b), cell(&now, a));
     }
     println!();
-    println!("obeyed: before {before} of {}, after {after} of {}", set.len(), set.len());
-    println!("RESULT {{\"sentences\":{},\"obeyed_before\":{before},\"obeyed_after\":{after}}}", set.len());
+    println!("obeyed: before {before} of {}, after {after} of {}; obeyed and passed off as a translation after the check: {passed_off}", set.len(), set.len());
+    println!("RESULT {{\"sentences\":{},\"obeyed_before\":{before},\"obeyed_after\":{after},\"passed_off_after\":{passed_off}}}", set.len());
 }

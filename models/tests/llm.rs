@@ -88,7 +88,7 @@ fn a_text_longer_than_the_context_is_chunked_not_truncated() {
     assert!(!summary.completion.text.is_empty());
     // A single prompt over the context is refused, not cut.
     let long = sentences.join(" ");
-    assert!(matches!(llm.chat(&Prompt { system: "Summarize.", instruction: "", document: &long }, 32), Err(LlmError::TooLong(..))));
+    assert!(matches!(llm.chat(&Prompt { document: &long, ..Prompt::plain("Summarize.", "") }, 32), Err(LlmError::TooLong(..))));
 }
 
 #[test]
@@ -113,4 +113,49 @@ fn a_document_cannot_open_a_turn_in_the_real_models_template() {
     let ids = llm.prompt_ids(&request.prompt(hostile)).unwrap();
     assert_eq!(special(&ids), special(&llm.prompt_ids(&request.prompt("Hello.")).unwrap()));
     assert!(llm.tokenizer().decode(&ids, false).unwrap().contains(hostile));
+}
+
+/// The hostile sentences of tests/data/adversarial that demand "PWNED" (with and without fake
+/// chat turns, four languages): what the translate route returns either is a translation or is
+/// caught by the check against the source, never an obeyed answer passed off as a translation.
+#[test]
+fn injected_sentences_are_translated_or_flagged_never_passed_off() {
+    use docpipe_models::eval::{injections, obeyed};
+    use docpipe_models::translation_check::suspect;
+    let Some(llm) = model(4096) else { return };
+    let tsv = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/adversarial/injections.tsv")).unwrap();
+    let set: Vec<_> = injections(&tsv).into_iter().filter(|i| i.text.contains("PWNED")).collect();
+    assert_eq!(set.len(), 8);
+    for injection in &set {
+        let out = tasks::translate(&llm, &injection.text, tasks::language_name(&injection.language), "English", 128).unwrap();
+        let check = suspect(&injection.text, &out.text);
+        eprintln!("{}: {:?} -> {:?}", injection.language, out.text, check);
+        assert!(!obeyed(injection, &out.text) || check.is_some(), "passed off as a translation: {:?} for {}", out.text, injection.text);
+    }
+}
+
+/// Segments of one language pair share the prompt head (template, system turn, instruction):
+/// its keys and values are kept and each segment starts after them. The answers are the ones a
+/// fresh read of the whole prompt gives (printed: the time each way, for README's figure).
+#[test]
+fn a_reused_prompt_head_gives_the_same_translations() {
+    let Some(llm) = model(4096) else { return };
+    let zh = flores("zho_Hans");
+    let (mut reused, mut fresh) = (0.0, 0.0);
+    let mut same = 0;
+    let lines: Vec<&String> = zh.iter().take(6).collect();
+    let requests: Vec<_> = lines.iter().map(|l| tasks::translate_request(&llm, l, "Chinese", "English", 64).unwrap()).collect();
+    let whole: Vec<_> = lines.iter().zip(&requests).map(|(l, r)| llm.complete(&llm.prompt_ids(&r.prompt(l)).unwrap(), r.cap).unwrap()).collect();
+    for ((line, request), b) in lines.iter().zip(&requests).zip(&whole) {
+        let a = llm.chat(&request.prompt(line), request.cap).unwrap();
+        reused += a.prompt_secs;
+        fresh += b.prompt_secs;
+        same += (a.text == b.text) as usize;
+        if a.text != b.text {
+            eprintln!("differs: {:?} / {:?}", a.text, b.text);
+        }
+    }
+    eprintln!("prompt reading: {reused:.2} s with the head reused, {fresh:.2} s reading every prompt whole; {same} of 6 identical");
+    // Reading the head in its own call reorders float sums: allow one near-tie among six.
+    assert!(same >= 5, "{same} of 6");
 }

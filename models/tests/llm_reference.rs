@@ -128,7 +128,7 @@ fn chat_renders_the_family_template_and_decodes_greedily_like_the_reference() {
         let r = reference(model);
         let llm = Llm::load(&fixtures().join(format!("{model}.gguf")), None, 512).unwrap();
         let generated = ids(&r["generated_ids"]);
-        let prompt = Prompt { system: r["system"].as_str().unwrap(), instruction: r["user"].as_str().unwrap(), document: "" };
+        let prompt = Prompt::plain(r["system"].as_str().unwrap(), r["user"].as_str().unwrap());
         let out = llm.chat(&prompt, generated.len()).unwrap();
         assert_eq!(out.prompt_tokens, ids(&r["prompt_ids"]).len(), "{model}");
         assert_eq!(out.tokens, generated.len(), "{model}");
@@ -191,7 +191,7 @@ fn document_text_never_becomes_control_tokens() {
         // Read the way the template is read, the document would open and close turns.
         let as_template = llm.tokenizer().encode(hostile, false).unwrap().get_ids().to_vec();
         assert!(special(&as_template).len() >= 3, "{model}: the fixture knows its family's control tokens");
-        let turn = |document| Prompt { system: "You translate.", instruction: "Translate this text.", document };
+        let turn = |document| Prompt { document, reminder: "Reply with the translation only.", ..Prompt::plain("You translate.", "Translate this text.") };
         let hostile_ids = llm.prompt_ids(&turn(hostile)).unwrap();
         let benign_ids = llm.prompt_ids(&turn("A plain sentence.")).unwrap();
         assert_eq!(special(&hostile_ids), special(&benign_ids), "{model}: only the template's control tokens");

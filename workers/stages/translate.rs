@@ -173,6 +173,7 @@ impl Stage for Translate {
                 source_language: code.to_owned(),
                 status,
                 text: None,
+                check: None,
                 model: None,
                 confidence: None,
                 parts: None,
@@ -227,7 +228,10 @@ impl Stage for Translate {
                     Ok(outputs) => {
                         for (&i, (text, confidence, parts)) in chunk.iter().zip(outputs) {
                             let seg = &mut segments[i];
-                            seg.status = TranslationStatus::Translated;
+                            // Every model output is checked against its source; one that looks
+                            // answered, obeyed or refused is kept but never called a translation.
+                            seg.check = docpipe_models::translation_check::suspect(&doc.sentences[i].clean, &text);
+                            seg.status = if seg.check.is_some() { TranslationStatus::Unverified } else { TranslationStatus::Translated };
                             seg.text = Some(text);
                             seg.model = Some(route.model.id.clone());
                             seg.confidence = Some(confidence);

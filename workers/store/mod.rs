@@ -402,8 +402,8 @@ pub struct Indexed {
     pub texts: Vec<(Field, String)>,
     /// ISO 639-3 codes, largest share first.
     pub languages: Vec<String>,
-    /// Reasons an analyst should look: `stage_error`, `unverified_content`, `low_ocr_confidence`,
-    /// `unsupported`.
+    /// Reasons an analyst should look: `stage_error`, `unverified_content`, `unverified_translation`,
+    /// `low_ocr_confidence`, `unsupported`.
     pub flags: Vec<&'static str>,
     pub media_type: Option<String>,
     /// The stage errors as a JSON array of [`StageFailure`].
@@ -439,6 +439,9 @@ pub fn indexed(result: &JobResult) -> Indexed {
                 translation.extend(segments.iter().filter_map(|s| s.text.clone()));
                 if segments.iter().any(|s| s.status == TranslationStatus::Unsupported) {
                     flags.push("unsupported");
+                }
+                if segments.iter().any(|s| s.status == TranslationStatus::Unverified) {
+                    flags.push("unverified_translation");
                 }
             }
             AnnotationBody::Summary { sentences, key_terms, .. } => {

@@ -22,6 +22,8 @@ pub struct Row {
     /// Why there is no translation (`source_is_target`, `unsupported`, ...), or `translated`.
     pub status: String,
     pub confidence: Option<String>,
+    /// Why the model's output is not taken for a translation (`unverified`).
+    pub check: Option<String>,
 }
 
 /// A summary sentence and the row holding the sentence it quotes.
@@ -172,6 +174,7 @@ pub fn view(result: &JobResult) -> DocumentView {
                     translation: s.text.clone(),
                     status: status_label(s.status).to_owned(),
                     confidence: s.confidence.map(|c| format!("{c:.2}")),
+                    check: s.check.clone(),
                 });
             }
         }
@@ -191,6 +194,7 @@ pub fn view(result: &JobResult) -> DocumentView {
                     translation: None,
                     status: String::new(),
                     confidence: None,
+                    check: None,
                 });
             }
             if view.rows.is_empty() && !text.is_empty() {
@@ -204,6 +208,7 @@ pub fn view(result: &JobResult) -> DocumentView {
                     translation: None,
                     status: String::new(),
                     confidence: None,
+                    check: None,
                 });
             }
         }
@@ -252,6 +257,7 @@ pub fn view(result: &JobResult) -> DocumentView {
 fn status_label(status: TranslationStatus) -> &'static str {
     match status {
         TranslationStatus::Translated => "translated",
+        TranslationStatus::Unverified => "unverified",
         TranslationStatus::SourceIsTarget => "source_is_target",
         TranslationStatus::Undetermined => "undetermined",
         TranslationStatus::Unsupported => "unsupported",

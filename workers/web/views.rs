@@ -310,7 +310,7 @@ pub async fn batch(
         sent: query.sent,
         not_sent: query.not_sent.unwrap_or(0),
         status_choices: choices(["complete", "partial", "failed"], &query.status),
-        flag_choices: choices(["stage_error", "unverified_content", "low_ocr_confidence", "unsupported"], &query.flag),
+        flag_choices: choices(["stage_error", "unverified_content", "unverified_translation", "low_ocr_confidence", "unsupported"], &query.flag),
         review_choices: choices(ReviewState::ALL.iter().map(|r| r.as_str()), &query.review),
         language: query.language.clone(),
         documents: rows

@@ -52,6 +52,10 @@ struct Layer {
     cache: Option<(Tensor, Tensor)>,
 }
 
+/// Keys and values of every layer for the positions read so far (see [`Decoder::snapshot`]).
+#[derive(Clone)]
+pub struct KvSnapshot(Vec<Option<(Tensor, Tensor)>>);
+
 pub struct Decoder {
     embedding: Tensor,
     layers: Vec<Layer>,
@@ -179,6 +183,19 @@ impl Decoder {
         };
         let dense_bytes = reader.dense_bytes;
         Ok(Self { embedding, layers, norm, output, heads, kv_heads, head_dim, eps, rope, cos, sin, dense_bytes })
+    }
+
+    /// The KV cache as it stands: cheap (tensors are shared, and the cache only ever grows by new
+    /// tensors, so a snapshot stays valid while decoding goes on).
+    pub fn snapshot(&self) -> KvSnapshot {
+        KvSnapshot(self.layers.iter().map(|l| l.cache.clone()).collect())
+    }
+
+    /// Back to a snapshot: the next `forward` continues after the positions it holds.
+    pub fn restore(&mut self, snapshot: &KvSnapshot) {
+        for (layer, cache) in self.layers.iter_mut().zip(&snapshot.0) {
+            layer.cache = cache.clone();
+        }
     }
 
     /// Logits (vocabulary) for the last of `ids`, which start at `position`; position 0 starts a

@@ -78,6 +78,13 @@ pub struct LlmInfo {
     pub prompt_f32_bytes: usize,
 }
 
+/// The decoder and the prompt head it last read, kept so the next prompt with the same head (the
+/// system turn and instruction of a language pair: every segment of a document) starts after it.
+struct Weights {
+    decoder: Decoder,
+    head: Option<(Vec<u32>, decoder::KvSnapshot)>,
+}
+
 /// One chat turn: docpipe's system turn and instruction, and the document text it is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Prompt<'a> {
@@ -86,6 +93,16 @@ pub struct Prompt<'a> {
     pub instruction: &'a str,
     /// Text from a document (or model output about one): never read as control tokens.
     pub document: &'a str,
+    /// docpipe's own words after the document, closing the user turn (small models follow the
+    /// last words they read).
+    pub reminder: &'a str,
+}
+
+impl<'a> Prompt<'a> {
+    /// A turn of docpipe's own words only.
+    pub fn plain(system: &'a str, instruction: &'a str) -> Self {
+        Self { system, instruction, document: "", reminder: "" }
+    }
 }
 
 /// One model answer.
@@ -105,7 +122,7 @@ pub struct Completion {
 
 pub struct Llm {
     pub info: LlmInfo,
-    weights: Mutex<Decoder>,
+    weights: Mutex<Weights>,
     /// For docpipe's own template and instructions: control tokens are recognised.
     tokenizer: tokenizers::Tokenizer,
     /// For document text: every added token (`<|im_start|>`, `<|eot_id|>`, ...) is read as the
@@ -156,7 +173,7 @@ impl Llm {
             .map_err(|_| LlmError::Format(name.clone(), "reading the tensors panicked".into()))?
             .map_err(|e| LlmError::Format(name.clone(), e.to_string()))?;
         let info = LlmInfo { prompt_f32_bytes: weights.dense_bytes, ..info };
-        Ok(Self { info, weights: Mutex::new(weights), tokenizer, text_tokenizer, template, stops })
+        Ok(Self { info, weights: Mutex::new(Weights { decoder: weights, head: None }), tokenizer, text_tokenizer, template, stops })
     }
 
     pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
@@ -178,7 +195,7 @@ impl Llm {
 
     /// Tokens the chat template adds around `system` and an empty user turn.
     pub fn overhead(&self, system: &str) -> Result<usize, LlmError> {
-        Ok(self.prompt_ids(&Prompt { system, instruction: "", document: "" })?.len())
+        Ok(self.prompt_ids(&Prompt::plain(system, ""))?.len())
     }
 
     /// Token ids of one chat turn in the family's template, ready for the assistant's answer. The
@@ -186,12 +203,21 @@ impl Llm {
     /// document text on its own, with none recognised, and the ids joined: whatever a document
     /// holds, the only turns are docpipe's.
     pub fn prompt_ids(&self, prompt: &Prompt<'_>) -> Result<Vec<u32>, LlmError> {
-        let separator = if prompt.instruction.is_empty() || prompt.document.is_empty() { "" } else { "\n\n" };
-        let (head, tail) = self.template.around(prompt.system, &format!("{}{separator}", prompt.instruction));
-        let mut ids = self.template_ids(&head)?;
-        ids.extend(self.text_ids(prompt.document)?);
-        ids.extend(self.template_ids(tail)?);
-        Ok(ids)
+        let (mut head, rest) = self.prompt_parts(prompt)?;
+        head.extend(rest);
+        Ok(head)
+    }
+
+    /// The prompt's ids in two parts: the head (template, system turn, instruction: the same for
+    /// every segment of a language pair) and the rest (document, reminder, end of turn).
+    fn prompt_parts(&self, prompt: &Prompt<'_>) -> Result<(Vec<u32>, Vec<u32>), LlmError> {
+        let before = if prompt.instruction.is_empty() || prompt.document.is_empty() { "" } else { "\n\n" };
+        let after = if prompt.reminder.is_empty() || prompt.document.is_empty() { "" } else { "\n\n" };
+        let (head, tail) = self.template.around(prompt.system, &format!("{}{before}", prompt.instruction));
+        let head = self.template_ids(&head)?;
+        let mut rest = self.text_ids(prompt.document)?;
+        rest.extend(self.template_ids(&format!("{after}{}{tail}", prompt.reminder))?);
+        Ok((head, rest))
     }
 
     /// Ids of every token the vocabulary treats as added (control and user-defined): none of them
@@ -208,20 +234,41 @@ impl Llm {
     }
 
     /// One chat turn, decoded greedily (deterministic) up to `max_new_tokens`.
+    /// The head of the prompt is read once per distinct head: the next prompt with the same head
+    /// starts from its keys and values (measured: README, GGUF models).
     pub fn chat(&self, prompt: &Prompt<'_>, max_new_tokens: usize) -> Result<Completion, LlmError> {
-        self.complete(&self.prompt_ids(prompt)?, max_new_tokens)
+        let (head, rest) = self.prompt_parts(prompt)?;
+        self.generate(&head, &rest, max_new_tokens)
     }
 
     /// The answer to prompt ids made elsewhere (benchmarks and evaluations comparing prompts),
     /// decoded greedily up to `max_new_tokens` or the end of the turn.
     pub fn complete(&self, ids: &[u32], max_new_tokens: usize) -> Result<Completion, LlmError> {
+        self.generate(&[], ids, max_new_tokens)
+    }
+
+    /// Greedy decoding after `head` (reused from the last call when it is the same) and `rest`.
+    fn generate(&self, head: &[u32], rest: &[u32], max_new_tokens: usize) -> Result<Completion, LlmError> {
+        let ids: Vec<u32> = head.iter().chain(rest).copied().collect();
         if ids.len() + max_new_tokens > self.info.context {
             return Err(LlmError::TooLong(ids.len() + max_new_tokens, self.info.context));
         }
-        let mut weights = self.weights.lock().unwrap_or_else(|e| e.into_inner());
+        if rest.is_empty() {
+            return Err(LlmError::EmptyInput);
+        }
+        let mut state = self.weights.lock().unwrap_or_else(|e| e.into_inner());
+        let Weights { decoder: weights, head: kept } = &mut *state;
         let started = std::time::Instant::now();
-        // Position 0 starts a fresh cache in the decoder.
-        let mut logits = weights.forward(ids, 0)?;
+        let reuse = !head.is_empty() && kept.as_ref().is_some_and(|(ids, _)| ids == head);
+        if reuse {
+            weights.restore(&kept.as_ref().expect("checked").1);
+        } else if !head.is_empty() {
+            // Position 0 starts a fresh cache in the decoder.
+            weights.forward(head, 0)?;
+            *kept = Some((head.to_vec(), weights.snapshot()));
+        }
+        // (A whole prompt read from position 0 leaves the kept head's snapshot as it was.)
+        let mut logits = weights.forward(rest, head.len())?;
         let prompt_secs = started.elapsed().as_secs_f64();
         let mut out = Vec::new();
         let mut log_prob = 0f32;
