@@ -107,7 +107,21 @@ fn sample_batch_gets_one_honest_result_per_file() {
     let gguf = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32";
     assert_eq!(translation.provenance.model.as_ref().unwrap().weights_sha256, gguf);
     let AnnotationBody::Translation { segments, .. } = &translation.body else { unreachable!() };
-    assert!(segments.iter().filter(|s| s.source_language == "zho").all(|s| s.status == TranslationStatus::Translated && s.text.as_ref().is_some_and(|t| t.is_ascii() || t.chars().any(|c| c.is_ascii_alphabetic()))));
+    // Every Chinese sentence went through the model; each output is either a translation or,
+    // where the check against the source found it wanting (the 0.5B model drops half a sentence
+    // or leaves words in Chinese now and then), `unverified` with the reason and the text kept.
+    let chinese: Vec<_> = segments.iter().filter(|s| s.source_language == "zho").collect();
+    for s in &chinese {
+        let text = s.text.as_deref().expect("the model's output is kept");
+        assert!(text.chars().any(|c| c.is_ascii_alphabetic()), "{text}");
+        match s.status {
+            TranslationStatus::Translated => assert_eq!(s.check, None),
+            TranslationStatus::Unverified => assert!(s.check.as_deref().is_some_and(|c| !c.is_empty())),
+            other => panic!("{other:?}"),
+        }
+    }
+    let translated = chinese.iter().filter(|s| s.status == TranslationStatus::Translated).count();
+    assert!(translated * 3 >= chinese.len() * 2, "{translated} of {} Chinese sentences passed the check", chinese.len());
     // Russian is routed to the same model; Arabic, which it translates poorly, has no route.
     let translation_of = |name: &str| {
         results[name].annotations.iter().find_map(|a| match &a.body {
@@ -115,7 +129,11 @@ fn sample_batch_gets_one_honest_result_per_file() {
             _ => None,
         })
     };
-    assert!(translation_of("flores-rus.txt").unwrap().iter().filter(|s| s.source_language == "rus").all(|s| s.status == TranslationStatus::Translated));
+    assert!(translation_of("flores-rus.txt")
+        .unwrap()
+        .iter()
+        .filter(|s| s.source_language == "rus")
+        .all(|s| s.text.is_some() && matches!(s.status, TranslationStatus::Translated | TranslationStatus::Unverified)));
     let arabic = translation_of("flores-arb.utf16.txt").unwrap();
     assert!(!arabic.is_empty() && arabic.iter().filter(|s| s.source_language == "ara").all(|s| s.status == TranslationStatus::Unsupported && s.text.is_none()));
     // An English document needs no translation.
