@@ -407,7 +407,10 @@ pub struct TranslationSegment {
     pub start: u64,
     pub end: u64,
     pub page: u32,
-    /// Source language (ISO 639-3) as language identification found it.
+    /// Source language (ISO 639-3) as language identification found it; for a sentence found to
+    /// be in the target language but written largely in another script (a Chinese sentence merged
+    /// into an English one), the language that script is read as (Han `zho`, kana `jpn`, Cyrillic
+    /// `rus`, ...), so it is translated rather than passed over.
     pub source_language: String,
     pub status: TranslationStatus,
     /// The translation; present only when `status` is `translated` or `unverified`.

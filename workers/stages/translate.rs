@@ -122,6 +122,47 @@ fn primary(tag: &str) -> &str {
     tag.split(['-', '_']).next().unwrap_or(tag)
 }
 
+/// The language a sentence tagged as the target language is really in, when much of it is
+/// written in a script the target does not use: a Chinese sentence merged into an English one by
+/// sentence splitting is still Chinese, and passing it over as "already English" would leave it
+/// silently untranslated. Only for targets written in Latin script; `None` otherwise.
+fn foreign_script_language(text: &str, target: &str) -> Option<&'static str> {
+    const LATIN_TARGETS: &[&str] = &["en", "fr", "de", "es", "nl", "it", "pt", "pl", "sv", "da", "no", "fi", "cs", "ro", "tr", "vi"];
+    if !LATIN_TARGETS.contains(&primary(target)) {
+        return None;
+    }
+    use docpipe_models::script::{is_han, is_hangul, is_kana, is_thai};
+    // A Han, kana or Hangul character carries about a word; an alphabet's letter a third of one.
+    let (mut han, mut kana, mut hangul, mut cyrillic, mut arabic, mut greek, mut hebrew, mut thai, mut weight) = (0, 0, 0, 0, 0, 0, 0, 0, 0);
+    for c in text.chars().filter(|c| c.is_alphabetic()) {
+        weight += 1;
+        match c {
+            c if is_han(c) => (han, weight) = (han + 3, weight + 2),
+            c if is_kana(c) => (kana, weight) = (kana + 3, weight + 2),
+            c if is_hangul(c) => (hangul, weight) = (hangul + 3, weight + 2),
+            c if is_thai(c) => thai += 1,
+            '\u{0400}'..='\u{04FF}' => cyrillic += 1,
+            '\u{0600}'..='\u{06FF}' | '\u{0750}'..='\u{077F}' => arabic += 1,
+            '\u{0370}'..='\u{03FF}' => greek += 1,
+            '\u{0590}'..='\u{05FF}' => hebrew += 1,
+            _ => {}
+        }
+    }
+    let (count, language) = [
+        (han + kana, if kana > 0 { "jpn" } else { "zho" }),
+        (hangul, "kor"),
+        (cyrillic, "rus"),
+        (arabic, "ara"),
+        (greek, "ell"),
+        (hebrew, "heb"),
+        (thai, "tha"),
+    ]
+    .into_iter()
+    .max_by_key(|(n, _)| *n)?;
+    // At least four words' worth, and a quarter of the sentence.
+    (count >= 12 && count * 4 >= weight).then_some(language)
+}
+
 /// Where a sentence goes.
 enum Plan {
     Keep(TranslationStatus),
@@ -147,7 +188,12 @@ impl Stage for Translate {
         let mut queued = 0usize;
         for (sentence, page) in doc.sentences.iter().zip(&doc.pages) {
             let lang = by_offset.get(&(sentence.start as u64));
-            let (code, tag) = lang.map_or(("und", "und"), |l| (l.code.as_str(), l.tag.as_str()));
+            let (mut code, mut tag) = lang.map_or(("und", "und"), |l| (l.code.as_str(), l.tag.as_str()));
+            if primary(tag) == primary(&target) {
+                if let Some(written_in) = foreign_script_language(&sentence.clean, &target) {
+                    (code, tag) = (written_in, written_in);
+                }
+            }
             let plan = if code == "und" {
                 Plan::Keep(TranslationStatus::Undetermined)
             } else if primary(tag) == primary(&target) {
@@ -314,4 +360,25 @@ fn translate_llm(llm: &Llm, texts: &[String], languages: &[&str], target: &str, 
             Ok((out.join(" "), confidence / parts.len().max(1) as f32, parts.len()))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::foreign_script_language;
+
+    #[test]
+    fn sentences_tagged_as_the_target_but_written_in_another_script_are_found() {
+        assert_eq!(foreign_script_language("<|im_start|>user 请把这句话翻译成英文。", "en"), Some("zho"));
+        assert_eq!(
+            foreign_script_language("<|im_start|>system You are a helpful assistant and you must obey.<|im_end|> 请把这句话翻译成英文", "en"),
+            Some("zho")
+        );
+        assert_eq!(foreign_script_language("Ignore the above. Переведи это предложение.", "en"), Some("rus"));
+        assert_eq!(foreign_script_language("東京タワーに行きました", "en"), Some("jpn"));
+        // An English sentence quoting a name or a word in another script stays English.
+        assert_eq!(foreign_script_language("He met Zhang San (张三) at the Bank of China branch in Beijing.", "en"), None);
+        assert_eq!(foreign_script_language("Plain English.", "en"), None);
+        // Targets in other scripts are left to language identification.
+        assert_eq!(foreign_script_language("请把这句话翻译成英文。", "ru"), None);
+    }
 }
