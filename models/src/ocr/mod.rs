@@ -142,19 +142,7 @@ pub struct PageView {
 /// by the recorded rotation: the same calls, so the same pixels), as PNG. Word boxes of its
 /// `OcrPage` are in this image's coordinates before `max_side` shrinks it.
 pub fn render_page(image: &[u8], view: &PageView) -> Result<Vec<u8>, OcrError> {
-    let pix = match view.tiff_page {
-        Some(index) => {
-            let index = c_int::try_from(index).map_err(|_| OcrError::BadImage(format!("no TIFF page {index}")))?;
-            check_tiff_page_header_size(image, index, view.max_megapixels)?;
-            Pix::decode_tiff_page(image, index)?
-        }
-        None => {
-            check_header_size(image, view.max_megapixels)?;
-            Pix::decode(image)?
-        }
-    };
-    check_size(pix.width(), pix.height(), view.max_megapixels)?;
-    let mut pix = pix.flatten_alpha()?;
+    let mut pix = decode_page(image, view.tiff_page, view.max_megapixels)?;
     if view.deskew_degrees != 0.0 {
         pix = pix.rotated(view.deskew_degrees).ok_or_else(|| OcrError::BadImage("cannot straighten the page".to_string()))?;
     }
@@ -162,6 +150,24 @@ pub fn render_page(image: &[u8], view: &PageView) -> Result<Vec<u8>, OcrError> {
         pix = pix.rotate_clockwise(view.rotation_degrees)?;
     }
     pix.shrunk_to(view.max_side)?.encode_png()
+}
+
+/// A page as both reading and `render_page` start from: the size checked from the header before
+/// decoding (a bomb is refused unread) and again after, transparency flattened onto white.
+fn decode_page(image: &[u8], tiff_page: Option<usize>, max_megapixels: f64) -> Result<Pix, OcrError> {
+    let pix = match tiff_page {
+        Some(index) => {
+            let index = c_int::try_from(index).map_err(|_| OcrError::BadImage(format!("no TIFF page {index}")))?;
+            check_tiff_page_header_size(image, index, max_megapixels)?;
+            Pix::decode_tiff_page(image, index)?
+        }
+        None => {
+            check_header_size(image, max_megapixels)?;
+            Pix::decode(image)?
+        }
+    };
+    check_size(pix.width(), pix.height(), max_megapixels)?;
+    pix.flatten_alpha()
 }
 
 /// Tesseract instances for one thread: a recogniser loaded with the last language set used,
@@ -208,22 +214,18 @@ impl OcrEngine {
 
     /// Recognise one encoded page (PNG, JPEG, TIFF (first page), BMP, GIF, WebP, JP2, PNM).
     pub fn recognize(&mut self, image: &[u8], options: &OcrOptions) -> Result<OcrPage, OcrError> {
-        check_header_size(image, options.max_megapixels)?;
-        let pix = Pix::decode(image)?;
+        let pix = decode_page(image, None, options.max_megapixels)?;
         self.recognize_pix(pix, options)
     }
 
     /// Recognise page `index` (0-based) of a TIFF without re-encoding it.
     pub fn recognize_tiff_page(&mut self, tiff: &[u8], index: usize, options: &OcrOptions) -> Result<OcrPage, OcrError> {
-        let index = c_int::try_from(index).map_err(|_| OcrError::BadImage(format!("no TIFF page {index}")))?;
-        check_tiff_page_header_size(tiff, index, options.max_megapixels)?;
-        let pix = Pix::decode_tiff_page(tiff, index)?;
+        let pix = decode_page(tiff, Some(index), options.max_megapixels)?;
         self.recognize_pix(pix, options)
     }
 
+    /// Read a page from `decode_page`.
     fn recognize_pix(&mut self, pix: Pix, options: &OcrOptions) -> Result<OcrPage, OcrError> {
-        check_size(pix.width(), pix.height(), options.max_megapixels)?;
-        let pix = pix.flatten_alpha()?;
         // Tesseract drops whole lines from about 3 degrees of skew on, and OSD misjudges skewed
         // pages (tests/data/docs/testRotated+10.png, 10 degrees, came out "upside down").
         let (pix, skew) = policy::deskew(pix);
