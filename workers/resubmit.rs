@@ -100,13 +100,12 @@ pub async fn prepare(
             continue;
         }
         let Some(result) = store.get(&document.key).await? else { continue };
-        let job = job_again(&result);
-        if let Content::Blob { key } = &job.document.content {
-            if !blobs.has(key) {
-                outcome.not_sent.push((document.filename, format!("the original ({key}) is not in the blob store")));
-                continue;
-            }
+        let key = key_for(&result.document.sha256);
+        if !blobs.has(&key) {
+            outcome.not_sent.push((document.filename, format!("the original ({key}) is not in the blob store")));
+            continue;
         }
+        let job = job_again(&result);
         let before = format!(
             "{}: {}",
             crate::store::status_str(document.status),

@@ -191,7 +191,7 @@ fn document_text_never_becomes_control_tokens() {
         // Read the way the template is read, the document would open and close turns.
         let as_template = llm.tokenizer().encode(hostile, false).unwrap().get_ids().to_vec();
         assert!(special(&as_template).len() >= 3, "{model}: the fixture knows its family's control tokens");
-        let turn = |document| Prompt { document, reminder: "Reply with the translation only.", ..Prompt::plain("You translate.", "Translate this text.") };
+        let turn = |document| Prompt { document, ..Prompt::plain("You translate.", "Translate this text.") };
         let hostile_ids = llm.prompt_ids(&turn(hostile)).unwrap();
         let benign_ids = llm.prompt_ids(&turn("A plain sentence.")).unwrap();
         assert_eq!(special(&hostile_ids), special(&benign_ids), "{model}: only the template's control tokens");

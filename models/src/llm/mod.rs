@@ -93,15 +93,12 @@ pub struct Prompt<'a> {
     pub instruction: &'a str,
     /// Text from a document (or model output about one): never read as control tokens.
     pub document: &'a str,
-    /// docpipe's own words after the document, closing the user turn (small models follow the
-    /// last words they read).
-    pub reminder: &'a str,
 }
 
 impl<'a> Prompt<'a> {
     /// A turn of docpipe's own words only.
     pub fn plain(system: &'a str, instruction: &'a str) -> Self {
-        Self { system, instruction, document: "", reminder: "" }
+        Self { system, instruction, document: "" }
     }
 }
 
@@ -209,14 +206,13 @@ impl Llm {
     }
 
     /// The prompt's ids in two parts: the head (template, system turn, instruction: the same for
-    /// every segment of a language pair) and the rest (document, reminder, end of turn).
+    /// every segment of a language pair) and the rest (document, end of turn).
     fn prompt_parts(&self, prompt: &Prompt<'_>) -> Result<(Vec<u32>, Vec<u32>), LlmError> {
         let before = if prompt.instruction.is_empty() || prompt.document.is_empty() { "" } else { "\n\n" };
-        let after = if prompt.reminder.is_empty() || prompt.document.is_empty() { "" } else { "\n\n" };
         let (head, tail) = self.template.around(prompt.system, &format!("{}{before}", prompt.instruction));
         let head = self.template_ids(&head)?;
         let mut rest = self.text_ids(prompt.document)?;
-        rest.extend(self.template_ids(&format!("{after}{}{tail}", prompt.reminder))?);
+        rest.extend(self.template_ids(tail)?);
         Ok((head, rest))
     }
 
@@ -249,9 +245,9 @@ impl Llm {
 
     /// Greedy decoding after `head` (reused from the last call when it is the same) and `rest`.
     fn generate(&self, head: &[u32], rest: &[u32], max_new_tokens: usize) -> Result<Completion, LlmError> {
-        let ids: Vec<u32> = head.iter().chain(rest).copied().collect();
-        if ids.len() + max_new_tokens > self.info.context {
-            return Err(LlmError::TooLong(ids.len() + max_new_tokens, self.info.context));
+        let prompt_tokens = head.len() + rest.len();
+        if prompt_tokens + max_new_tokens > self.info.context {
+            return Err(LlmError::TooLong(prompt_tokens + max_new_tokens, self.info.context));
         }
         if rest.is_empty() {
             return Err(LlmError::EmptyInput);
@@ -259,13 +255,14 @@ impl Llm {
         let mut state = self.weights.lock().unwrap_or_else(|e| e.into_inner());
         let Weights { decoder: weights, head: kept } = &mut *state;
         let started = std::time::Instant::now();
-        let reuse = !head.is_empty() && kept.as_ref().is_some_and(|(ids, _)| ids == head);
-        if reuse {
-            weights.restore(&kept.as_ref().expect("checked").1);
-        } else if !head.is_empty() {
+        match kept {
+            Some((ids, snapshot)) if !head.is_empty() && ids == head => weights.restore(snapshot),
+            _ if head.is_empty() => {}
+            _ => {
             // Position 0 starts a fresh cache in the decoder.
-            weights.forward(head, 0)?;
-            *kept = Some((head.to_vec(), weights.snapshot()));
+                weights.forward(head, 0)?;
+                *kept = Some((head.to_vec(), weights.snapshot()));
+            }
         }
         // (A whole prompt read from position 0 leaves the kept head's snapshot as it was.)
         let mut logits = weights.forward(rest, head.len())?;
@@ -282,11 +279,11 @@ impl Llm {
             }
             out.push(token as u32);
             log_prob += lp;
-            logits = weights.forward(&[token as u32], ids.len() + step)?;
+            logits = weights.forward(&[token as u32], prompt_tokens + step)?;
         }
         let text = self.tokenizer.decode(&out, true).map_err(|e| LlmError::Tokenizer(e.to_string()))?;
         let confidence = if out.is_empty() { 0.0 } else { (log_prob / out.len() as f32).exp() };
         let generate_secs = started.elapsed().as_secs_f64() - prompt_secs;
-        Ok(Completion { text: text.trim().to_owned(), prompt_tokens: ids.len(), tokens: out.len(), confidence, truncated, prompt_secs, generate_secs })
+        Ok(Completion { text: text.trim().to_owned(), prompt_tokens, tokens: out.len(), confidence, truncated, prompt_secs, generate_secs })
     }
 }

@@ -46,7 +46,7 @@ pub struct TranslateRequest {
 
 impl TranslateRequest {
     pub fn prompt<'a>(&'a self, document: &'a str) -> Prompt<'a> {
-        Prompt { system: &self.system, instruction: &self.instruction, document, reminder: "" }
+        Prompt { system: &self.system, instruction: &self.instruction, document }
     }
 }
 
