@@ -101,7 +101,7 @@ async fn failure_rules(store: &dyn ResultStore) {
     let counts = store.counts("case-4", "b4").await.unwrap();
     assert_eq!((counts.complete, counts.partial, counts.failed, counts.pending), (2, 1, 1, Some(1)), "the member does not count against the four submitted");
     let failures = store.failures("case-4", "b4").await.unwrap();
-    let seen: Vec<(&str, JobStatus, Vec<(&str, &str)>)> = failures
+    let seen: Vec<_> = failures
         .iter()
         .map(|f| (f.filename.as_str(), f.status, f.errors.iter().map(|e| (e.stage.as_str(), e.kind.as_str())).collect()))
         .collect();

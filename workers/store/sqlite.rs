@@ -23,7 +23,10 @@ const CACHE_KIB: i64 = 256 * 1024;
 /// Memory-mapped reads, bytes.
 const MMAP_BYTES: i64 = 1 << 30;
 
-const MIGRATIONS: &[&str] = &[include_str!("sqlite/0001_results.sql"), include_str!("sqlite/0002_review.sql"), include_str!("sqlite/0003_failures.sql"),
+const MIGRATIONS: &[&str] = &[
+    include_str!("sqlite/0001_results.sql"),
+    include_str!("sqlite/0002_review.sql"),
+    include_str!("sqlite/0003_failures.sql"),
     include_str!("sqlite/0004_search_detail.sql"),
 ];
 
@@ -40,9 +43,9 @@ impl SqliteStore {
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
-        // The search index of a large case runs to gigabytes; SQLite's default 2 MB page cache
-        // made every ingest re-read index pages from disk (ingest fell from 1,300/s on an empty
-        // store to 500/s at 100,000 documents).
+        // The search index of a large case runs to gigabytes, against SQLite's default 2 MB page
+        // cache. (Set with the other ingest changes; on its own it made no difference at 5,000
+        // documents, and was not measured alone at 100,000: README, Results store.)
         connection.pragma_update(None, "cache_size", -CACHE_KIB)?;
         connection.pragma_update(None, "mmap_size", MMAP_BYTES)?;
         // Checkpoint the write-ahead log every 40 MB rather than every 4 MB: index pages written

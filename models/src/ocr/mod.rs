@@ -146,7 +146,7 @@ pub fn render_page(image: &[u8], view: &PageView) -> Result<Vec<u8>, OcrError> {
     if view.deskew_degrees != 0.0 {
         pix = pix.rotated(view.deskew_degrees).ok_or_else(|| OcrError::BadImage("cannot straighten the page".to_string()))?;
     }
-    if view.rotation_degrees % 360 != 0 {
+    if !view.rotation_degrees.is_multiple_of(360) {
         pix = pix.rotate_clockwise(view.rotation_degrees)?;
     }
     pix.shrunk_to(view.max_side)?.encode_png()
