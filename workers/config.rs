@@ -165,6 +165,21 @@ pub struct LlmConfig {
     /// MiB of f32 weight copies a GGUF model may keep for reading prompts fast (0: none).
     #[serde(default = "default_prompt_f32_mib")]
     pub prompt_f32_mib: usize,
+    /// Sequences one GGUF model decodes at once (segments from every translate and abstractive
+    /// thread of the process).
+    #[serde(default = "default_slots")]
+    pub slots: usize,
+    /// Prompts waiting for a slot before the stages sending them wait.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+}
+
+fn default_slots() -> usize {
+    docpipe_models::llm::Batching::default().slots
+}
+
+fn default_queue() -> usize {
+    docpipe_models::llm::Batching::default().queue
 }
 
 fn default_prompt_f32_mib() -> usize {
@@ -242,6 +257,9 @@ pub struct StageConfig {
     /// Runs only when a job (or `--stages`) names it.
     #[serde(default)]
     pub optional: bool,
+    /// Stage threads for this stage instead of `worker.threads`.
+    #[serde(default)]
+    pub threads: Option<usize>,
 }
 
 impl Config {
@@ -291,9 +309,18 @@ impl Config {
             if stage.timeout_secs == 0 {
                 return bad(&format!("stage[{i}].timeout_secs"), "must be at least 1");
             }
+            if stage.threads == Some(0) {
+                return bad(&format!("stage[{i}].threads"), "must be at least 1");
+            }
         }
         if self.worker.threads == 0 {
             return bad("worker.threads", "must be at least 1");
+        }
+        if self.llm.slots == 0 || self.llm.slots > 256 {
+            return bad("llm.slots", "must be 1 to 256");
+        }
+        if self.llm.queue == 0 {
+            return bad("llm.queue", "must be at least 1");
         }
         if self.worker.concurrency == 0 {
             return bad("worker.concurrency", "must be at least 1");

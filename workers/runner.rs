@@ -70,8 +70,9 @@ impl Runner {
         for name in stages {
             anyhow::ensure!(config.stage(name).is_some(), "stage `{name}` is not in the pipeline configuration");
             let factory = catalog.get(name).ok_or_else(|| anyhow::anyhow!("no implementation of stage `{name}`"))?;
-            let depth = config.worker.concurrency.max(1);
-            pools.insert(name.clone(), StagePool::start(name, factory, store.clone(), config.worker.threads, depth));
+            let threads = config.stage(name).and_then(|s| s.threads).unwrap_or(config.worker.threads);
+            let depth = config.worker.concurrency.max(threads).max(1);
+            pools.insert(name.clone(), StagePool::start(name, factory, store.clone(), threads, depth));
         }
         Ok(Self { config, pools, worker_id })
     }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use docpipe_models::eval::peak_rss_mib;
-use docpipe_models::llm::{tasks, Llm, DEFAULT_PROMPT_F32_BYTES};
+use docpipe_models::llm::{tasks, Batching, Llm, DEFAULT_PROMPT_F32_BYTES};
 
 const LANGS: [(&str, &str); 9] = [
     ("zho_Hans", "Chinese"), ("rus_Cyrl", "Russian"), ("arb_Arab", "Arabic"), ("spa_Latn", "Spanish"), ("fra_Latn", "French"),
@@ -32,7 +32,7 @@ fn main() {
     std::fs::create_dir_all(&out).unwrap();
     let started = Instant::now();
     let prompt_f32 = std::env::var("LLM_PROMPT_F32_MIB").ok().and_then(|v| v.parse::<usize>().ok()).map_or(DEFAULT_PROMPT_F32_BYTES, |mib| mib << 20);
-    let llm = Llm::load_with(&root.join("var/models").join(&model).join("model.gguf"), None, 4096, prompt_f32).expect("model installed (scripts/install-models.sh, docpipe models install)");
+    let llm = Llm::load_with(&root.join("var/models").join(&model).join("model.gguf"), None, 4096, prompt_f32, Batching::default()).expect("model installed (scripts/install-models.sh, docpipe models install)");
     println!("load {:.2} s, rss {:.0} MiB, f32 copies {} MiB", started.elapsed().as_secs_f64(), peak_rss_mib(), llm.info.prompt_f32_bytes >> 20);
     let (mut prompt_tokens, mut prompt_secs, mut tokens, mut gen_secs) = (0usize, 0f64, 0usize, 0f64);
     for (code, name) in LANGS.iter().filter(|(c, _)| only.is_empty() || only.split(',').any(|o| o == *c)) {

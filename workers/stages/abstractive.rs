@@ -76,6 +76,7 @@ impl Stage for Abstractive {
                 "max_new_tokens": c.max_new_tokens,
                 "context": llm.info.context,
                 "prompt_f32_mib": llm.info.prompt_f32_bytes >> 20,
+                "slots": llm.info.batching.slots,
                 "chunks": summary.chunks,
                 "reduce_rounds": summary.rounds,
                 "output_tokens": summary.completion.tokens,

@@ -87,7 +87,7 @@ impl StageCatalog {
         let (sentences, share, key_terms) = (config.summarize.sentences, config.summarize.share, config.summarize.key_terms);
         catalog.add("summarize", move || Ok(Box::new(summarize::Summarize { default_sentences: sentences, share, key_terms }) as Box<dyn Stage>));
         let translate_config = config.clone();
-        let pool = Arc::new(translate::ModelPool::new(config.llm.context, config.llm.prompt_f32_mib << 20));
+        let pool = Arc::new(translate::ModelPool::new(config.llm.context, config.llm.prompt_f32_mib << 20, docpipe_models::llm::Batching { slots: config.llm.slots, queue: config.llm.queue }));
         let translate_pool = pool.clone();
         catalog.add("translate", move || Ok(Box::new(translate::Translate::new(&translate_config, translate_pool.clone())) as Box<dyn Stage>));
         let abstractive_config = config.clone();

@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use docpipe_models::llm::{tasks, Llm};
+use docpipe_models::llm::{tasks, Batching, Llm};
 use docpipe_models::mt::{Decoding, MtError, Seq2Seq};
 use serde_json::json;
 
@@ -34,38 +34,40 @@ impl LoadedModel {
 }
 
 /// Models loaded once per process and shared by every stage thread (translation and
-/// abstractive summaries use the same GGUF model when they name the same file).
+/// abstractive summaries use the same GGUF model when they name the same file: one decoder, one
+/// owner thread, their prompts batched together).
 pub struct ModelPool {
-    loaded: Mutex<HashMap<PathBuf, Result<LoadedModel, String>>>,
+    /// Per file, filled once; the map is locked only to find the slot, so loading one model never
+    /// blocks threads using another.
+    loaded: Mutex<HashMap<PathBuf, Arc<OnceLock<Result<LoadedModel, String>>>>>,
     context: usize,
     prompt_f32_bytes: usize,
+    batching: Batching,
 }
 
 impl ModelPool {
-    pub fn new(context: usize, prompt_f32_bytes: usize) -> Self {
-        Self { loaded: Mutex::default(), context, prompt_f32_bytes }
+    pub fn new(context: usize, prompt_f32_bytes: usize, batching: Batching) -> Self {
+        Self { loaded: Mutex::default(), context, prompt_f32_bytes, batching }
     }
 
     /// The model at `path`, loaded on first use; a failed load is remembered, not retried on
     /// every document.
     pub fn get(&self, id: &str, path: &Path, kind: ModelKind, sha256: &str) -> Result<LoadedModel, String> {
-        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        loaded
-            .entry(path.to_owned())
-            .or_insert_with(|| {
-                let started = std::time::Instant::now();
-                let model = match kind {
-                    ModelKind::Gguf => Llm::load_with(path, Some(sha256), self.context, self.prompt_f32_bytes).map(|m| LoadedModel::Llm(Arc::new(m))).map_err(|e| e.to_string()),
-                    ModelKind::Marian | ModelKind::T5 => Seq2Seq::load(path, Some(sha256)).map(|m| LoadedModel::Seq2Seq(Arc::new(m))).map_err(|e| e.to_string()),
-                }
-                .map_err(|e| format!("{id}: {e}"));
-                match &model {
-                    Ok(_) => tracing::info!(model = %id, ms = started.elapsed().as_millis() as u64, "model loaded"),
-                    Err(e) => tracing::error!(model = %id, error = %e, "model refused"),
-                }
-                model
-            })
-            .clone()
+        let slot = self.loaded.lock().unwrap_or_else(|e| e.into_inner()).entry(path.to_owned()).or_default().clone();
+        slot.get_or_init(|| {
+            let started = std::time::Instant::now();
+            let model = match kind {
+                ModelKind::Gguf => Llm::load_with(path, Some(sha256), self.context, self.prompt_f32_bytes, self.batching).map(|m| LoadedModel::Llm(Arc::new(m))).map_err(|e| e.to_string()),
+                ModelKind::Marian | ModelKind::T5 => Seq2Seq::load(path, Some(sha256)).map(|m| LoadedModel::Seq2Seq(Arc::new(m))).map_err(|e| e.to_string()),
+            }
+            .map_err(|e| format!("{id}: {e}"));
+            match &model {
+                Ok(_) => tracing::info!(model = %id, ms = started.elapsed().as_millis() as u64, "model loaded"),
+                Err(e) => tracing::error!(model = %id, error = %e, "model refused"),
+            }
+            model
+        })
+        .clone()
     }
 
     pub fn llm(&self, id: &str, path: &Path, sha256: &str) -> Result<Arc<Llm>, String> {
@@ -247,10 +249,15 @@ impl Stage for Translate {
                 entry["context"] = json!(llm.info.context);
                 entry["prompt_f32_mib"] = json!(llm.info.prompt_f32_bytes >> 20);
                 entry["decoding"] = json!("greedy");
+                entry["slots"] = json!(llm.info.batching.slots);
             }
             used.insert(route.model.id.clone(), entry);
-            // Instruction models are slow: check the clock every few sentences, not every batch.
-            let step = if matches!(model, LoadedModel::Llm(_)) { 4 } else { self.batch * 4 };
+            // Instruction models are slow: check the clock every few sentences, not every batch;
+            // a chunk fills the model's slots twice (shared with other documents' segments).
+            let step = match &model {
+                LoadedModel::Llm(llm) => 2 * llm.info.batching.slots,
+                LoadedModel::Seq2Seq(_) => self.batch * 4,
+            };
             for chunk in members.chunks(step) {
                 if input.cancel.load(Ordering::Relaxed) {
                     return Err(StageError::new(ErrorKind::Timeout, "translation cancelled at the stage time limit"));
@@ -340,26 +347,31 @@ fn fit(model: &Seq2Seq, text: &str, limit: usize) -> Result<Vec<String>, MtError
     docpipe_models::segment::fit(text, &mut |part| Ok(model.tokenizer().encode(part)?.len() <= limit))
 }
 
-/// Translations by an instruction model, one segment per call (so each keeps its own offsets);
-/// a segment too long for the context is cut and its parts joined.
+/// Translations by an instruction model, one prompt per segment (so each keeps its own offsets),
+/// all sent at once so the model decodes them together; a segment too long for the context is
+/// cut and its parts joined.
 fn translate_llm(llm: &Llm, texts: &[String], languages: &[&str], target: &str, max_new_tokens: usize) -> Result<Vec<(String, f32, usize)>, String> {
     let target = tasks::target_name(target);
     let budget = (llm.info.context / 3).max(64);
-    texts
-        .iter()
-        .zip(languages)
-        .map(|(text, lang)| {
-            let parts = tasks::chunk(llm, &[text.as_str()], budget).map_err(|e| e.to_string())?;
-            let mut out = Vec::with_capacity(parts.len());
-            let mut confidence = 0.0;
-            for part in &parts {
-                let c = tasks::translate(llm, part, tasks::language_name(lang), target, max_new_tokens).map_err(|e| e.to_string())?;
-                confidence += c.confidence;
-                out.push(c.text);
-            }
-            Ok((out.join(" "), confidence / parts.len().max(1) as f32, parts.len()))
-        })
-        .collect()
+    let mut parts: Vec<String> = Vec::new();
+    let mut owners: Vec<(usize, &str)> = Vec::new();
+    for (i, (text, lang)) in texts.iter().zip(languages).enumerate() {
+        for part in tasks::chunk(llm, &[text.as_str()], budget).map_err(|e| e.to_string())? {
+            parts.push(part);
+            owners.push((i, tasks::language_name(lang)));
+        }
+    }
+    let segments: Vec<(&str, &str)> = parts.iter().zip(&owners).map(|(p, (_, lang))| (p.as_str(), *lang)).collect();
+    let answers = tasks::translate_all(llm, &segments, target, max_new_tokens);
+    let mut result: Vec<(Vec<String>, f32, usize)> = vec![(Vec::new(), 0.0, 0); texts.len()];
+    for ((owner, _), answer) in owners.into_iter().zip(answers) {
+        let c = answer.map_err(|e| e.to_string())?;
+        let r = &mut result[owner];
+        r.0.push(c.text);
+        r.1 += c.confidence;
+        r.2 += 1;
+    }
+    Ok(result.into_iter().map(|(out, confidence, n)| (out.join(" "), confidence / n.max(1) as f32, n)).collect())
 }
 
 #[cfg(test)]

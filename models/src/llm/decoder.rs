@@ -5,7 +5,7 @@
 //! types candle has no SIMD kernel for (Q5_0, Q5_1, Q4_1, Q8_1) are re-quantized to Q8_0 on load.
 
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
+use candle_core::{DType, Device, Module, Result, Tensor};
 
 /// Prompts of at least this many tokens use the f32 weights, when kept.
 const F32_ROWS: usize = 8;
@@ -18,19 +18,31 @@ enum Rope {
     Halves,
 }
 
+/// The quantized product: docpipe's multi-row Q8_0 kernel where it applies (see `q8`), else
+/// candle's.
+enum Product {
+    Candle(QMatMul),
+    Q8(super::q8::Q8Matrix),
+}
+
 struct Linear {
-    quantized: QMatMul,
+    quantized: Product,
     /// (out, in) f32, for prompts.
     dense: Option<Tensor>,
     bias: Option<Tensor>,
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let rows = x.dims()[..x.rank() - 1].iter().product::<usize>();
+    /// `dense`: use the f32 copy when there is one. Quantized products are computed row by row
+    /// (each row's activations quantized on their own, one dot product per output), so a row's
+    /// result does not depend on the other rows: what makes batched decoding token-identical.
+    fn forward(&self, x: &Tensor, dense: bool) -> Result<Tensor> {
         let y = match &self.dense {
-            Some(w) if rows >= F32_ROWS => x.broadcast_matmul(&w.t()?)?,
-            _ => self.quantized.forward(x)?,
+            Some(w) if dense => x.broadcast_matmul(&w.t()?)?,
+            _ => match &self.quantized {
+                Product::Q8(m) => m.forward(x)?,
+                Product::Candle(m) => m.forward(x)?,
+            },
         };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
@@ -49,12 +61,27 @@ struct Layer {
     gate: Linear,
     up: Linear,
     down: Linear,
-    cache: Option<(Tensor, Tensor)>,
 }
 
-/// Keys and values of every layer for the positions read so far (see [`Decoder::snapshot`]).
-#[derive(Clone)]
-pub struct KvSnapshot(Vec<Option<(Tensor, Tensor)>>);
+/// One sequence's keys and values, every layer, for the positions read so far. Cloning is cheap
+/// (tensors are shared, and reading on only ever replaces them with longer ones), so a clone of a
+/// prompt head's cache stays valid while other sequences continue from it.
+#[derive(Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Positions read so far: where the next token goes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
 
 pub struct Decoder {
     embedding: Tensor,
@@ -120,7 +147,11 @@ impl<R: std::io::Read + std::io::Seek> Reader<'_, R> {
         } else {
             None
         };
-        Ok(Linear { quantized: QMatMul::from_qtensor(weight)?, dense, bias })
+        let quantized = match super::q8::available().then(|| super::q8::Q8Matrix::from_qtensor(&weight)).transpose()?.flatten() {
+            Some(m) => Product::Q8(m),
+            None => Product::Candle(QMatMul::from_qtensor(weight)?),
+        };
+        Ok(Linear { quantized, dense, bias })
     }
 
     fn linear(&mut self, name: &str) -> Result<Linear> {
@@ -171,7 +202,6 @@ impl Decoder {
                 gate: reader.linear(&format!("{p}.ffn_gate"))?,
                 up: reader.linear(&format!("{p}.ffn_up"))?,
                 down: reader.linear(&format!("{p}.ffn_down"))?,
-                cache: None,
             });
         }
         let norm = reader.vector("output_norm.weight")?;
@@ -185,61 +215,84 @@ impl Decoder {
         Ok(Self { embedding, layers, norm, output, heads, kv_heads, head_dim, eps, rope, cos, sin, dense_bytes })
     }
 
-    /// The KV cache as it stands: cheap (tensors are shared, and the cache only ever grows by new
-    /// tensors, so a snapshot stays valid while decoding goes on).
-    pub fn snapshot(&self) -> KvSnapshot {
-        KvSnapshot(self.layers.iter().map(|l| l.cache.clone()).collect())
-    }
-
-    /// Back to a snapshot: the next `forward` continues after the positions it holds.
-    pub fn restore(&mut self, snapshot: &KvSnapshot) {
-        for (layer, cache) in self.layers.iter_mut().zip(&snapshot.0) {
-            layer.cache = cache.clone();
+    /// Logits (vocabulary) for the last of `ids`, read after the positions `cache` holds.
+    pub fn forward(&self, cache: &mut KvCache, ids: &[u32]) -> Result<Tensor> {
+        if ids.is_empty() {
+            candle_core::bail!("nothing to read");
         }
+        self.run(&mut [cache], ids, ids.len())?.reshape(((),))
     }
 
-    /// Logits (vocabulary) for the last of `ids`, which start at `position`; position 0 starts a
-    /// fresh cache.
-    pub fn forward(&mut self, ids: &[u32], position: usize) -> Result<Tensor> {
+    /// One decoding step for several sequences at once: `tokens[i]` is read after `caches[i]`.
+    /// Every weight matrix is read once for all of them (decoding is bound by reading weights);
+    /// the rows are computed exactly as `forward` computes one token, so each sequence's logits
+    /// are the ones it would get alone. Returns (sequences, vocabulary).
+    pub fn step(&self, caches: &mut [&mut KvCache], tokens: &[u32]) -> Result<Tensor> {
+        if caches.len() != tokens.len() || tokens.is_empty() {
+            candle_core::bail!("{} caches for {} tokens", caches.len(), tokens.len());
+        }
+        self.run(caches, tokens, 1)
+    }
+
+    /// `ids` holds `rows` new tokens of each sequence in turn; logits of each sequence's last.
+    fn run(&self, caches: &mut [&mut KvCache], ids: &[u32], rows: usize) -> Result<Tensor> {
         let device = self.embedding.device().clone();
-        let seq = ids.len();
-        let mut x = self.embedding.index_select(&Tensor::new(ids, &device)?, 0)?.unsqueeze(0)?;
-        let cos = self.cos.narrow(0, position, seq)?;
-        let sin = self.sin.narrow(0, position, seq)?;
-        let mask = if seq > 1 { Some(causal_mask(seq, position, &device)?) } else { None };
-        let (heads, kv_heads, head_dim, eps, rope) = (self.heads, self.kv_heads, self.head_dim, self.eps, self.rope);
-        for layer in &mut self.layers {
-            if position == 0 {
-                layer.cache = None;
+        let n = caches.len();
+        // f32 copies pay on prompts; a decoding step (one row per sequence) stays quantized,
+        // whatever the number of sequences, so that batching never changes a result.
+        let dense = rows >= F32_ROWS;
+        for cache in caches.iter_mut() {
+            if cache.layers.is_empty() {
+                cache.layers = vec![None; self.layers.len()];
             }
-            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps as f32)?;
-            let split = |t: Tensor, n: usize| t.reshape((1, seq, n, head_dim))?.transpose(1, 2)?.contiguous();
-            let q = apply_rope(&split(layer.q.forward(&h)?, heads)?, &cos, &sin, rope)?;
-            let k = apply_rope(&split(layer.k.forward(&h)?, kv_heads)?, &cos, &sin, rope)?;
-            let v = split(layer.v.forward(&h)?, kv_heads)?;
-            let (k, v) = match layer.cache.take() {
-                Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-                None => (k, v),
-            };
-            layer.cache = Some((k.clone(), v.clone()));
-            // Grouped heads: each KV head serves heads / kv_heads query heads, folded into rows.
-            let group = heads / kv_heads;
-            let q = q.reshape((1, kv_heads, group * seq, head_dim))?;
-            let mut scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?;
-            if let Some(m) = &mask {
-                let total = k.dim(2)?;
-                scores = scores.reshape((1, kv_heads, group, seq, total))?.broadcast_add(m)?.reshape((1, kv_heads, group * seq, total))?;
+            if cache.len + rows > self.cos.dim(0)? {
+                candle_core::bail!("position {} is past the {}-token context", cache.len + rows, self.cos.dim(0)?);
             }
-            let attn = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?;
-            let attn = attn.reshape((1, heads, seq, head_dim))?.transpose(1, 2)?.reshape((1, seq, heads * head_dim))?;
-            x = (x + layer.o.forward(&attn)?)?;
-            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps as f32)?;
-            let ff = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
-            x = (x + layer.down.forward(&ff)?)?;
         }
-        let last = x.i((.., seq - 1..seq, ..))?;
+        let mut x = self.embedding.index_select(&Tensor::new(ids, &device)?, 0)?;
+        let (heads, kv_heads, head_dim, eps, rope) = (self.heads, self.kv_heads, self.head_dim, self.eps, self.rope);
+        let masks: Vec<Option<Tensor>> = caches.iter().map(|c| (rows > 1).then(|| causal_mask(rows, c.len, &device)).transpose()).collect::<Result<_>>()?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps as f32)?;
+            let (q_all, k_all, v_all) = (layer.q.forward(&h, dense)?, layer.k.forward(&h, dense)?, layer.v.forward(&h, dense)?);
+            let mut outputs = Vec::with_capacity(n);
+            for (s, cache) in caches.iter_mut().enumerate() {
+                let position = cache.len;
+                let cos = self.cos.narrow(0, position, rows)?;
+                let sin = self.sin.narrow(0, position, rows)?;
+                let split = |t: &Tensor, heads: usize| t.narrow(0, s * rows, rows)?.reshape((1, rows, heads, head_dim))?.transpose(1, 2)?.contiguous();
+                let q = apply_rope(&split(&q_all, heads)?, &cos, &sin, rope)?;
+                let k = apply_rope(&split(&k_all, kv_heads)?, &cos, &sin, rope)?;
+                let v = split(&v_all, kv_heads)?;
+                let (k, v) = match cache.layers[l].take() {
+                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+                    None => (k, v),
+                };
+                cache.layers[l] = Some((k.clone(), v.clone()));
+                // Grouped heads: each KV head serves heads / kv_heads query heads, folded into rows.
+                let group = heads / kv_heads;
+                let q = q.reshape((1, kv_heads, group * rows, head_dim))?;
+                let mut scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?;
+                if let Some(m) = &masks[s] {
+                    let total = k.dim(2)?;
+                    scores = scores.reshape((1, kv_heads, group, rows, total))?.broadcast_add(m)?.reshape((1, kv_heads, group * rows, total))?;
+                }
+                let attn = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?;
+                outputs.push(attn.reshape((1, heads, rows, head_dim))?.transpose(1, 2)?.reshape((rows, heads * head_dim))?);
+            }
+            let attn = if n == 1 { outputs.pop().expect("one sequence") } else { Tensor::cat(&outputs, 0)? };
+            x = (x + layer.o.forward(&attn, dense)?)?;
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps as f32)?;
+            let ff = (candle_nn::ops::silu(&layer.gate.forward(&h, dense)?)? * layer.up.forward(&h, dense)?)?;
+            x = (x + layer.down.forward(&ff, dense)?)?;
+        }
+        for cache in caches.iter_mut() {
+            cache.len += rows;
+        }
+        let last: Vec<u32> = (0..n).map(|s| (s * rows + rows - 1) as u32).collect();
+        let last = x.index_select(&Tensor::new(last.as_slice(), &device)?, 0)?;
         let last = candle_nn::ops::rms_norm(&last, &self.norm, self.eps as f32)?;
-        self.output.forward(&last)?.reshape(((),))?.to_dtype(DType::F32)
+        self.output.forward(&last, false)?.to_dtype(DType::F32)
     }
 }
 

@@ -2,14 +2,17 @@
 //! Llama architecture): tokenizer from the file's metadata, the family's chat template, greedy
 //! decoding that stops at the end of the turn. Used for translation and abstractive summaries.
 
+mod batcher;
 pub mod decoder;
-pub use decoder::Decoder;
+mod q8;
+pub use batcher::Batching;
+pub use decoder::{Decoder, KvCache};
 pub mod tasks;
 mod tokenizer;
 
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::mpsc::{self, SyncSender};
 
 use candle_core::quantized::gguf_file;
 
@@ -34,6 +37,8 @@ pub enum LlmError {
     TooLong(usize, usize),
     #[error("inference failed: {0}")]
     Inference(#[from] candle_core::Error),
+    #[error("the model thread has stopped")]
+    Stopped,
 }
 
 /// Chat formats of the supported families.
@@ -76,13 +81,8 @@ pub struct LlmInfo {
     pub context: usize,
     /// f32 weight copies kept for reading prompts (bytes); the rest runs on the quantized weights.
     pub prompt_f32_bytes: usize,
-}
-
-/// The decoder and the prompt head it last read, kept so the next prompt with the same head (the
-/// system turn and instruction of a language pair: every segment of a document) starts after it.
-struct Weights {
-    decoder: Decoder,
-    head: Option<(Vec<u32>, decoder::KvSnapshot)>,
+    /// Sequences decoded at once and prompts allowed to wait.
+    pub batching: Batching,
 }
 
 /// One chat turn: docpipe's system turn and instruction, and the document text it is about.
@@ -108,18 +108,26 @@ pub struct Completion {
     pub text: String,
     pub prompt_tokens: usize,
     pub tokens: usize,
+    /// The generated token ids (end-of-turn excluded).
+    pub ids: Vec<u32>,
+    /// Per generated token, its logit's lead over the runner-up (near ties are where a different
+    /// order of float sums, another runtime or a batched kernel, may choose differently).
+    pub margins: Vec<f32>,
     /// Geometric mean of the chosen tokens' probabilities.
     pub confidence: f32,
     /// Generation stopped at `max_new_tokens` rather than at the end of the turn.
     pub truncated: bool,
-    /// Time reading the prompt and time generating, for throughput figures.
+    /// Time reading the prompt and time generating, for throughput figures (wall time: decoding
+    /// steps are shared with the other sequences of the batch).
     pub prompt_secs: f64,
     pub generate_secs: f64,
 }
 
+/// A loaded model. The decoder is owned by one thread (see `batcher`); every method here may be
+/// called from many threads at once, and their prompts are decoded together.
 pub struct Llm {
     pub info: LlmInfo,
-    weights: Mutex<Weights>,
+    requests: SyncSender<batcher::Request>,
     /// For docpipe's own template and instructions: control tokens are recognised.
     tokenizer: tokenizers::Tokenizer,
     /// For document text: every added token (`<|im_start|>`, `<|eot_id|>`, ...) is read as the
@@ -132,12 +140,12 @@ pub struct Llm {
 impl Llm {
     /// Loads a GGUF file; a wrong `expected_sha256` is refused before the weights are read.
     pub fn load(path: &Path, expected_sha256: Option<&str>, max_context: usize) -> Result<Self, LlmError> {
-        Self::load_with(path, expected_sha256, max_context, DEFAULT_PROMPT_F32_BYTES)
+        Self::load_with(path, expected_sha256, max_context, DEFAULT_PROMPT_F32_BYTES, Batching::default())
     }
 
     /// As `load`, keeping at most `prompt_f32_bytes` of f32 weight copies for reading prompts
-    /// (0: quantized only, the least memory).
-    pub fn load_with(path: &Path, expected_sha256: Option<&str>, max_context: usize, prompt_f32_bytes: usize) -> Result<Self, LlmError> {
+    /// (0: quantized only, the least memory), decoding as `batching` says.
+    pub fn load_with(path: &Path, expected_sha256: Option<&str>, max_context: usize, prompt_f32_bytes: usize, batching: Batching) -> Result<Self, LlmError> {
         let name = path.display().to_string();
         let sha256 = crate::sha256_file(path).map_err(|e| LlmError::Io(name.clone(), e))?;
         if let Some(expected) = expected_sha256 {
@@ -160,7 +168,7 @@ impl Llm {
         }
         let device = crate::mt::device();
         file.seek(SeekFrom::Start(0)).map_err(|e| LlmError::Io(name.clone(), e))?;
-        let info = LlmInfo { path: path.to_owned(), sha256, architecture: architecture.clone(), name: text("general.name"), context: model_context.min(max_context), prompt_f32_bytes: 0 };
+        let info = LlmInfo { path: path.to_owned(), sha256, architecture: architecture.clone(), name: text("general.name"), context: model_context.min(max_context), prompt_f32_bytes: 0, batching };
         if architecture != "qwen2" && architecture != "llama" {
             return Err(LlmError::Architecture(name, architecture));
         }
@@ -170,7 +178,8 @@ impl Llm {
             .map_err(|_| LlmError::Format(name.clone(), "reading the tensors panicked".into()))?
             .map_err(|e| LlmError::Format(name.clone(), e.to_string()))?;
         let info = LlmInfo { prompt_f32_bytes: weights.dense_bytes, ..info };
-        Ok(Self { info, weights: Mutex::new(Weights { decoder: weights, head: None }), tokenizer, text_tokenizer, template, stops })
+        let requests = batcher::spawn(weights, stops.clone(), batching).map_err(|e| LlmError::Io(name, e))?;
+        Ok(Self { info, requests, tokenizer, text_tokenizer, template, stops })
     }
 
     pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
@@ -207,7 +216,7 @@ impl Llm {
 
     /// The prompt's ids in two parts: the head (template, system turn, instruction: the same for
     /// every segment of a language pair) and the rest (document, end of turn).
-    fn prompt_parts(&self, prompt: &Prompt<'_>) -> Result<(Vec<u32>, Vec<u32>), LlmError> {
+    pub fn prompt_parts(&self, prompt: &Prompt<'_>) -> Result<(Vec<u32>, Vec<u32>), LlmError> {
         let before = if prompt.instruction.is_empty() || prompt.document.is_empty() { "" } else { "\n\n" };
         let (head, tail) = self.template.around(prompt.system, &format!("{}{before}", prompt.instruction));
         let head = self.template_ids(&head)?;
@@ -233,18 +242,31 @@ impl Llm {
     /// The head of the prompt is read once per distinct head: the next prompt with the same head
     /// starts from its keys and values (measured: README, GGUF models).
     pub fn chat(&self, prompt: &Prompt<'_>, max_new_tokens: usize) -> Result<Completion, LlmError> {
-        let (head, rest) = self.prompt_parts(prompt)?;
-        self.generate(&head, &rest, max_new_tokens)
+        self.chat_all(&[(*prompt, max_new_tokens)]).pop().expect("one answer")
+    }
+
+    /// Several chat turns decoded together (as many at once as the model has slots), answers in
+    /// order. Each answer is the one `chat` would give alone, token for token.
+    pub fn chat_all(&self, prompts: &[(Prompt<'_>, usize)]) -> Vec<Result<Completion, LlmError>> {
+        let pending: Vec<_> = prompts
+            .iter()
+            .map(|(prompt, max_new_tokens)| {
+                let (head, rest) = self.prompt_parts(prompt)?;
+                self.send(head, rest, *max_new_tokens)
+            })
+            .collect();
+        pending.into_iter().map(|p| p.and_then(|p| self.receive(p))).collect()
     }
 
     /// The answer to prompt ids made elsewhere (benchmarks and evaluations comparing prompts),
     /// decoded greedily up to `max_new_tokens` or the end of the turn.
     pub fn complete(&self, ids: &[u32], max_new_tokens: usize) -> Result<Completion, LlmError> {
-        self.generate(&[], ids, max_new_tokens)
+        let pending = self.send(Vec::new(), ids.to_vec(), max_new_tokens)?;
+        self.receive(pending)
     }
 
-    /// Greedy decoding after `head` (reused from the last call when it is the same) and `rest`.
-    fn generate(&self, head: &[u32], rest: &[u32], max_new_tokens: usize) -> Result<Completion, LlmError> {
+    /// Hands one prompt to the model thread (waiting while its queue is full).
+    fn send(&self, head: Vec<u32>, rest: Vec<u32>, max_new_tokens: usize) -> Result<Pending, LlmError> {
         let prompt_tokens = head.len() + rest.len();
         if prompt_tokens + max_new_tokens > self.info.context {
             return Err(LlmError::TooLong(prompt_tokens + max_new_tokens, self.info.context));
@@ -252,38 +274,32 @@ impl Llm {
         if rest.is_empty() {
             return Err(LlmError::EmptyInput);
         }
-        let mut state = self.weights.lock().unwrap_or_else(|e| e.into_inner());
-        let Weights { decoder: weights, head: kept } = &mut *state;
-        let started = std::time::Instant::now();
-        match kept {
-            Some((ids, snapshot)) if !head.is_empty() && ids == head => weights.restore(snapshot),
-            _ if head.is_empty() => {}
-            _ => {
-            // Position 0 starts a fresh cache in the decoder.
-                weights.forward(head, 0)?;
-                *kept = Some((head.to_vec(), weights.snapshot()));
-            }
-        }
-        // (A whole prompt read from position 0 leaves the kept head's snapshot as it was.)
-        let mut logits = weights.forward(rest, head.len())?;
-        let prompt_secs = started.elapsed().as_secs_f64();
-        let mut out = Vec::new();
-        let mut log_prob = 0f32;
-        let mut truncated = true;
-        for step in 0..max_new_tokens {
-            let row = candle_nn::ops::log_softmax(&logits, 0)?.to_vec1::<f32>()?;
-            let (token, lp) = row.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best });
-            if self.stops.contains(&(token as u32)) {
-                truncated = false;
-                break;
-            }
-            out.push(token as u32);
-            log_prob += lp;
-            logits = weights.forward(&[token as u32], prompt_tokens + step)?;
-        }
-        let text = self.tokenizer.decode(&out, true).map_err(|e| LlmError::Tokenizer(e.to_string()))?;
-        let confidence = if out.is_empty() { 0.0 } else { (log_prob / out.len() as f32).exp() };
-        let generate_secs = started.elapsed().as_secs_f64() - prompt_secs;
-        Ok(Completion { text: text.trim().to_owned(), prompt_tokens, tokens: out.len(), confidence, truncated, prompt_secs, generate_secs })
+        let (reply, answer) = mpsc::channel();
+        self.requests.send(batcher::Request { head, rest, max_new_tokens, reply }).map_err(|_| LlmError::Stopped)?;
+        Ok(Pending { answer, prompt_tokens })
     }
+
+    fn receive(&self, pending: Pending) -> Result<Completion, LlmError> {
+        let generated = pending.answer.recv().map_err(|_| LlmError::Stopped)??;
+        let text = self.tokenizer.decode(&generated.ids, true).map_err(|e| LlmError::Tokenizer(e.to_string()))?;
+        let tokens = generated.ids.len();
+        let confidence = if tokens == 0 { 0.0 } else { (generated.log_prob / tokens as f32).exp() };
+        Ok(Completion {
+            text: text.trim().to_owned(),
+            prompt_tokens: pending.prompt_tokens,
+            tokens,
+            ids: generated.ids,
+            margins: generated.margins,
+            confidence,
+            truncated: generated.truncated,
+            prompt_secs: generated.prompt_secs,
+            generate_secs: generated.generate_secs,
+        })
+    }
+}
+
+/// A prompt handed to the model thread, answer to come.
+struct Pending {
+    answer: mpsc::Receiver<Result<batcher::Generated, LlmError>>,
+    prompt_tokens: usize,
 }

@@ -35,6 +35,20 @@ fn summarize_system(target: &str, sentences: usize, parts: bool) -> String {
     )
 }
 
+/// Translations of many segments `(text, source language name)` into `target`, decoded together;
+/// answers in order.
+pub fn translate_all(llm: &Llm, segments: &[(&str, &str)], target: &str, max_new_tokens: usize) -> Vec<Result<Completion, LlmError>> {
+    let requests: Vec<Result<TranslateRequest, LlmError>> = segments.iter().map(|(text, source)| translate_request(llm, text, source, target, max_new_tokens)).collect();
+    let mut prompts = Vec::new();
+    for (request, (text, _)) in requests.iter().zip(segments) {
+        if let Ok(r) = request {
+            prompts.push((r.prompt(text), r.cap));
+        }
+    }
+    let mut answers = llm.chat_all(&prompts).into_iter();
+    requests.into_iter().map(|r| r.and_then(|_| answers.next().expect("one answer per prompt"))).collect()
+}
+
 /// A translation request for one segment, as `translate` sends it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TranslateRequest {
@@ -94,8 +108,9 @@ pub fn summarize(llm: &Llm, sentences: &[&str], target: &str, wanted: usize, max
     let chunks = chunk(llm, sentences, budget)?;
     let first = chunks.len();
     let single = summarize_system(target, wanted, false);
+    // The chunks (and each round's groups) are decoded together.
     let mut parts: Vec<Completion> =
-        chunks.iter().map(|c| llm.chat(&Prompt { document: c, ..Prompt::plain(&single, "") }, max_new_tokens)).collect::<Result<_, _>>()?;
+        llm.chat_all(&chunks.iter().map(|c| (Prompt { document: c, ..Prompt::plain(&single, "") }, max_new_tokens)).collect::<Vec<_>>()).into_iter().collect::<Result<_, _>>()?;
     let mut rounds = 0;
     while parts.len() > 1 {
         rounds += 1;
@@ -106,7 +121,7 @@ pub fn summarize(llm: &Llm, sentences: &[&str], target: &str, wanted: usize, max
             parts.truncate(1);
             break;
         }
-        parts = groups.iter().map(|g| llm.chat(&Prompt { document: g, ..Prompt::plain(&system, "") }, max_new_tokens)).collect::<Result<_, _>>()?;
+        parts = llm.chat_all(&groups.iter().map(|g| (Prompt { document: g, ..Prompt::plain(&system, "") }, max_new_tokens)).collect::<Vec<_>>()).into_iter().collect::<Result<_, _>>()?;
     }
     let completion = parts.pop().ok_or(LlmError::EmptyInput)?;
     Ok(AbstractiveSummary { completion, chunks: first, rounds })
