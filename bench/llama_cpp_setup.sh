@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds llama.cpp from the PyPI source distribution of llama-cpp-python (it vendors llama.cpp and
 # builds offline with cmake), into var/llama-cpp-venv. The anchor for docpipe's GGUF decoder:
-# bench/llama_cpp.py runs it on the same GGUF file and the same prompt ids.
+# bench/llama_anchor.py runs it on the same GGUF file and the same prompt ids.
 #
 # Built for the CPU it runs on (llama.cpp's default, what `pip install llama-cpp-python` gives a
 # user); CMAKE_ARGS=-DGGML_NATIVE=OFF in the environment gives a portable build instead.

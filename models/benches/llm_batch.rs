@@ -2,7 +2,7 @@
 //! docpipe did before batching, and still does with `slots = 1`) and all at once through the
 //! model thread's continuous batching, on the same prompts. Checks that both give the same tokens,
 //! writes the hypotheses for chrF (bench/llm_score.py) and the prompt ids for the llama.cpp anchor
-//! (bench/llama_cpp.py), and prints one RESULT line per language.
+//! (bench/llama_anchor.py), and prints one RESULT line per language.
 //!
 //!   LLM_BATCH=1 cargo bench -p docpipe-models --bench llm_batch
 //!

@@ -15,9 +15,10 @@ fn main() -> candle_core::Result<()> {
     let ids: Vec<u32> = (0..prompt as u32).map(|i| 1000 + i * 7).collect();
     let mut head = KvCache::default();
     decoder.forward(&mut head, &ids)?;
-    for n in [1usize, 2, 4, 8, 16] {
+    let counts: Vec<usize> = std::env::args().nth(3).map_or(vec![1, 2, 4, 8, 16], |v| v.split(',').filter_map(|n| n.parse().ok()).collect());
+    for n in counts {
         let mut caches: Vec<KvCache> = (0..n).map(|_| head.clone()).collect();
-        let steps = 16;
+        let steps = 32;
         let started = std::time::Instant::now();
         for s in 0..steps {
             let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();

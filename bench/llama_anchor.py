@@ -5,7 +5,7 @@ llama_decode per step holding a token of every running sequence plus the prompts
 ones), greedy. The head each prompt shares (system turn, instruction) is read once and copied to
 every sequence (llama_memory_seq_cp), as docpipe keeps it.
 
-    var/llama-cpp-venv/bin/python bench/llama_cpp.py MODEL.gguf PROMPTS.jsonl [--slots 8] [--lines N]
+    var/llama-cpp-venv/bin/python bench/llama_anchor.py MODEL.gguf PROMPTS.jsonl [--slots 8] [--lines N]
 
 Prints one RESULT line (JSON) and writes the hypotheses beside PROMPTS (.llama.hyp).
 """
