@@ -32,7 +32,7 @@ run() { # label config
 import json, sys, glob
 label, out, t0, t1 = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
 rows = [json.loads(l) for f in glob.glob(out + "/*.jsonl") for l in open(f)]
-segs = [s for r in rows for a in r.get("annotations", []) if a["kind"] == "translation" for s in a["body"]["segments"]]
+segs = [s for r in rows for a in r.get("annotations", []) if a["body"]["kind"] == "translation" for s in a["body"]["segments"]]
 status = {}
 for s in segs:
     status[s["status"]] = status.get(s["status"], 0) + 1

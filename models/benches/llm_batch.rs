@@ -1,7 +1,7 @@
 //! Translation throughput of the GGUF decoder: FLORES-200 lines into English one at a time (what
 //! docpipe did before batching, and still does with `slots = 1`) and all at once through the
 //! model thread's continuous batching, on the same prompts. Checks that both give the same tokens,
-//! writes the hypotheses for chrF (bench/llm_score.py) and the prompt ids for the llama.cpp anchor
+//! writes the hypotheses of both for chrF (bench/llm_score.py) and the prompt ids for the llama.cpp anchor
 //! (bench/llama_anchor.py), and prints one RESULT line per language.
 //!
 //!   LLM_BATCH=1 cargo bench -p docpipe-models --bench llm_batch
@@ -95,6 +95,7 @@ fn main() {
             result["single_sentences_per_s"] = json!((sources.len() as f64 / secs * 1000.0).round() / 1000.0);
             result["single_gen_tok_per_s"] = json!((gen_tokens as f64 / gen_secs * 10.0).round() / 10.0);
             result["identical"] = json!(identical);
+            std::fs::write(out.join(format!("{code}.single.hyp")), alone.iter().map(|c| c.text.replace('\n', " ")).collect::<Vec<_>>().join("\n") + "\n").unwrap();
         }
         result["peak_rss_mib"] = json!(peak_rss_mib().round());
         println!("RESULT {result}");
