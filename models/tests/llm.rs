@@ -146,18 +146,27 @@ fn a_reused_prompt_head_gives_the_same_translations() {
     let lines: Vec<&String> = zh.iter().take(6).collect();
     let requests: Vec<_> = lines.iter().map(|l| tasks::translate_request(&llm, l, "Chinese", "English", 64).unwrap()).collect();
     let whole: Vec<_> = lines.iter().zip(&requests).map(|(l, r)| llm.complete(&llm.prompt_ids(&r.prompt(l)).unwrap(), r.cap).unwrap()).collect();
-    for ((line, request), b) in lines.iter().zip(&requests).zip(&whole) {
+    for (i, ((line, request), b)) in lines.iter().zip(&requests).zip(&whole).enumerate() {
         let a = llm.chat(&request.prompt(line), request.cap).unwrap();
         reused += a.prompt_secs;
         fresh += b.prompt_secs;
-        same += (a.text == b.text) as usize;
-        if a.text != b.text {
-            eprintln!("differs: {:?} / {:?}", a.text, b.text);
-        }
+        same += same_up_to_a_near_tie(i, &a, b) as usize;
     }
     eprintln!("prompt reading: {reused:.2} s with the head reused, {fresh:.2} s reading every prompt whole; {same} of 6 identical");
-    // Reading the head in its own call reorders float sums: allow one near-tie among six.
-    assert!(same >= 5, "{same} of 6");
+    // Reading the head in a call of its own reorders float sums: answers may part at near ties.
+    assert!(same >= 3, "{same} of 6");
+}
+
+/// Whether two greedy answers to one prompt are identical; if not, they must part at a near tie
+/// (logit gap under 0.1 in either run) after an identical start, or the test fails.
+fn same_up_to_a_near_tie(line: usize, a: &docpipe_models::llm::Completion, b: &docpipe_models::llm::Completion) -> bool {
+    let Some(at) = a.ids.iter().zip(&b.ids).position(|(x, y)| x != y) else {
+        assert_eq!(a.ids, b.ids, "line {line}: one answer is the other's beginning");
+        return true;
+    };
+    eprintln!("line {line} parts after {at} tokens, margins {} / {}: {:?} / {:?}", a.margins[at], b.margins[at], a.text, b.text);
+    assert!(a.margins[at].min(b.margins[at]) < 0.1, "line {line}: parted after {at} tokens where the choice was clear");
+    false
 }
 
 /// Batched decoding (continuous: finished sequences give their slot to waiting prompts) answers
@@ -190,13 +199,7 @@ fn batched_translations_match_one_at_a_time_up_to_near_ties() {
     let mut identical = 0;
     for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
         assert!(a.tokens > 3, "line {i}: {:?}", a.text);
-        let Some(at) = a.ids.iter().zip(&b.ids).position(|(x, y)| x != y) else {
-            assert_eq!(a.ids, b.ids, "line {i}: one answer is the other's beginning");
-            identical += 1;
-            continue;
-        };
-        eprintln!("line {i} parts after {at} tokens, margins {} alone / {} batched", a.margins[at], b.margins[at]);
-        assert!(a.margins[at].min(b.margins[at]) < 0.1, "line {i}: parted after {at} tokens where the choice was clear");
+        identical += same_up_to_a_near_tie(i, a, b) as usize;
     }
     eprintln!("{identical} of {} identical", lines.len());
     assert!(identical * 10 >= lines.len() * 7, "{identical} of {}", lines.len());

@@ -36,7 +36,7 @@ pub fn config(prefix: &str, blob_dir: &std::path::Path) -> Config {
     let env = env.into_iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.to_owned(), v));
     let mut config = Config::from_toml("test", EMBEDDED, env).expect("test config");
     for (name, timeout_secs) in [("flaky", 10), ("panics", 10), ("slow", 30), ("sleepy", 1), ("counts", 10)] {
-        config.stages.push(StageConfig { name: name.into(), timeout_secs, optional: false });
+        config.stages.push(StageConfig { name: name.into(), timeout_secs, optional: false, threads: None });
     }
     config
 }
