@@ -33,13 +33,16 @@ impl LoadedModel {
     }
 }
 
+/// A model's load, done once; waiters block on it, not on the pool.
+type Loading = OnceLock<Result<LoadedModel, String>>;
+
 /// Models loaded once per process and shared by every stage thread (translation and
 /// abstractive summaries use the same GGUF model when they name the same file: one decoder, one
 /// owner thread, their prompts batched together).
 pub struct ModelPool {
     /// Per file, filled once; the map is locked only to find the slot, so loading one model never
     /// blocks threads using another.
-    loaded: Mutex<HashMap<PathBuf, Arc<OnceLock<Result<LoadedModel, String>>>>>,
+    loaded: Mutex<HashMap<PathBuf, Arc<Loading>>>,
     context: usize,
     prompt_f32_bytes: usize,
     batching: Batching,

@@ -10,6 +10,9 @@
 //! lanes summed in a fixed order), so they agree bit for bit, and a row's result never depends on
 //! the other rows of the batch.
 
+// The kernels index several tile arrays (accumulators, rows, columns) with one counter each.
+#![allow(clippy::needless_range_loop)]
+
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Result, Tensor};
 
