@@ -456,6 +456,18 @@ mod tests {
     }
 
     #[test]
+    fn model_batching_and_stage_threads_are_read_and_checked() {
+        let config = load(EMBEDDED, &[]).unwrap();
+        assert_eq!((config.llm.slots, config.llm.queue), (8, 64));
+        assert_eq!(config.stage("translate").and_then(|s| s.threads), Some(8));
+        assert_eq!(config.stage("extract").and_then(|s| s.threads), None);
+        let err = load(&EMBEDDED.replace("slots = 8", "slots = 0"), &[]).unwrap_err().to_string();
+        assert!(err.contains("llm.slots"), "{err}");
+        let err = load(&EMBEDDED.replace("threads = 8", "threads = 0"), &[]).unwrap_err().to_string();
+        assert!(err.contains("threads"), "{err}");
+    }
+
+    #[test]
     fn password_is_spliced_into_url() {
         assert_eq!(with_password("amqp://bob@h:5672/%2f", "p@ss w"), "amqp://bob:p%40ss%20w@h:5672/%2f");
     }
