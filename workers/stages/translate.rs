@@ -335,14 +335,20 @@ fn translate_all(model: &Seq2Seq, texts: &[String], decoding: &Decoding, batch: 
     }
     let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
     let outputs = model.run(&refs, decoding, batch)?;
-    let mut result: Vec<(Vec<String>, f32, usize)> = vec![(Vec::new(), 0.0, 0); texts.len()];
-    for (owner, out) in owners.into_iter().zip(outputs) {
+    Ok(join_parts(texts.len(), owners, outputs.into_iter().map(|out| (out.text, out.hypothesis.confidence()))))
+}
+
+/// The translations of parts, `owners[i]` the segment part i was cut from, joined back per
+/// segment: (text, mean confidence, parts).
+fn join_parts(segments: usize, owners: impl IntoIterator<Item = usize>, outputs: impl IntoIterator<Item = (String, f32)>) -> Vec<(String, f32, usize)> {
+    let mut result: Vec<(Vec<String>, f32, usize)> = vec![(Vec::new(), 0.0, 0); segments];
+    for (owner, (text, confidence)) in owners.into_iter().zip(outputs) {
         let r = &mut result[owner];
-        r.0.push(out.text);
-        r.1 += out.hypothesis.confidence();
+        r.0.push(text);
+        r.1 += confidence;
         r.2 += 1;
     }
-    Ok(result.into_iter().map(|(parts, conf, n)| (parts.join(" "), conf / n.max(1) as f32, n)).collect())
+    result.into_iter().map(|(parts, confidence, n)| (parts.join(" "), confidence / n.max(1) as f32, n)).collect()
 }
 
 /// `text` split into parts that tokenize within `limit` positions.
@@ -365,16 +371,8 @@ fn translate_llm(llm: &Llm, texts: &[String], languages: &[&str], target: &str, 
         }
     }
     let segments: Vec<(&str, &str)> = parts.iter().zip(&owners).map(|(p, (_, lang))| (p.as_str(), *lang)).collect();
-    let answers = tasks::translate_all(llm, &segments, target, max_new_tokens);
-    let mut result: Vec<(Vec<String>, f32, usize)> = vec![(Vec::new(), 0.0, 0); texts.len()];
-    for ((owner, _), answer) in owners.into_iter().zip(answers) {
-        let c = answer.map_err(|e| e.to_string())?;
-        let r = &mut result[owner];
-        r.0.push(c.text);
-        r.1 += c.confidence;
-        r.2 += 1;
-    }
-    Ok(result.into_iter().map(|(out, confidence, n)| (out.join(" "), confidence / n.max(1) as f32, n)).collect())
+    let outputs = tasks::translate_all(llm, &segments, target, max_new_tokens).into_iter().map(|a| a.map(|c| (c.text, c.confidence))).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+    Ok(join_parts(texts.len(), owners.into_iter().map(|(owner, _)| owner), outputs))
 }
 
 #[cfg(test)]

@@ -36,14 +36,13 @@ pub enum Level {
     Avx2,
 }
 
-/// The fastest path this CPU has, if any; `DOCPIPE_Q8=avx2` caps it (for tests and comparisons).
+/// The fastest path this CPU has, if any.
 pub fn level() -> Option<Level> {
     #[cfg(target_arch = "x86_64")]
     {
         static LEVEL: std::sync::OnceLock<Option<Level>> = std::sync::OnceLock::new();
         *LEVEL.get_or_init(|| {
-            let capped = std::env::var("DOCPIPE_Q8").is_ok_and(|v| v == "avx2");
-            if !capped && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") {
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") {
                 Some(Level::Avx512Vnni)
             } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                 Some(Level::Avx2)
