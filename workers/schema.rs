@@ -107,6 +107,19 @@ pub struct ParentRef {
     pub path: String,
     /// Nesting level: 1 for a member of a submitted file.
     pub depth: u32,
+    /// What this document's own descendants may still unpack: its share of the submitted file's
+    /// tree budget (`[extract] tree_max_total_bytes`, `tree_max_members`). Absent: the whole
+    /// budget, as for a submitted file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<TreeBudget>,
+}
+
+/// A share of a document tree's budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TreeBudget {
+    pub bytes: u64,
+    pub members: u64,
 }
 
 /// The document a job is about. The sha256 is checked against the content on every read.

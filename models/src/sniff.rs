@@ -16,6 +16,7 @@ pub fn media_type(bytes: &[u8]) -> &'static str {
         (b"7z\xbc\xaf\x27\x1c", "application/x-7z-compressed"),
         (b"Rar!\x1a\x07", "application/vnd.rar"),
         (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "application/x-ole-storage"),
+        (b"!BDN", "application/vnd.ms-outlook-pst"),
         (b"{\\rtf", "application/rtf"),
         (b"\0\0\0\x0cjP  \r\n\x87\n", "image/jp2"),
         (b"-----BEGIN PGP MESSAGE-----", "application/pgp-encrypted"),
@@ -77,6 +78,13 @@ fn text_kind(bytes: &[u8]) -> &'static str {
     {
         return "text/html";
     }
+    let upper = start.to_ascii_uppercase();
+    if upper.starts_with("BEGIN:VCALENDAR") {
+        return "text/calendar";
+    }
+    if upper.starts_with("BEGIN:VCARD") {
+        return "text/vcard";
+    }
     if start.starts_with("<?xml") {
         return "application/xml";
     }
@@ -104,5 +112,8 @@ mod tests {
         assert_eq!(media_type(b"<!DOCTYPE html><html><body>x</body></html>"), "text/html");
         assert_eq!(media_type(b"caf\xe9 cr\xe8me\n"), "text/plain");
         assert_eq!(media_type(b"BMW annual report 2026\n"), "text/plain");
+        assert_eq!(media_type(b"!BDN\x00\x00\x00\x00SM"), "application/vnd.ms-outlook-pst");
+        assert_eq!(media_type(b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\n"), "text/calendar");
+        assert_eq!(media_type(b"begin:vcard\nfn:A\nend:vcard\n"), "text/vcard");
     }
 }

@@ -43,6 +43,7 @@ impl Stage for Extract {
         let request = Request {
             ocr_languages: input.job.options.ocr_languages.clone(),
             depth: input.job.parent.as_ref().map_or(0, |p| p.depth),
+            budget: input.job.parent.as_ref().and_then(|p| p.budget).map(|b| extract::Budget { bytes: b.bytes, members: b.members }),
             cancel: Some(input.cancel.clone()),
         };
         let extracted = self.extractor.extract(bytes, &request).map_err(stage_error)?;

@@ -1,22 +1,73 @@
-//! ZIP, TAR and gzip. Members become child documents. Limits (total bytes, member count, nesting
+//! ZIP, TAR and gzip in process; 7z and RAR through Debian's `unar`/`lsar` as child processes.
+//! Members become child documents. Limits (the document tree's bytes and member count, nesting
 //! depth, compression ratio) stop zip bombs; bytes are counted as they are read, so a member that
-//! lies about its size in the header is caught too.
+//! lies about its size in the header is caught too. Reaching a limit stops reading and keeps
+//! what was read, with a `too_large` condition.
 //!
 //! Pattern to copy: never trust a size a file states about itself. Read through [`read_limited`]
 //! (a `take(budget + 1)` reader) and judge limits on the bytes actually produced, so a forged
 //! header or a decompression bomb hits the limit instead of the worker's memory.
 
+use std::ffi::OsStr;
 use std::io::{Cursor, Read};
+use std::time::Instant;
 
+use super::process::{run, run_into, TempFile};
 use super::{Child, ExtractError, ExtractErrorKind, Extracted, Limits, Request};
 
 fn too_large(reason: String) -> ExtractError {
     ExtractError::new(ExtractErrorKind::TooLarge, reason)
 }
 
+/// What the submitted document's tree may still unpack below the document being read: bytes
+/// produced and documents found, across every archive, mailbox and attachment in it. Each
+/// document gets its share from its parent (`Budget::split`), so nesting cannot multiply it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub bytes: u64,
+    pub members: u64,
+}
+
+impl Budget {
+    /// A submitted document's whole tree.
+    pub fn of_tree(limits: &Limits) -> Self {
+        Self { bytes: limits.tree_max_total_bytes, members: limits.tree_max_members }
+    }
+
+    /// Count one member of `size` bytes. Past the budget: the `too_large` condition that stops
+    /// reading (what was read before stays).
+    pub fn take(&mut self, size: u64, limits: &Limits) -> Result<(), ExtractError> {
+        if self.members == 0 {
+            return Err(too_large(format!("the document tree holds more than limits.tree_max_members ({}) documents: reading stopped here", limits.tree_max_members)));
+        }
+        if size > self.bytes {
+            return Err(too_large(format!("the document tree unpacks past limits.tree_max_total_bytes ({}): reading stopped here", limits.tree_max_total_bytes)));
+        }
+        self.members -= 1;
+        self.bytes -= size;
+        Ok(())
+    }
+
+    /// Shares of what is left after the children (sizes in bytes) were taken, one per child, in
+    /// proportion to its size: together they never exceed the parent's budget.
+    pub fn split(self, sizes: &[u64]) -> Vec<Budget> {
+        let total: u64 = sizes.iter().sum();
+        let left = Budget { bytes: self.bytes.saturating_sub(total), members: self.members.saturating_sub(sizes.len() as u64) };
+        let n = sizes.len().max(1) as u128;
+        let share = |amount: u64, size: u64| -> u64 {
+            if total == 0 {
+                (amount as u128 / n) as u64
+            } else {
+                (amount as u128 * size as u128 / total as u128) as u64
+            }
+        };
+        sizes.iter().map(|&size| Budget { bytes: share(left.bytes, size), members: share(left.members, size) }).collect()
+    }
+}
+
 fn check_depth(limits: &Limits, request: &Request) -> Result<(), ExtractError> {
-    if request.depth + 1 > limits.archive_max_depth {
-        return Err(too_large(format!("archive nested {} deep, over limits.archive_max_depth ({})", request.depth + 1, limits.archive_max_depth)));
+    if request.depth + 1 > limits.tree_max_depth {
+        return Err(too_large(format!("archive nested {} deep, over limits.tree_max_depth ({})", request.depth + 1, limits.tree_max_depth)));
     }
     Ok(())
 }
@@ -29,26 +80,28 @@ fn read_limited(reader: impl Read, budget: u64, what: &str) -> Result<Vec<u8>, E
         .read_to_end(&mut buf)
         .map_err(|e| ExtractError::new(ExtractErrorKind::Corrupt, format!("{what}: {e}")))?;
     if buf.len() as u64 > budget {
-        return Err(too_large(format!("{what} expands past its limit (archive_max_ratio, archive_max_total_bytes)")));
+        return Err(too_large(format!("{what} expands past its limit (archive_max_ratio, tree_max_total_bytes)")));
     }
     Ok(buf)
 }
 
-pub fn zip(bytes: &[u8], limits: &Limits, request: &Request) -> Result<Extracted, ExtractError> {
+/// Record why reading stopped; what was read stays.
+fn stopped(extracted: &mut Extracted, error: ExtractError) {
+    extracted.condition = Some(error);
+}
+
+pub fn zip(bytes: &[u8], limits: &Limits, request: &Request, budget: &mut Budget) -> Result<Extracted, ExtractError> {
     check_depth(limits, request)?;
     let mut archive = match zip::ZipArchive::new(Cursor::new(bytes)) {
         Ok(archive) => archive,
         // No readable central directory: walk the local headers instead, as far as they go.
-        Err(e) => return zip_stream(bytes, limits, &e.to_string()),
+        Err(e) => return zip_stream(bytes, limits, budget, &e.to_string()),
     };
-    if archive.len() > limits.archive_max_members {
-        return Err(too_large(format!("{} members, over limits.archive_max_members ({})", archive.len(), limits.archive_max_members)));
-    }
     let mut extracted = Extracted { media_type: "application/zip".into(), ..Default::default() };
-    let mut budget = limits.archive_max_total_bytes;
     let mut damaged = Vec::new();
     let mut encrypted = 0;
     for i in 0..archive.len() {
+        request.check_cancelled()?;
         let (name, is_dir, size, compressed, is_encrypted) = match archive.by_index_raw(i) {
             Ok(f) => (f.name().to_owned(), f.is_dir(), f.size(), f.compressed_size(), f.encrypted()),
             Err(e) => {
@@ -64,34 +117,40 @@ pub fn zip(bytes: &[u8], limits: &Limits, request: &Request) -> Result<Extracted
             continue;
         }
         if compressed > 0 && size as f64 / compressed as f64 > limits.archive_max_ratio {
-            return Err(too_large(format!(
-                "member {name} expands {:.0}x, over limits.archive_max_ratio ({})",
+            stopped(&mut extracted, too_large(format!(
+                "member {name} expands {:.0}x, over limits.archive_max_ratio ({}): reading stopped here",
                 size as f64 / compressed as f64,
                 limits.archive_max_ratio
             )));
+            break;
         }
-        if size > budget {
-            return Err(too_large(format!("members expand past limits.archive_max_total_bytes ({})", limits.archive_max_total_bytes)));
+        if let Err(stop) = budget.take(size, limits) {
+            stopped(&mut extracted, stop);
+            break;
         }
         // Counted as read, so a member whose header understates its size is still caught.
-        let member_budget = budget.min((compressed.max(1) as f64 * limits.archive_max_ratio) as u64);
+        let member_budget = (budget.bytes + size).min((compressed.max(1) as f64 * limits.archive_max_ratio) as u64);
         let member = match archive.by_index(i) {
             Ok(file) => read_limited(file, member_budget, &format!("member {name}")),
             Err(e) => Err(ExtractError::new(ExtractErrorKind::Corrupt, e.to_string())),
         };
         match member {
             Ok(data) => {
-                budget -= data.len() as u64;
+                // The header's size was taken; the bytes actually read are what count.
+                budget.bytes = (budget.bytes + size).saturating_sub(data.len() as u64);
                 extracted.children.push(Child { path: name, bytes: data });
             }
-            Err(e) if e.kind == ExtractErrorKind::TooLarge => return Err(e),
+            Err(e) if e.kind == ExtractErrorKind::TooLarge => {
+                stopped(&mut extracted, e);
+                break;
+            }
             Err(e) => damaged.push(format!("{name}: {}", e.reason)),
         }
     }
-    if encrypted > 0 && extracted.children.is_empty() {
+    if encrypted > 0 && extracted.children.is_empty() && extracted.condition.is_none() {
         return Err(ExtractError::new(ExtractErrorKind::Encrypted, format!("ZIP is password-protected ({encrypted} members)")));
     }
-    if extracted.children.is_empty() && !damaged.is_empty() {
+    if extracted.children.is_empty() && !damaged.is_empty() && extracted.condition.is_none() {
         return Err(ExtractError::new(ExtractErrorKind::Corrupt, format!("no member could be read: {}", damaged.join("; "))));
     }
     if encrypted > 0 {
@@ -105,14 +164,14 @@ pub fn zip(bytes: &[u8], limits: &Limits, request: &Request) -> Result<Extracted
 }
 
 /// `.tar`, `.tar.gz`, or a lone gzip-compressed file.
-pub fn tar(bytes: &[u8], media: &str, limits: &Limits, request: &Request) -> Result<Extracted, ExtractError> {
+pub fn tar(bytes: &[u8], media: &str, limits: &Limits, request: &Request, budget: &mut Budget) -> Result<Extracted, ExtractError> {
     check_depth(limits, request)?;
     let (plain, gzipped) = if media == "application/gzip" {
-        // Bytes actually produced are what count: at most the total budget, and at most
+        // Bytes actually produced are what count: at most the tree's budget, and at most
         // archive_max_ratio times the compressed size. MultiGz: concatenated members all count.
-        let budget = limits.archive_max_total_bytes.min((bytes.len() as f64 * limits.archive_max_ratio) as u64);
-        let data = read_limited(flate2::read::MultiGzDecoder::new(bytes), budget, "gzip stream")
-            .map_err(|e| if e.kind == ExtractErrorKind::TooLarge { too_large(format!("gzip stream expands past {budget} bytes (limits.archive_max_ratio / archive_max_total_bytes)")) } else { e })?;
+        let limit = budget.bytes.min((bytes.len() as f64 * limits.archive_max_ratio) as u64);
+        let data = read_limited(flate2::read::MultiGzDecoder::new(bytes), limit, "gzip stream")
+            .map_err(|e| if e.kind == ExtractErrorKind::TooLarge { too_large(format!("gzip stream expands past {limit} bytes (limits.archive_max_ratio / tree_max_total_bytes)")) } else { e })?;
         (data, true)
     } else {
         (bytes.to_vec(), false)
@@ -121,6 +180,7 @@ pub fn tar(bytes: &[u8], media: &str, limits: &Limits, request: &Request) -> Res
     if !is_tar {
         // A single compressed file: its content is the one child.
         let mut extracted = Extracted { media_type: media.into(), ..Default::default() };
+        budget.take(plain.len() as u64, limits)?;
         extracted.children.push(Child { path: "(gunzipped)".into(), bytes: plain });
         return Ok(extracted);
     }
@@ -132,6 +192,7 @@ pub fn tar(bytes: &[u8], media: &str, limits: &Limits, request: &Request) -> Res
     let entries = archive.entries().map_err(|e| ExtractError::new(ExtractErrorKind::Corrupt, format!("TAR is damaged: {e}")))?;
     let mut damaged = Vec::new();
     for entry in entries {
+        request.check_cancelled()?;
         let mut entry = match entry {
             Ok(entry) => entry,
             Err(e) => {
@@ -142,10 +203,11 @@ pub fn tar(bytes: &[u8], media: &str, limits: &Limits, request: &Request) -> Res
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        if extracted.children.len() >= limits.archive_max_members {
-            return Err(too_large(format!("over limits.archive_max_members ({})", limits.archive_max_members)));
-        }
         let path = entry.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| "(unnamed)".into());
+        if let Err(stop) = budget.take(entry.size(), limits) {
+            stopped(&mut extracted, stop);
+            break;
+        }
         let mut data = Vec::new();
         match entry.read_to_end(&mut data) {
             Ok(_) => extracted.children.push(Child { path, bytes: data }),
@@ -163,15 +225,12 @@ pub fn tar(bytes: &[u8], media: &str, limits: &Limits, request: &Request) -> Res
 }
 
 /// Members of a ZIP whose central directory is damaged, read from their local headers.
-fn zip_stream(bytes: &[u8], limits: &Limits, damage: &str) -> Result<Extracted, ExtractError> {
+fn zip_stream(bytes: &[u8], limits: &Limits, budget: &mut Budget, damage: &str) -> Result<Extracted, ExtractError> {
     let mut extracted = Extracted { media_type: "application/zip".into(), ..Default::default() };
     let mut cursor = Cursor::new(bytes);
-    let mut budget = limits.archive_max_total_bytes;
     let mut problems = vec![format!("central directory: {damage}")];
+    let mut limit_hit = None;
     loop {
-        if extracted.children.len() >= limits.archive_max_members {
-            return Err(too_large(format!("over limits.archive_max_members ({})", limits.archive_max_members)));
-        }
         let file = match zip::read::read_zipfile_from_stream(&mut cursor) {
             Ok(Some(file)) => file,
             Ok(None) => break,
@@ -184,12 +243,19 @@ fn zip_stream(bytes: &[u8], limits: &Limits, damage: &str) -> Result<Extracted, 
             continue;
         }
         let name = file.name().to_owned();
-        match read_limited(file, budget, &format!("member {name}")) {
+        if let Err(stop) = budget.take(0, limits) {
+            limit_hit = Some(stop);
+            break;
+        }
+        match read_limited(file, budget.bytes, &format!("member {name}")) {
             Ok(data) => {
-                budget -= data.len() as u64;
+                budget.bytes -= data.len() as u64;
                 extracted.children.push(Child { path: name, bytes: data });
             }
-            Err(e) if e.kind == ExtractErrorKind::TooLarge => return Err(e),
+            Err(e) if e.kind == ExtractErrorKind::TooLarge => {
+                limit_hit = Some(e);
+                break;
+            }
             Err(e) => {
                 problems.push(format!("{name}: {}", e.reason));
                 break; // the stream position after a broken member cannot be trusted
@@ -197,10 +263,140 @@ fn zip_stream(bytes: &[u8], limits: &Limits, damage: &str) -> Result<Extracted, 
         }
     }
     if extracted.children.is_empty() {
-        return Err(ExtractError::new(ExtractErrorKind::Corrupt, format!("ZIP is damaged: {}", problems.join("; "))));
+        return Err(limit_hit.unwrap_or_else(|| ExtractError::new(ExtractErrorKind::Corrupt, format!("ZIP is damaged: {}", problems.join("; ")))));
     }
     extracted.metadata.insert("damaged_members".into(), problems.join("; "));
     extracted.metadata.insert("members".into(), extracted.children.len().to_string());
-    extracted.condition = Some(ExtractError::new(ExtractErrorKind::Corrupt, format!("ZIP is damaged; {} members recovered from local headers", extracted.children.len())));
+    extracted.condition = Some(limit_hit.unwrap_or_else(|| {
+        ExtractError::new(ExtractErrorKind::Corrupt, format!("ZIP is damaged; {} members recovered from local headers", extracted.children.len()))
+    }));
     Ok(extracted)
+}
+
+/// One entry of `lsar -j`'s listing.
+#[derive(serde::Deserialize)]
+struct Listed {
+    #[serde(rename = "XADIndex")]
+    index: u64,
+    #[serde(rename = "XADFileName", default)]
+    name: String,
+    #[serde(rename = "XADFileSize", default)]
+    size: u64,
+    #[serde(rename = "XADIsDirectory", default)]
+    directory: u8,
+    #[serde(rename = "XADIsLink", default)]
+    link: u8,
+    #[serde(rename = "XADIsEncrypted", default)]
+    encrypted: u8,
+}
+
+#[derive(serde::Deserialize)]
+struct Listing {
+    #[serde(rename = "lsarContents", default)]
+    contents: Vec<Listed>,
+    #[serde(rename = "lsarError", default)]
+    error: Option<serde_json::Value>,
+}
+
+/// 7z and RAR through `lsar` (listing) and `unar` (one member at a time to standard output,
+/// counted and cut off as it streams). unar never writes a file here and is told not to unpack
+/// archives inside archives: those become children like any other member.
+pub fn unar(bytes: &[u8], media: &str, limits: &Limits, request: &Request, budget: &mut Budget) -> Result<Extracted, ExtractError> {
+    check_depth(limits, request)?;
+    let file = TempFile::new(bytes, "archive")?;
+    let deadline = Instant::now() + limits.tool_timeout;
+    let listed = run("lsar", &[OsStr::new("-j"), file.path.as_os_str()], limits.tool_timeout)?;
+    // With encrypted headers lsar stops mid-listing and says so on standard error.
+    let password = listed.stderr.contains("requires a password");
+    let listing: Listing = match serde_json::from_slice(&listed.stdout) {
+        Ok(listing) => listing,
+        Err(_) if password => return Err(ExtractError::new(ExtractErrorKind::Encrypted, format!("{media} archive is password-protected (names encrypted too)"))),
+        Err(e) => return Err(ExtractError::new(ExtractErrorKind::Corrupt, format!("archive listing unreadable: {e}"))),
+    };
+    let message = format!("{}{}", listed.stderr, listing.error.map(|e| e.to_string()).unwrap_or_default());
+    if listing.contents.is_empty() {
+        if password {
+            return Err(ExtractError::new(ExtractErrorKind::Encrypted, format!("{media} archive is password-protected (names encrypted too)")));
+        }
+        return Err(ExtractError::new(ExtractErrorKind::Corrupt, format!("{media} archive is unreadable: {}", message.lines().next().unwrap_or("no member listed").trim())));
+    }
+    let mut extracted = Extracted { media_type: media.into(), ..Default::default() };
+    // Bytes produced are judged against the archive as a whole: solid archives do not say what
+    // one member compresses to.
+    let mut ratio_left = (bytes.len() as f64 * limits.archive_max_ratio) as u64;
+    let (mut damaged, mut encrypted) = (Vec::new(), 0);
+    for entry in listing.contents.iter().filter(|e| e.directory == 0 && e.link == 0) {
+        request.check_cancelled()?;
+        if entry.encrypted != 0 {
+            encrypted += 1;
+            continue;
+        }
+        if let Err(stop) = budget.take(0, limits) {
+            stopped(&mut extracted, stop);
+            break;
+        }
+        let limit = budget.bytes.min(ratio_left);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let index = entry.index.to_string();
+        let mut data = Vec::with_capacity(entry.size.min(limit).min(64 << 20) as usize);
+        let args = [OsStr::new("-q"), OsStr::new("-nr"), OsStr::new("-o"), OsStr::new("-"), OsStr::new("-i"), file.path.as_os_str(), OsStr::new(&index)];
+        match run_into("unar", &args, left, limit, &mut data) {
+            Ok((status, _)) if status.success() => {
+                budget.bytes -= data.len() as u64;
+                ratio_left -= data.len() as u64;
+                extracted.children.push(Child { path: entry.name.clone(), bytes: data });
+            }
+            Ok((_, stderr)) => damaged.push(format!("{}: {}", entry.name, stderr.lines().next().unwrap_or("unreadable").trim())),
+            Err(e) if e.kind == ExtractErrorKind::TooLarge => {
+                let reason = if limit == ratio_left { format!("{media} archive expands past limits.archive_max_ratio ({})", limits.archive_max_ratio) } else { e.reason };
+                stopped(&mut extracted, too_large(format!("{reason}: reading stopped at {}", entry.name)));
+                break;
+            }
+            Err(e) => {
+                stopped(&mut extracted, e);
+                break;
+            }
+        }
+    }
+    if encrypted > 0 && extracted.children.is_empty() && extracted.condition.is_none() {
+        return Err(ExtractError::new(ExtractErrorKind::Encrypted, format!("{media} archive is password-protected ({encrypted} members)")));
+    }
+    if extracted.children.is_empty() && !damaged.is_empty() && extracted.condition.is_none() {
+        return Err(ExtractError::new(ExtractErrorKind::Corrupt, format!("no member could be read: {}", damaged.join("; "))));
+    }
+    if encrypted > 0 {
+        extracted.metadata.insert("encrypted_members".into(), encrypted.to_string());
+    }
+    if !damaged.is_empty() {
+        extracted.metadata.insert("damaged_members".into(), damaged.join("; "));
+    }
+    extracted.metadata.insert("members".into(), extracted.children.len().to_string());
+    Ok(extracted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_never_add_up_to_more_than_the_parent_had() {
+        let parent = Budget { bytes: 1000, members: 10 };
+        let shares = parent.split(&[100, 300]);
+        assert_eq!(shares, vec![Budget { bytes: 150, members: 2 }, Budget { bytes: 450, members: 6 }]);
+        let spent: u64 = shares.iter().map(|b| b.bytes).sum::<u64>() + 400;
+        assert!(spent <= 1000);
+        // Children that took everything leave nothing to their own children.
+        assert_eq!(Budget { bytes: 10, members: 1 }.split(&[10, 5]), vec![Budget { bytes: 0, members: 0 }; 2]);
+        assert_eq!(Budget { bytes: 9, members: 4 }.split(&[0, 0, 0]), vec![Budget { bytes: 3, members: 0 }; 3]);
+    }
+
+    #[test]
+    fn taking_past_the_budget_stops_with_too_large() {
+        let limits = Limits::default();
+        let mut budget = Budget { bytes: 10, members: 2 };
+        budget.take(6, &limits).unwrap();
+        assert_eq!(budget.take(6, &limits).unwrap_err().kind, ExtractErrorKind::TooLarge);
+        budget.take(4, &limits).unwrap();
+        assert!(budget.take(0, &limits).unwrap_err().reason.contains("tree_max_members"));
+    }
 }

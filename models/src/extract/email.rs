@@ -41,6 +41,7 @@ pub fn eml(bytes: &[u8]) -> Result<Extracted, ExtractError> {
     put("date", message.date().map(|d| d.to_rfc3339()));
     put("message_id", message.message_id().map(str::to_owned));
     put("in_reply_to", message.in_reply_to().as_text().map(str::to_owned));
+    route_metadata(&message, meta);
 
     let mut body = String::new();
     for i in 0..message.text_body_count() {
@@ -77,6 +78,37 @@ pub fn eml(bytes: &[u8]) -> Result<Extracted, ExtractError> {
         extracted.condition = Some(ExtractError::new(ExtractErrorKind::Encrypted, "PGP-encrypted message: headers read, body kept as received"));
     }
     Ok(extracted)
+}
+
+/// The route a message took, as investigators trace it: every `Received` hop (newest first, as
+/// the headers list them), the return path and the originating IP a webmail server recorded.
+fn route_metadata(message: &mail_parser::Message<'_>, meta: &mut std::collections::BTreeMap<String, String>) {
+    let unfolded = |value: &str| value.split_whitespace().collect::<Vec<_>>().join(" ");
+    let hops: Vec<String> = message.headers_raw().filter(|(name, _)| name.eq_ignore_ascii_case("received")).map(|(_, v)| unfolded(v)).collect();
+    if !hops.is_empty() {
+        meta.insert("received".into(), hops.join("\n"));
+        meta.insert("received_hops".into(), hops.len().to_string());
+    }
+    for (header, key) in [("return-path", "return_path"), ("x-originating-ip", "x_originating_ip")] {
+        if let Some((_, value)) = message.headers_raw().find(|(name, _)| name.eq_ignore_ascii_case(header)) {
+            meta.insert(key.into(), unfolded(value));
+        }
+    }
+}
+
+/// Metadata from a block of internet headers kept beside a message (an Outlook message's
+/// transport headers): message id, date and the route, where the message itself lacks them.
+pub fn transport_metadata(headers: &[u8], meta: &mut std::collections::BTreeMap<String, String>) {
+    let mut block = headers.to_vec();
+    block.extend_from_slice(b"\r\n\r\n");
+    let Some(message) = MessageParser::default().parse(&block[..]) else { return };
+    if let Some(id) = message.message_id() {
+        meta.entry("message_id".into()).or_insert_with(|| id.to_owned());
+    }
+    if let Some(date) = message.date() {
+        meta.entry("date".into()).or_insert_with(|| date.to_rfc3339());
+    }
+    route_metadata(&message, meta);
 }
 
 pub fn mbox(bytes: &[u8]) -> Result<Extracted, ExtractError> {

@@ -7,10 +7,16 @@
 
 mod archive;
 mod email;
+mod legacy;
+mod media;
+mod msg;
 mod office;
 mod pdf;
 mod process;
+mod pst;
 pub mod text;
+
+pub use archive::Budget;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,11 +29,13 @@ use crate::sniff;
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
-    /// Total uncompressed bytes taken from one archive.
-    pub archive_max_total_bytes: u64,
-    pub archive_max_members: usize,
-    /// Archives inside archives, counting the outermost as 1.
-    pub archive_max_depth: u32,
+    /// Bytes unpacked from one submitted document's whole tree (archives in archives, mailboxes,
+    /// attachments), however it nests.
+    pub tree_max_total_bytes: u64,
+    /// Documents found in one submitted document's whole tree.
+    pub tree_max_members: u64,
+    /// Containers inside containers, counting the outermost as 1.
+    pub tree_max_depth: u32,
     /// Largest uncompressed/compressed ratio of one member.
     pub archive_max_ratio: f64,
     /// Pages read from one document; later pages get a `too_large` page status.
@@ -50,9 +58,9 @@ fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            archive_max_total_bytes: 4 << 30,
-            archive_max_members: 100_000,
-            archive_max_depth: 5,
+            tree_max_total_bytes: 4 << 30,
+            tree_max_members: 100_000,
+            tree_max_depth: 5,
             archive_max_ratio: 200.0,
             max_pages: 5000,
             ocr_max_megapixels: 60.0,
@@ -70,6 +78,9 @@ pub struct Request {
     pub ocr_languages: Vec<String>,
     /// Archive nesting level of this document (0 for a submitted file).
     pub depth: u32,
+    /// What this document's descendants may still take of the tree's budget; `None` for a
+    /// submitted file (the whole tree's budget).
+    pub budget: Option<Budget>,
     /// Raised by the caller to stop between pages (the stage's time limit passed).
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
@@ -196,28 +207,34 @@ impl Extractor {
 
     pub fn extract(&mut self, bytes: &[u8], request: &Request) -> Result<Extracted, ExtractError> {
         let media = sniff::media_type(bytes);
+        let limits = self.limits.clone();
+        let mut budget = request.budget.unwrap_or_else(|| Budget::of_tree(&limits));
         let mut extracted = match media {
             "application/pdf" => pdf::extract(self, bytes, request)?,
             "image/png" | "image/jpeg" | "image/gif" | "image/bmp" | "image/webp" | "image/jp2" => {
                 let page = self.ocr_page(1, bytes, request);
-                Extracted { pages: vec![page], page_count: Some(1), ..Default::default() }
+                Extracted { pages: vec![page], page_count: Some(1), metadata: media::exif(bytes), ..Default::default() }
             }
-            "image/tiff" => self.tiff(bytes, request)?,
+            "image/tiff" => {
+                let mut extracted = self.tiff(bytes, request)?;
+                extracted.metadata = media::exif(bytes);
+                extracted
+            }
             "application/zip" => match office::kind(bytes) {
                 Some(kind) => office::extract(kind, bytes)?,
-                None => archive::zip(bytes, &self.limits, request)?,
+                None => archive::zip(bytes, &limits, request, &mut budget)?,
             },
-            "application/gzip" | "application/x-tar" => archive::tar(bytes, media, &self.limits, request)?,
-            "application/x-ole-storage" => return Err(ole_unsupported(bytes)),
+            "application/gzip" | "application/x-tar" => archive::tar(bytes, media, &limits, request, &mut budget)?,
+            "application/x-7z-compressed" | "application/vnd.rar" => archive::unar(bytes, media, &limits, request, &mut budget)?,
+            "application/x-ole-storage" => legacy::extract(bytes, &limits)?,
+            "application/vnd.ms-outlook-pst" => pst::extract(bytes, &limits, &mut budget)?,
             "application/rtf" => office::rtf(bytes),
-            "application/x-7z-compressed" | "application/vnd.rar" => {
-                return Err(ExtractError::new(ExtractErrorKind::Unsupported, format!("{media} archives are not read in this version; unpack them before submitting")))
-            }
             "message/rfc822" => email::eml(bytes)?,
             "application/pgp-encrypted" => {
                 return Err(ExtractError::new(ExtractErrorKind::Encrypted, "PGP-encrypted file"))
             }
             "application/mbox" => email::mbox(bytes)?,
+            "text/calendar" | "text/vcard" => media::fields(bytes, media)?,
             "text/html" => text::html(bytes)?,
             "text/plain" | "application/xml" => text::plain(bytes)?,
             other => return Err(ExtractError::new(ExtractErrorKind::Unsupported, format!("no extractor for {other}"))),
@@ -225,6 +242,7 @@ impl Extractor {
         if extracted.media_type.is_empty() {
             extracted.media_type = media.to_owned();
         }
+        within_budget(&mut extracted, request, &limits);
         let no_text = extracted.pages.iter().all(|p| p.text.trim().is_empty());
         if no_text && extracted.children.is_empty() && extracted.condition.is_none() {
             // Never a silent empty result: say that nothing readable was found.
@@ -317,22 +335,25 @@ fn too_many_pages(limit: u32) -> ExtractError {
     ExtractError::new(ExtractErrorKind::TooLarge, format!("past limits.max_pages ({limit}): not read"))
 }
 
-/// Legacy Office (DOC/XLS/PPT) and Outlook MSG share the OLE container; neither is read yet.
-fn ole_unsupported(bytes: &[u8]) -> ExtractError {
-    let utf16 = |s: &str| s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect::<Vec<u8>>();
-    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
-    let what = if has(&utf16("__substg1.0_")) {
-        "Outlook MSG"
-    } else if has(&utf16("WordDocument")) {
-        "legacy Word (.doc)"
-    } else if has(&utf16("Workbook")) || has(&utf16("Book")) {
-        "legacy Excel (.xls)"
-    } else if has(&utf16("PowerPoint Document")) {
-        "legacy PowerPoint (.ppt)"
-    } else {
-        "OLE compound file"
-    };
-    ExtractError::new(ExtractErrorKind::Unsupported, format!("{what} is not read: convert it to a current format (e.g. LibreOffice) and resubmit"))
+/// Whatever format found them, children count against the tree's budget: attachments of a
+/// message as much as members of an archive (the archive readers also stop early, as they read).
+fn within_budget(extracted: &mut Extracted, request: &Request, limits: &Limits) {
+    if extracted.children.is_empty() {
+        return;
+    }
+    if request.depth + 1 > limits.tree_max_depth {
+        extracted.children.clear();
+        extracted.condition = Some(ExtractError::new(ExtractErrorKind::TooLarge, format!("documents nested {} deep, over limits.tree_max_depth ({}): not read", request.depth + 1, limits.tree_max_depth)));
+        return;
+    }
+    let mut budget = request.budget.unwrap_or_else(|| Budget::of_tree(limits));
+    for (i, child) in extracted.children.iter().enumerate() {
+        if let Err(stop) = budget.take(child.bytes.len() as u64, limits) {
+            extracted.children.truncate(i);
+            extracted.condition = Some(stop);
+            return;
+        }
+    }
 }
 
 /// Version of the linked Tesseract library, for provenance.

@@ -163,9 +163,41 @@ pub fn extract(kind: Kind, bytes: &[u8]) -> Result<Extracted, ExtractError> {
     };
     let meta_part = if matches!(kind, Kind::Odf(_)) { "meta.xml" } else { "docProps/core.xml" };
     if let Some(meta) = part(&mut zip, meta_part, budget)? {
-        let fields = [("title", "title"), ("creator", "author"), ("initial-creator", "author"), ("subject", "subject"), ("created", "created"), ("creation-date", "created"), ("modified", "modified"), ("date", "modified"), ("lastModifiedBy", "last_modified_by")];
+        let fields = [
+            ("title", "title"),
+            ("creator", "author"),
+            ("initial-creator", "author"),
+            ("subject", "subject"),
+            ("keywords", "keywords"),
+            ("description", "comments"),
+            ("created", "created"),
+            ("creation-date", "created"),
+            ("modified", "modified"),
+            ("date", "modified"),
+            ("lastModifiedBy", "last_modified_by"),
+            ("lastPrinted", "last_printed"),
+            ("print-date", "last_printed"),
+            ("revision", "revision"),
+            ("editing-cycles", "revision"),
+            ("editing-duration", "editing_time"),
+            ("generator", "application"),
+        ];
         for (key, value) in simple_fields(&meta, &fields) {
             extracted.metadata.entry(key).or_insert(value);
+        }
+    }
+    // Extended properties of Office Open XML: company, manager, the application that wrote it.
+    if !matches!(kind, Kind::Odf(_)) {
+        if let Some(app) = part(&mut zip, "docProps/app.xml", budget)? {
+            for (element, key) in [("Company", "company"), ("Manager", "manager"), ("Application", "application"), ("AppVersion", "application_version"), ("TotalTime", "editing_minutes")] {
+                let Some(start) = app.find(&format!("<{element}>")) else { continue };
+                let inner = &app[start + element.len() + 2..];
+                let Some(end) = inner.find(&format!("</{element}>")) else { continue };
+                let value = decode_entities(inner[..end].trim());
+                if !value.is_empty() {
+                    extracted.metadata.entry(key.to_owned()).or_insert(value);
+                }
+            }
         }
     }
     extracted.page_count = Some(texts.len() as u32);
@@ -242,13 +274,7 @@ fn split_elements(xml: &str, tag: &str) -> Vec<String> {
 pub fn rtf(bytes: &[u8]) -> Extracted {
     let source = String::from_utf8_lossy(bytes);
     let codepage = source.find("\\ansicpg").and_then(|at| source[at + 8..].chars().take_while(char::is_ascii_digit).collect::<String>().parse::<u16>().ok()).unwrap_or(1252);
-    let encoding = match codepage {
-        932 => encoding_rs::SHIFT_JIS,
-        936 => encoding_rs::GBK,
-        949 => encoding_rs::EUC_KR,
-        950 => encoding_rs::BIG5,
-        _ => encoding_rs::Encoding::for_label(format!("windows-{codepage}").as_bytes()).unwrap_or(encoding_rs::WINDOWS_1252),
-    };
+    let encoding = super::text::encoding_for_codepage(codepage as u32).unwrap_or(encoding_rs::WINDOWS_1252);
     let skip_groups = ["fonttbl", "colortbl", "stylesheet", "info", "pict", "header", "footer", "listtable", "listoverridetable", "rsidtbl", "generator", "themedata", "colorschememapping", "latentstyles", "datastore", "xmlnstbl"];
     let chars: Vec<char> = source.chars().collect();
     let mut out = String::new();

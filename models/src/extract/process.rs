@@ -1,11 +1,11 @@
-//! External converters (poppler) run as child processes: a crash or hang in a parser of hostile
+//! External converters (poppler, antiword, catdoc, readpst, unar) run as child processes: a crash or hang in a parser of hostile
 //! files cannot take the worker with it, and every run has a deadline.
 //!
 //! Pattern to copy: any external program runs through [`run`] (stdin closed, both pipes drained
 //! on their own threads, polled against a deadline and killed past it), never a bare
 //! `Command::output()`, which waits forever and can deadlock on a full pipe.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -19,43 +19,96 @@ pub struct Output {
     pub stderr: String,
 }
 
-/// Run `program` with `args`, killing it after `timeout`.
+/// Most output taken from one converter run into memory: text of a document, a listing.
+pub const OUTPUT_LIMIT: u64 = 512 << 20;
+
+/// Run `program` with `args`, killing it after `timeout`; its output is kept up to [`OUTPUT_LIMIT`].
 pub fn run(program: &str, args: &[&std::ffi::OsStr], timeout: Duration) -> Result<Output, ExtractError> {
+    let mut stdout = Vec::new();
+    let (status, stderr) = run_into(program, args, timeout, OUTPUT_LIMIT, &mut stdout)?;
+    Ok(Output { status, stdout, stderr })
+}
+
+/// Run `program`, streaming its standard output into `sink` as it comes: killed (and `too_large`)
+/// past `limit` bytes, killed (and `timeout`) past `timeout`. Returns the exit status and the
+/// start of its standard error.
+pub fn run_into(program: &str, args: &[&std::ffi::OsStr], timeout: Duration, limit: u64, sink: &mut dyn Write) -> Result<(std::process::ExitStatus, String), ExtractError> {
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| ExtractError::new(ExtractErrorKind::Unsupported, format!("{program} is not available ({e}); install poppler-utils")))?;
-    // Drain both pipes on threads so a chatty child cannot block on a full pipe.
+        .map_err(|e| ExtractError::new(ExtractErrorKind::Unsupported, format!("{program} is not available ({e}); install {}", package_of(program))))?;
+    // Both pipes are drained on threads so a chatty child cannot block on a full pipe; standard
+    // output comes back in chunks so its size and the deadline are checked as it arrives.
     let mut stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
-    let out = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
+    let (chunks, received) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 256 * 1024];
+        while let Ok(n @ 1..) = stdout.read(&mut buf) {
+            if chunks.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
     });
     let err = std::thread::spawn(move || {
         let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
+        let _ = (&mut stderr).take(64 * 1024).read_to_end(&mut buf);
+        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
         buf
     });
-    let started = Instant::now();
+    let deadline = Instant::now() + timeout;
+    let mut written = 0u64;
+    let stop = |child: &mut std::process::Child, error: ExtractError| {
+        let _ = child.kill();
+        let _ = child.wait();
+        error
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match received.recv_timeout(left) {
+            Ok(chunk) => {
+                written += chunk.len() as u64;
+                if written > limit {
+                    return Err(stop(&mut child, ExtractError::new(ExtractErrorKind::TooLarge, format!("{program} produced over {limit} bytes"))));
+                }
+                if let Err(e) = sink.write_all(&chunk) {
+                    return Err(stop(&mut child, io_error(program, e)));
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                return Err(stop(&mut child, ExtractError::new(ExtractErrorKind::Timeout, format!("{program} ran past its {}s limit", timeout.as_secs()))));
+            }
+        }
+    }
     let status = loop {
         if let Some(status) = child.try_wait().map_err(|e| io_error(program, e))? {
             break status;
         }
-        if started.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(ExtractError::new(ExtractErrorKind::Timeout, format!("{program} ran past its {}s limit", timeout.as_secs())));
+        if Instant::now() > deadline {
+            return Err(stop(&mut child, ExtractError::new(ExtractErrorKind::Timeout, format!("{program} ran past its {}s limit", timeout.as_secs()))));
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    let stdout = out.join().unwrap_or_default();
+    let _ = reader.join();
     let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).chars().take(500).collect();
-    Ok(Output { status, stdout, stderr })
+    Ok((status, stderr))
+}
+
+/// The Debian package that carries a converter, for the error that says it is missing.
+fn package_of(program: &str) -> &'static str {
+    match program {
+        "pdfinfo" | "pdftotext" | "pdftoppm" => "poppler-utils",
+        "antiword" => "antiword",
+        "catdoc" | "xls2csv" | "catppt" => "catdoc",
+        "readpst" => "pst-utils",
+        "lsar" | "unar" => "unar",
+        "soffice" => "libreoffice-core-nogui",
+        _ => "the program",
+    }
 }
 
 fn io_error(program: &str, e: std::io::Error) -> ExtractError {

@@ -23,6 +23,25 @@ pub fn decode(bytes: &[u8], declared: Option<&str>) -> (String, String) {
     (text.into_owned(), format!("{} (detected)", encoding.name().to_ascii_lowercase()))
 }
 
+/// The encoding of a Windows code page number (RTF's `\ansicpg`, a MAPI message's code page).
+pub fn encoding_for_codepage(codepage: u32) -> Option<&'static encoding_rs::Encoding> {
+    match codepage {
+        932 => Some(encoding_rs::SHIFT_JIS),
+        936 => Some(encoding_rs::GBK),
+        949 => Some(encoding_rs::EUC_KR),
+        950 => Some(encoding_rs::BIG5),
+        20866 => Some(encoding_rs::KOI8_R),
+        21866 => Some(encoding_rs::KOI8_U),
+        28591..=28606 => encoding_rs::Encoding::for_label(format!("iso-8859-{}", codepage - 28590).as_bytes()),
+        50220..=50222 => Some(encoding_rs::ISO_2022_JP),
+        51932 => Some(encoding_rs::EUC_JP),
+        54936 | 20936 => Some(encoding_rs::GB18030),
+        65001 => Some(encoding_rs::UTF_8),
+        1200 => Some(encoding_rs::UTF_16LE),
+        _ => encoding_rs::Encoding::for_label(format!("windows-{codepage}").as_bytes()),
+    }
+}
+
 /// EBCDIC text has its space at 0x40 and lower-case letters at 0x81-0xA9; ASCII-family text
 /// has spaces at 0x20.
 fn looks_like_ebcdic(bytes: &[u8]) -> bool {
