@@ -88,6 +88,7 @@ def main() -> int:
     except subprocess.TimeoutExpired as e:
         exited, code, stderr = False, None, (e.stderr or b"").decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
     elapsed = time.monotonic() - started
+    (args.work / "docpipe.stderr").write_text(stderr or "")
 
     statuses = collections.defaultdict(collections.Counter)
     stage_errors = collections.defaultdict(collections.Counter)

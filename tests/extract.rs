@@ -123,13 +123,13 @@ fn outlook_messages_give_body_people_dates_route_and_attachments() {
     // An attached message becomes a child MSG that reads on its own.
     let e = extract("testMSG_att_msg.msg").unwrap();
     let inner = e.children.iter().find(|c| c.path.ends_with(".msg")).expect("attached message as a .msg child");
-    let read = Extractor::new(Limits::default()).extract(&inner.bytes, &Request::default()).unwrap();
+    let read = Extractor::new(Limits::default()).extract(&inner.bytes.read().unwrap(), &Request::default()).unwrap();
     assert_eq!(read.media_type, "application/vnd.ms-outlook");
     assert!(read.metadata.contains_key("subject"), "{:?}", read.metadata);
     // An attached Word file is a child and is read as one.
     let e = extract("testMSG_att_doc.msg").unwrap();
     let doc = e.children.iter().find(|c| c.path.ends_with(".doc")).expect("attached .doc");
-    let read = Extractor::new(Limits::default()).extract(&doc.bytes, &Request::default()).unwrap();
+    let read = Extractor::new(Limits::default()).extract(&doc.bytes.read().unwrap(), &Request::default()).unwrap();
     assert_eq!(read.media_type, "application/msword");
     assert!(!read.pages[0].text.trim().is_empty());
 }
@@ -140,7 +140,7 @@ fn a_pst_mailbox_gives_one_child_message_per_item_under_its_folder() {
     assert_eq!(e.media_type, "application/vnd.ms-outlook-pst");
     assert!(e.children.len() >= 4, "{:?}", e.children.iter().map(|c| &c.path).collect::<Vec<_>>());
     assert!(e.children.iter().all(|c| c.path.contains("Inbox/") && c.path.ends_with(".eml")));
-    let message = Extractor::new(Limits::default()).extract(&e.children[0].bytes, &Request::default()).unwrap();
+    let message = Extractor::new(Limits::default()).extract(&e.children[0].bytes.read().unwrap(), &Request::default()).unwrap();
     assert_eq!(message.media_type, "message/rfc822");
     assert!(message.metadata["from"].contains("tallison@mitre.org"), "{:?}", message.metadata);
     // The tree budget stops a mailbox like any archive, keeping what was read.
@@ -192,8 +192,8 @@ fn a_nested_bomb_stops_at_the_tree_budget() {
         if out.condition.as_ref().is_some_and(|c| c.kind == ExtractErrorKind::TooLarge) {
             stopped += 1;
         }
-        let shares = budget.split(&out.children.iter().map(|c| c.bytes.len() as u64).collect::<Vec<_>>());
-        queue.extend(out.children.into_iter().zip(shares).map(|(c, share)| (c.bytes, depth + 1, share)));
+        let shares = budget.split(&out.children.iter().map(|c| c.bytes.len()).collect::<Vec<_>>());
+        queue.extend(out.children.into_iter().zip(shares).map(|(c, share)| (c.bytes.read().unwrap().into_owned(), depth + 1, share)));
     }
     assert!(documents <= 501, "{documents} documents read");
     assert!(stopped > 0);

@@ -364,3 +364,60 @@ fn a_chinese_sentence_inside_an_english_segment_is_not_left_untranslated() {
     }
     assert!(seen_han >= 15, "the Chinese is in some segment");
 }
+
+/// Tried as a hostile sender would: an archive whose members each stay under the limits but
+/// together expand to far more than a worker should hold. Members past a megabyte are spilled to
+/// private temporary files as they are read and streamed into the blob store, so peak memory is
+/// what the documents being read at once need, not the tree.
+#[test]
+fn a_large_archive_tree_never_sits_in_memory_whole() {
+    use std::io::Write;
+    const MEMBERS: usize = 24;
+    const MEMBER: usize = 32 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("large.zip");
+    {
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&archive).unwrap());
+        let chunk = vec![0u8; 1 << 20];
+        for i in 0..MEMBERS {
+            zip.start_file(format!("member-{i:02}.bin"), zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated)).unwrap();
+            for _ in 0..MEMBER / chunk.len() {
+                zip.write_all(&chunk).unwrap();
+            }
+        }
+        zip.finish().unwrap();
+    }
+    let out = dir.path().join("out");
+    let mut child = docpipe()
+        .args(["process", "--stages", "extract"])
+        .arg(&archive)
+        .arg("--out")
+        .arg(&out)
+        // Zeros compress about 1000x: the ratio limit is lifted so the tree budget is what is tried.
+        .env("DOCPIPE_EXTRACT__ARCHIVE_MAX_RATIO", "5000.0")
+        .env("TMPDIR", dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // VmHWM is the high-water mark so far: the last reading before exit is the peak.
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    let status = loop {
+        if let Ok(status) = std::fs::read_to_string(&status_file) {
+            if let Some(kib) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()) {
+                peak_kib = peak_kib.max(kib);
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert!(status.success());
+    let results = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    assert_eq!(results.lines().count(), MEMBERS + 1, "the archive and every member have a result");
+    let tree_mib = (MEMBERS * MEMBER) >> 20;
+    let peak_mib = peak_kib / 1024;
+    assert!(peak_mib < 512, "peak RSS {peak_mib} MiB for a {tree_mib} MiB tree");
+    eprintln!("peak RSS {peak_mib} MiB for a {tree_mib} MiB tree");
+}

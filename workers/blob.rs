@@ -8,6 +8,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use docpipe_models::extract::ChildBytes;
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,19 @@ pub trait BlobStore: Send + Sync {
     fn put(&self, sha256: &str, bytes: &[u8]) -> Result<String, BlobError>;
     /// Read the bytes for `key`, checked against the key's digest.
     fn get(&self, key: &str) -> Result<Vec<u8>, BlobError>;
+    /// Store a child document's bytes whose digest is `sha256`, from memory or from the file they
+    /// were spilled to. A store that can stream a file overrides this.
+    fn put_child(&self, sha256: &str, bytes: &ChildBytes) -> Result<String, BlobError> {
+        let data = bytes.read().map_err(|source| BlobError::Io { path: bytes.path().map(Path::to_owned).unwrap_or_default(), source })?;
+        self.put(sha256, &data)
+    }
+}
+
+/// SHA-256 of a child document's bytes, read in 1 MiB pieces if they were spilled to a file.
+pub fn child_sha256(bytes: &ChildBytes) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut bytes.reader()?, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -142,6 +156,15 @@ impl BlobStore for FileStore {
             return Err(e);
         }
         Ok(key)
+    }
+
+    fn put_child(&self, sha256: &str, bytes: &ChildBytes) -> Result<String, BlobError> {
+        let Some(path) = bytes.path() else { return self.put(sha256, &bytes.read().expect("bytes in memory")) };
+        let (digest, _) = self.put_file(path)?;
+        if digest != sha256 {
+            return Err(BlobError::Mismatch { key: key_for(sha256), actual: digest });
+        }
+        Ok(key_for(sha256))
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>, BlobError> {

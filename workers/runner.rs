@@ -9,7 +9,7 @@ use chrono::Utc;
 
 use uuid::Uuid;
 
-use crate::blob::{key_for, sha256_hex, BlobStore};
+use crate::blob::{child_sha256, key_for, BlobStore};
 use crate::config::Config;
 use crate::pool::StagePool;
 use crate::error::{ErrorKind, StageError};
@@ -18,7 +18,7 @@ use crate::schema::{
     Annotation, BatchSpec, ChildDocument, Content, DocumentRef, Job, JobResult, ParentRef, Provenance, StageReport,
     StageStatus, TreeBudget,
 };
-use docpipe_models::extract::Budget;
+use docpipe_models::extract::{Budget, ChildBytes};
 use crate::stages::{ChildPayload, StageCatalog};
 
 /// A document found inside another, ready to become a job of its own. The caller decides
@@ -26,7 +26,7 @@ use crate::stages::{ChildPayload, StageCatalog};
 #[derive(Debug)]
 pub struct ChildJob {
     pub job: Job,
-    pub bytes: Vec<u8>,
+    pub bytes: ChildBytes,
 }
 
 /// How a stage attempt ended, from the transport's point of view.
@@ -129,11 +129,17 @@ impl Runner {
                 let (parent, payloads) = (job.clone(), output.children);
                 let tree = tree_budget(&self.config, job);
                 let hashed = tokio::task::spawn_blocking(move || {
-                    let shares = tree.split(&payloads.iter().map(|c| c.bytes.len() as u64).collect::<Vec<_>>());
-                    payloads.into_iter().zip(shares).enumerate().map(|(i, (c, share))| child_job(&parent, i, c, share)).collect::<Vec<_>>()
+                    let shares = tree.split(&payloads.iter().map(|c| c.bytes.len()).collect::<Vec<_>>());
+                    payloads.into_iter().zip(shares).enumerate().map(|(i, (c, share))| child_job(&parent, i, c, share)).collect::<Result<Vec<_>, _>>()
                 })
                 .await
                 .expect("child hashing task");
+                // A spilled child that cannot be read back is this worker's disk, not the
+                // document: nothing is recorded and the job is tried again.
+                let hashed = match hashed {
+                    Ok(hashed) => hashed,
+                    Err(e) => return Outcome::Transient(StageError::new(ErrorKind::Unavailable, format!("reading back a child document spilled to disk: {e}"))),
+                };
                 let mut children = Vec::with_capacity(hashed.len());
                 for (document, child) in hashed {
                     result.children.push(document);
@@ -169,17 +175,18 @@ fn tree_budget(config: &Config, job: &Job) -> Budget {
 /// A child's job: same case, batch, stages and options as its parent; a job id derived from the
 /// parent's, so a redelivered parent yields the same child ids (and results dedupe). `share` is
 /// what the child's own descendants may unpack.
-fn child_job(parent: &Job, index: usize, child: ChildPayload, share: Budget) -> (ChildDocument, ChildJob) {
-    let sha256 = sha256_hex(&child.bytes);
+fn child_job(parent: &Job, index: usize, child: ChildPayload, share: Budget) -> std::io::Result<(ChildDocument, ChildJob)> {
+    let sha256 = child_sha256(&child.bytes)?;
+    let head = child.bytes.head(64 * 1024)?;
     let job_id = Uuid::new_v5(&parent.job_id, format!("{index}:{sha256}:{}", child.path).as_bytes());
-    let size = child.bytes.len() as u64;
+    let size = child.bytes.len();
     let document = ChildDocument {
         job_id,
         sha256: sha256.clone(),
         size,
         path: child.path.clone(),
         parent_sha256: parent.document.sha256.clone(),
-        media_type: Some(docpipe_models::sniff::media_type(&child.bytes).to_owned()),
+        media_type: Some(docpipe_models::sniff::media_type(&head).to_owned()),
     };
     let batch = BatchSpec { batch_total: None, ..parent.batch() };
     let mut job = Job::new(
@@ -200,7 +207,7 @@ fn child_job(parent: &Job, index: usize, child: ChildPayload, share: Budget) -> 
         depth: parent.parent.as_ref().map_or(0, |p| p.depth) + 1,
         budget: Some(TreeBudget { bytes: share.bytes, members: share.members }),
     });
-    (document, ChildJob { job, bytes: child.bytes })
+    Ok((document, ChildJob { job, bytes: child.bytes }))
 }
 
 pub fn plan(config: &Config, job: &Job, result: &mut JobResult) -> Vec<String> {

@@ -386,10 +386,12 @@ fn decode(kind: Option<&str>, body: &[u8]) -> Result<(Job, JobResult), String> {
 async fn publish_children(ctx: &Ctx, channel: &Channel, children: Vec<ChildJob>) -> Result<(), TransportError> {
     for ChildJob { mut job, bytes } in children {
         if job.document.size <= ctx.inline_max {
-            job.document.content = Content::Inline { base64: base64::engine::general_purpose::STANDARD.encode(&bytes) };
+            // Inline children are small, so in memory (spilling starts at a megabyte) or quick to read back.
+            let data = bytes.read().map_err(|e| TransportError::Store(format!("reading a child document back: {e}")))?;
+            job.document.content = Content::Inline { base64: base64::engine::general_purpose::STANDARD.encode(&data) };
         } else {
             let (store, sha) = (ctx.store.clone(), job.document.sha256.clone());
-            let stored = tokio::task::spawn_blocking(move || store.put(&sha, &bytes)).await.expect("blob write task");
+            let stored = tokio::task::spawn_blocking(move || store.put_child(&sha, &bytes)).await.expect("blob write task");
             // A store that cannot be written is a transport-level fault: the delivery is requeued.
             job.document.content = Content::Blob { key: stored.map_err(|e| TransportError::Store(e.to_string()))? };
         }

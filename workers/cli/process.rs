@@ -164,7 +164,7 @@ pub async fn run_embedded(
         progress.bar.inc_length(children.len() as u64);
         for ChildJob { job, bytes } in children {
             let (store, sha256) = (blobs.clone(), job.document.sha256.clone());
-            tokio::task::spawn_blocking(move || store.put(&sha256, &bytes)).await.expect("blob task")?;
+            tokio::task::spawn_blocking(move || store.put_child(&sha256, &bytes)).await.expect("blob task")?;
             pending.push_back(Work::Job(Box::new(job)));
         }
         match outcome {

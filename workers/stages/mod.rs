@@ -1,6 +1,7 @@
 //! Stages: synchronous steps that own their engines. A stage returns typed output; the runner
 //! wraps it with provenance, so no stage can forget to say what produced it.
 
+use docpipe_models::extract::ChildBytes;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -41,14 +42,15 @@ pub struct Produced {
     pub machine_generated: bool,
 }
 
-/// A document found inside the input; the runner hashes it and makes it a job of its own.
-#[derive(Debug, Clone)]
+/// A document found inside the input; the runner hashes it and makes it a job of its own. Its
+/// bytes are in memory when small, else in a temporary file (`ChildBytes`).
+#[derive(Debug)]
 pub struct ChildPayload {
     pub path: String,
-    pub bytes: Vec<u8>,
+    pub bytes: ChildBytes,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct StageOutput {
     pub annotations: Vec<Produced>,
     pub children: Vec<ChildPayload>,

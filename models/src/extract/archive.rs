@@ -13,6 +13,7 @@ use std::io::{Cursor, Read};
 use std::time::Instant;
 
 use super::process::{run, run_into, TempFile};
+use super::spill::{ChildBytes, Spill};
 use super::{Child, ExtractError, ExtractErrorKind, Extracted, Limits, Request};
 
 fn too_large(reason: String) -> ExtractError {
@@ -72,17 +73,15 @@ fn check_depth(limits: &Limits, request: &Request) -> Result<(), ExtractError> {
     Ok(())
 }
 
-/// Read at most `budget` bytes; more means the limit is exceeded.
-fn read_limited(reader: impl Read, budget: u64, what: &str) -> Result<Vec<u8>, ExtractError> {
-    let mut buf = Vec::new();
-    reader
-        .take(budget.saturating_add(1))
-        .read_to_end(&mut buf)
-        .map_err(|e| ExtractError::new(ExtractErrorKind::Corrupt, format!("{what}: {e}")))?;
-    if buf.len() as u64 > budget {
+/// Read at most `budget` bytes into a child's bytes (spilled to a file past a megabyte); more
+/// means the limit is exceeded.
+fn read_limited(reader: impl Read, budget: u64, what: &str) -> Result<ChildBytes, ExtractError> {
+    let mut spill = Spill::default();
+    std::io::copy(&mut reader.take(budget.saturating_add(1)), &mut spill).map_err(|e| ExtractError::new(ExtractErrorKind::Corrupt, format!("{what}: {e}")))?;
+    if spill.len() > budget {
         return Err(too_large(format!("{what} expands past its limit (archive_max_ratio, tree_max_total_bytes)")));
     }
-    Ok(buf)
+    spill.finish().map_err(|e| ExtractError::new(ExtractErrorKind::Corrupt, format!("{what}: spilling to a temporary file: {e}")))
 }
 
 /// Record why reading stopped; what was read stays.
@@ -137,7 +136,7 @@ pub fn zip(bytes: &[u8], limits: &Limits, request: &Request, budget: &mut Budget
         match member {
             Ok(data) => {
                 // The header's size was taken; the bytes actually read are what count.
-                budget.bytes = (budget.bytes + size).saturating_sub(data.len() as u64);
+                budget.bytes = (budget.bytes + size).saturating_sub(data.len());
                 extracted.children.push(Child { path: name, bytes: data });
             }
             Err(e) if e.kind == ExtractErrorKind::TooLarge => {
@@ -166,34 +165,44 @@ pub fn zip(bytes: &[u8], limits: &Limits, request: &Request, budget: &mut Budget
 /// `.tar`, `.tar.gz`, or a lone gzip-compressed file.
 pub fn tar(bytes: &[u8], media: &str, limits: &Limits, request: &Request, budget: &mut Budget) -> Result<Extracted, ExtractError> {
     check_depth(limits, request)?;
-    let (plain, gzipped) = if media == "application/gzip" {
-        // Bytes actually produced are what count: at most the tree's budget, and at most
-        // archive_max_ratio times the compressed size. MultiGz: concatenated members all count.
+    // The gzip stream is unpacked once, to memory or a spill file: bytes actually produced are
+    // what count, at most the tree's budget and archive_max_ratio times the compressed size
+    // (MultiGz: concatenated members all count).
+    let plain = if media == "application/gzip" {
         let limit = budget.bytes.min((bytes.len() as f64 * limits.archive_max_ratio) as u64);
-        let data = read_limited(flate2::read::MultiGzDecoder::new(bytes), limit, "gzip stream")
-            .map_err(|e| if e.kind == ExtractErrorKind::TooLarge { too_large(format!("gzip stream expands past {limit} bytes (limits.archive_max_ratio / tree_max_total_bytes)")) } else { e })?;
-        (data, true)
+        Some(read_limited(flate2::read::MultiGzDecoder::new(bytes), limit, "gzip stream").map_err(|e| {
+            if e.kind == ExtractErrorKind::TooLarge { too_large(format!("gzip stream expands past {limit} bytes (limits.archive_max_ratio / tree_max_total_bytes)")) } else { e }
+        })?)
     } else {
-        (bytes.to_vec(), false)
+        None
     };
-    let is_tar = plain.len() > 262 && &plain[257..262] == b"ustar";
+    let reader = || -> Result<Box<dyn Read + '_>, ExtractError> {
+        match &plain {
+            Some(plain) => plain.reader().map_err(|e| ExtractError::new(ExtractErrorKind::Corrupt, format!("gzip stream: {e}"))),
+            None => Ok(Box::new(bytes)),
+        }
+    };
+    let mut head = Vec::new();
+    reader()?.take(262).read_to_end(&mut head).map_err(|e| ExtractError::new(ExtractErrorKind::Corrupt, e.to_string()))?;
+    let is_tar = head.len() >= 262 && &head[257..262] == b"ustar";
     if !is_tar {
         // A single compressed file: its content is the one child.
+        let plain = plain.unwrap_or_else(|| ChildBytes::Memory(bytes.to_vec()));
         let mut extracted = Extracted { media_type: media.into(), ..Default::default() };
-        budget.take(plain.len() as u64, limits)?;
+        budget.take(plain.len(), limits)?;
         extracted.children.push(Child { path: "(gunzipped)".into(), bytes: plain });
         return Ok(extracted);
     }
     let mut extracted = Extracted {
-        media_type: if gzipped { "application/x-gtar".into() } else { "application/x-tar".into() },
+        media_type: if plain.is_some() { "application/x-gtar".into() } else { "application/x-tar".into() },
         ..Default::default()
     };
-    let mut archive = tar::Archive::new(Cursor::new(&plain));
+    let mut archive = tar::Archive::new(reader()?);
     let entries = archive.entries().map_err(|e| ExtractError::new(ExtractErrorKind::Corrupt, format!("TAR is damaged: {e}")))?;
     let mut damaged = Vec::new();
     for entry in entries {
         request.check_cancelled()?;
-        let mut entry = match entry {
+        let entry = match entry {
             Ok(entry) => entry,
             Err(e) => {
                 damaged.push(e.to_string());
@@ -204,14 +213,20 @@ pub fn tar(bytes: &[u8], media: &str, limits: &Limits, request: &Request, budget
             continue;
         }
         let path = entry.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| "(unnamed)".into());
-        if let Err(stop) = budget.take(entry.size(), limits) {
+        if let Err(stop) = budget.take(0, limits) {
             stopped(&mut extracted, stop);
             break;
         }
-        let mut data = Vec::new();
-        match entry.read_to_end(&mut data) {
-            Ok(_) => extracted.children.push(Child { path, bytes: data }),
-            Err(e) => damaged.push(format!("{path}: {e}")),
+        match read_limited(entry, budget.bytes, &format!("member {path}")) {
+            Ok(data) => {
+                budget.bytes -= data.len();
+                extracted.children.push(Child { path, bytes: data });
+            }
+            Err(e) if e.kind == ExtractErrorKind::TooLarge => {
+                stopped(&mut extracted, e);
+                break;
+            }
+            Err(e) => damaged.push(format!("{path}: {}", e.reason)),
         }
     }
     if extracted.children.is_empty() && !damaged.is_empty() {
@@ -249,7 +264,7 @@ fn zip_stream(bytes: &[u8], limits: &Limits, budget: &mut Budget, damage: &str) 
         }
         match read_limited(file, budget.bytes, &format!("member {name}")) {
             Ok(data) => {
-                budget.bytes -= data.len() as u64;
+                budget.bytes -= data.len();
                 extracted.children.push(Child { path: name, bytes: data });
             }
             Err(e) if e.kind == ExtractErrorKind::TooLarge => {
@@ -280,8 +295,6 @@ struct Listed {
     index: u64,
     #[serde(rename = "XADFileName", default)]
     name: String,
-    #[serde(rename = "XADFileSize", default)]
-    size: u64,
     #[serde(rename = "XADIsDirectory", default)]
     directory: u8,
     #[serde(rename = "XADIsLink", default)]
@@ -338,12 +351,13 @@ pub fn unar(bytes: &[u8], media: &str, limits: &Limits, request: &Request, budge
         let limit = budget.bytes.min(ratio_left);
         let left = deadline.saturating_duration_since(Instant::now());
         let index = entry.index.to_string();
-        let mut data = Vec::with_capacity(entry.size.min(limit).min(64 << 20) as usize);
+        let mut data = Spill::default();
         let args = [OsStr::new("-q"), OsStr::new("-nr"), OsStr::new("-o"), OsStr::new("-"), OsStr::new("-i"), file.path.as_os_str(), OsStr::new(&index)];
         match run_into("unar", &args, left, limit, &mut data) {
             Ok((status, _)) if status.success() => {
-                budget.bytes -= data.len() as u64;
-                ratio_left -= data.len() as u64;
+                budget.bytes -= data.len();
+                ratio_left -= data.len();
+                let data = data.finish().map_err(|e| ExtractError::new(ExtractErrorKind::Corrupt, format!("spilling {}: {e}", entry.name)))?;
                 extracted.children.push(Child { path: entry.name.clone(), bytes: data });
             }
             Ok((_, stderr)) => damaged.push(format!("{}: {}", entry.name, stderr.lines().next().unwrap_or("unreadable").trim())),

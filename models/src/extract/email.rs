@@ -71,7 +71,7 @@ pub fn eml(bytes: &[u8]) -> Result<Extracted, ExtractError> {
         if encrypted && data.starts_with(b"Version: 1") {
             continue; // the PGP/MIME control part
         }
-        extracted.children.push(Child { path: name, bytes: data });
+        extracted.children.push(Child { path: name, bytes: data.into() });
     }
     extracted.pages.push(Page::text(1, body, Source::Text));
     if encrypted {
@@ -112,18 +112,21 @@ pub fn transport_metadata(headers: &[u8], meta: &mut std::collections::BTreeMap<
 }
 
 pub fn mbox(bytes: &[u8]) -> Result<Extracted, ExtractError> {
-    let mut extracted = Extracted { media_type: "application/mbox".into(), ..Default::default() };
+    let mut messages = Vec::new();
     for (i, message) in mail_parser::mailbox::mbox::MessageIterator::new(Cursor::new(bytes)).enumerate() {
         let message = message.map_err(|_| ExtractError::new(ExtractErrorKind::Corrupt, format!("mailbox message {} is unreadable", i + 1)))?;
-        extracted.children.push(Child { path: format!("message-{:05}.eml", i + 1), bytes: message.contents().to_vec() });
+        messages.push(message.contents().to_vec());
     }
-    if extracted.children.is_empty() {
+    if messages.is_empty() {
         return Err(ExtractError::new(ExtractErrorKind::Corrupt, "mailbox holds no message"));
     }
-    if extracted.children.len() == 1 {
+    if messages.len() == 1 {
         // A single message with an mbox "From " envelope line: read it as the email it is.
-        let message = extracted.children.remove(0);
-        return eml(&message.bytes);
+        return eml(&messages[0]);
+    }
+    let mut extracted = Extracted { media_type: "application/mbox".into(), ..Default::default() };
+    for (i, message) in messages.into_iter().enumerate() {
+        extracted.children.push(Child { path: format!("message-{:05}.eml", i + 1), bytes: message.into() });
     }
     extracted.metadata.insert("messages".into(), extracted.children.len().to_string());
     Ok(extracted)

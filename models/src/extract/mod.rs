@@ -14,9 +14,11 @@ mod office;
 mod pdf;
 mod process;
 mod pst;
+mod spill;
 pub mod text;
 
 pub use archive::Budget;
+pub use spill::ChildBytes;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -168,13 +170,13 @@ impl Page {
 }
 
 /// A document inside a document: archive member, attachment, message of a mailbox.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Child {
     pub path: String,
-    pub bytes: Vec<u8>,
+    pub bytes: ChildBytes,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Extracted {
     pub media_type: String,
     /// Character encoding the text was decoded from, for text formats.
@@ -348,7 +350,7 @@ fn within_budget(extracted: &mut Extracted, request: &Request, limits: &Limits) 
     }
     let mut budget = request.budget.unwrap_or_else(|| Budget::of_tree(limits));
     for (i, child) in extracted.children.iter().enumerate() {
-        if let Err(stop) = budget.take(child.bytes.len() as u64, limits) {
+        if let Err(stop) = budget.take(child.bytes.len(), limits) {
             extracted.children.truncate(i);
             extracted.condition = Some(stop);
             return;

@@ -182,7 +182,7 @@ impl Message {
             let get = |id| strings.get(&id).map(|b| decode(b, types[&id], self.codepage)).filter(|s| !s.trim().is_empty());
             let name = get(ATTACH_LONG_FILENAME).or_else(|| get(ATTACH_FILENAME)).or_else(|| get(DISPLAY_NAME));
             if let Some(data) = strings.get(&ATTACH_DATA).filter(|_| types[&ATTACH_DATA] == PT_BINARY) {
-                out.push(Child { path: safe_name(name, i), bytes: data.clone() });
+                out.push(Child { path: safe_name(name, i), bytes: data.clone().into() });
                 continue;
             }
             let embedded = path.join(format!("__substg1.0_{ATTACH_DATA:04X}{PT_OBJECT:04X}"));
@@ -191,7 +191,7 @@ impl Message {
                 let subject = inner.string(SUBJECT);
                 let file = rerooted(ole, &embedded)?;
                 let stem = name.or(subject).unwrap_or_else(|| format!("attached-message-{}", i + 1));
-                out.push(Child { path: safe_name(Some(format!("{}.msg", stem.trim_end_matches(".msg"))), i), bytes: file });
+                out.push(Child { path: safe_name(Some(format!("{}.msg", stem.trim_end_matches(".msg"))), i), bytes: file.into() });
             }
         }
         Ok(())

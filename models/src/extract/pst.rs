@@ -3,15 +3,15 @@
 //! becomes a child document (its attachments are then the message's children); contacts come out
 //! as vCards and appointments as iCalendar files.
 //!
-//! readpst writes to a private temporary directory, never the worker's memory; the children are
-//! read from there one at a time under the document tree's budget.
+//! readpst writes to a private temporary directory, never the worker's memory; its files become
+//! the children (moved, not read) under the document tree's budget.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use super::archive::Budget;
 use super::process::{run, TempFile};
-use super::{Child, ExtractError, ExtractErrorKind, Extracted, Limits};
+use super::{Child, ChildBytes, ExtractError, ExtractErrorKind, Extracted, Limits};
 
 pub fn extract(bytes: &[u8], limits: &Limits, budget: &mut Budget) -> Result<Extracted, ExtractError> {
     let file = TempFile::new(bytes, "mailbox.pst")?;
@@ -38,7 +38,8 @@ pub fn extract(bytes: &[u8], limits: &Limits, budget: &mut Budget) -> Result<Ext
             extracted.condition = Some(stop);
             break;
         }
-        match std::fs::read(&path) {
+        // Taken over as they are (moved, not read), so a large mailbox is never in memory whole.
+        match ChildBytes::adopt(&path) {
             Ok(data) => extracted.children.push(Child { path: relative, bytes: data }),
             Err(e) => return Err(ExtractError::new(ExtractErrorKind::Corrupt, format!("readpst output: {e}"))),
         }
