@@ -209,6 +209,7 @@ impl Extractor {
 
     pub fn extract(&mut self, bytes: &[u8], request: &Request) -> Result<Extracted, ExtractError> {
         let media = sniff::media_type(bytes);
+        spill::start_document();
         let limits = self.limits.clone();
         let mut budget = request.budget.unwrap_or_else(|| Budget::of_tree(&limits));
         let mut extracted = match media {

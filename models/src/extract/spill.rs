@@ -6,8 +6,33 @@
 use std::borrow::Cow;
 use std::io::{BufWriter, Read, Write};
 
-/// Children up to this size stay in memory.
+/// Children up to this size stay in memory...
 pub const SPILL_AT: usize = 1 << 20;
+/// ...while the children of one document kept in memory stay under this: an archive of many
+/// small members spills as surely as one of a few large ones.
+pub const MEMORY_PER_DOCUMENT: u64 = 64 << 20;
+
+thread_local! {
+    /// What the document being extracted on this thread may still keep in memory. An extractor
+    /// reads one document at a time on its own thread.
+    static MEMORY_LEFT: std::cell::Cell<u64> = const { std::cell::Cell::new(MEMORY_PER_DOCUMENT) };
+}
+
+/// Start a document: its children get the whole in-memory allowance again.
+pub fn start_document() {
+    MEMORY_LEFT.with(|left| left.set(MEMORY_PER_DOCUMENT));
+}
+
+/// Whether `len` more bytes may stay in memory; if so, they are counted.
+fn keep_in_memory(len: u64) -> bool {
+    MEMORY_LEFT.with(|left| {
+        let fits = len <= SPILL_AT as u64 && len <= left.get();
+        if fits {
+            left.set(left.get() - len);
+        }
+        fits
+    })
+}
 
 #[derive(Debug)]
 pub enum ChildBytes {
@@ -63,7 +88,7 @@ impl ChildBytes {
     /// spilled files and deleted when dropped.
     pub fn adopt(path: &std::path::Path) -> std::io::Result<Self> {
         let len = std::fs::metadata(path)?.len();
-        if len as usize <= SPILL_AT {
+        if keep_in_memory(len) {
             return std::fs::read(path).map(ChildBytes::Memory);
         }
         let target = tempfile::Builder::new().prefix("docpipe-child-").tempfile()?.into_temp_path();
@@ -91,7 +116,10 @@ impl Spill {
         self.len
     }
 
-    pub fn finish(self) -> std::io::Result<ChildBytes> {
+    pub fn finish(mut self) -> std::io::Result<ChildBytes> {
+        if self.file.is_none() && !keep_in_memory(self.len) {
+            self.spill()?;
+        }
         match self.file {
             None => Ok(ChildBytes::Memory(self.memory)),
             Some((writer, path)) => {
@@ -102,14 +130,22 @@ impl Spill {
     }
 }
 
+impl Spill {
+    /// Move what is in memory to a new temporary file, where the rest will go.
+    fn spill(&mut self) -> std::io::Result<()> {
+        let (file, path) = tempfile::Builder::new().prefix("docpipe-child-").tempfile()?.into_parts();
+        let mut writer = BufWriter::with_capacity(1 << 20, file);
+        writer.write_all(&self.memory)?;
+        self.memory = Vec::new();
+        self.file = Some((writer, path));
+        Ok(())
+    }
+}
+
 impl Write for Spill {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.file.is_none() && self.memory.len() + buf.len() > SPILL_AT {
-            let (file, path) = tempfile::Builder::new().prefix("docpipe-child-").tempfile()?.into_parts();
-            let mut writer = BufWriter::with_capacity(1 << 20, file);
-            writer.write_all(&self.memory)?;
-            self.memory = Vec::new();
-            self.file = Some((writer, path));
+            self.spill()?;
         }
         match &mut self.file {
             Some((writer, _)) => writer.write_all(buf)?,
@@ -151,5 +187,23 @@ mod tests {
         assert_eq!(bytes.head(4).unwrap(), vec![7u8; 4]);
         drop(bytes);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn many_small_children_spill_once_the_documents_allowance_is_spent() {
+        start_document();
+        let kept = (0..MEMORY_PER_DOCUMENT / SPILL_AT as u64 + 3)
+            .map(|_| {
+                let mut child = Spill::default();
+                child.write_all(&vec![1u8; SPILL_AT]).unwrap();
+                child.finish().unwrap()
+            })
+            .filter(|c| c.path().is_none())
+            .count() as u64;
+        assert_eq!(kept, MEMORY_PER_DOCUMENT / SPILL_AT as u64);
+        start_document();
+        let mut child = Spill::default();
+        child.write_all(b"x").unwrap();
+        assert!(child.finish().unwrap().path().is_none());
     }
 }
