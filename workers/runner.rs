@@ -186,7 +186,7 @@ fn child_job(parent: &Job, index: usize, child: ChildPayload, share: Budget) -> 
         size,
         path: child.path.clone(),
         parent_sha256: parent.document.sha256.clone(),
-        media_type: Some(docpipe_models::sniff::media_type(&head).to_owned()),
+        media_type: Some(docpipe_models::sniff::media_type_named(&head, Some(&child.path)).to_owned()),
     };
     let batch = BatchSpec { batch_total: None, ..parent.batch() };
     let mut job = Job::new(

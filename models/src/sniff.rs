@@ -43,6 +43,26 @@ pub fn media_type(bytes: &[u8]) -> &'static str {
     text_kind(bytes)
 }
 
+/// Media type of `bytes`, the file name's extension breaking the one tie bytes leave open: text
+/// whose shape says plain, named as mail (`.eml` with a header on its first line), a mailbox
+/// (`.mbox` starting with an envelope line) or a web page (`.htm`, `.html`). The extension never
+/// overrides what the bytes show.
+pub fn media_type_named(bytes: &[u8], name: Option<&str>) -> &'static str {
+    let sniffed = media_type(bytes);
+    let extension = name.and_then(|n| n.rsplit_once('.')).map(|(_, e)| e.to_ascii_lowercase());
+    if sniffed != "text/plain" || extension.is_none() {
+        return sniffed;
+    }
+    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).into_owned();
+    let head = head.trim_start_matches('\u{feff}');
+    match extension.as_deref() {
+        Some("eml") if head.lines().next().is_some_and(|l| l.contains(':') && is_header_line(l)) => "message/rfc822",
+        Some("mbox") if head.starts_with("From ") => "application/mbox",
+        Some("htm" | "html") => "text/html",
+        _ => sniffed,
+    }
+}
+
 /// Text in a legacy encoding: no NUL bytes and almost no C0 control characters.
 fn looks_like_text(bytes: &[u8]) -> bool {
     let sample = &bytes[..bytes.len().min(64 * 1024)];
@@ -112,6 +132,12 @@ mod tests {
         assert_eq!(media_type(b"<!DOCTYPE html><html><body>x</body></html>"), "text/html");
         assert_eq!(media_type(b"caf\xe9 cr\xe8me\n"), "text/plain");
         assert_eq!(media_type(b"BMW annual report 2026\n"), "text/plain");
+        // The extension breaks the plain-text tie only.
+        assert_eq!(media_type_named(b"Subject: hi\n\nbody", Some("note.eml")), "message/rfc822");
+        assert_eq!(media_type_named(b"Subject: hi\n\nbody", Some("note.txt")), "text/plain");
+        assert_eq!(media_type_named(b"just words", Some("a.eml")), "text/plain");
+        assert_eq!(media_type_named(b"%PDF-1.7", Some("a.eml")), "application/pdf");
+        assert_eq!(media_type_named(b"<b>bold</b> words", Some("page.HTML")), "text/html");
         assert_eq!(media_type(b"!BDN\x00\x00\x00\x00SM"), "application/vnd.ms-outlook-pst");
         assert_eq!(media_type(b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\n"), "text/calendar");
         assert_eq!(media_type(b"begin:vcard\nfn:A\nend:vcard\n"), "text/vcard");

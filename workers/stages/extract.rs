@@ -42,6 +42,7 @@ impl Stage for Extract {
         let bytes = input.content.ok_or_else(|| StageError::new(ErrorKind::Internal, "extract ran without content"))?;
         let request = Request {
             ocr_languages: input.job.options.ocr_languages.clone(),
+            name: Some(input.job.document.filename.clone()),
             depth: input.job.parent.as_ref().map_or(0, |p| p.depth),
             budget: input.job.parent.as_ref().and_then(|p| p.budget).map(|b| extract::Budget { bytes: b.bytes, members: b.members }),
             cancel: Some(input.cancel.clone()),

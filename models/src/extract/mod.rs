@@ -78,6 +78,9 @@ impl Default for Limits {
 pub struct Request {
     /// Tesseract language codes to use; empty means automatic (orientation and script detection).
     pub ocr_languages: Vec<String>,
+    /// The document's file name, when it has one: its extension breaks ties the bytes leave open
+    /// (`sniff::media_type_named`), never more.
+    pub name: Option<String>,
     /// Archive nesting level of this document (0 for a submitted file).
     pub depth: u32,
     /// What this document's descendants may still take of the tree's budget; `None` for a
@@ -208,7 +211,7 @@ impl Extractor {
     }
 
     pub fn extract(&mut self, bytes: &[u8], request: &Request) -> Result<Extracted, ExtractError> {
-        let media = sniff::media_type(bytes);
+        let media = sniff::media_type_named(bytes, request.name.as_deref());
         spill::start_document();
         let limits = self.limits.clone();
         let mut budget = request.budget.unwrap_or_else(|| Budget::of_tree(&limits));
