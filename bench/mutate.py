@@ -62,40 +62,49 @@ def main() -> int:
     ap.add_argument("--timeout", type=int, default=3600, help="seconds for the whole docpipe run")
     ap.add_argument("--binary", default="target/release/docpipe")
     ap.add_argument("--work", type=pathlib.Path, default=pathlib.Path("var/mutate"))
+    ap.add_argument("--analyze", action="store_true", help="only read the results of the last run")
     args = ap.parse_args()
 
     rng = random.Random(args.seed)
-    shutil.rmtree(args.work, ignore_errors=True)
     inputs = args.work / "in"
+    out = args.work / "out"
     seeds = [(p.name, p.read_bytes()) for p in args.seeds]
     by_file = {}
+    if not args.analyze:
+        shutil.rmtree(args.work, ignore_errors=True)
     for name, data in seeds:
         folder = inputs / name.replace(".", "_")
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)
         for i in range(args.copies):
             mutant = mutate(data, rng, [d for _, d in seeds])
             path = folder / f"{i:04d}{pathlib.Path(name).suffix}"
-            path.write_bytes(mutant)
+            if not args.analyze:
+                path.write_bytes(mutant)
             by_file[str(path.resolve())] = name
 
-    out = args.work / "out"
-    env = dict(os.environ, OMP_THREAD_LIMIT="1")
-    started = time.monotonic()
-    cmd = [args.binary, "process", str(inputs), "--out", str(out), "--stages", "extract", "--batch", "mutate"]
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
-        exited, code, stderr = True, proc.returncode, proc.stderr
-    except subprocess.TimeoutExpired as e:
-        exited, code, stderr = False, None, (e.stderr or b"").decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
-    elapsed = time.monotonic() - started
-    (args.work / "docpipe.stderr").write_text(stderr or "")
+    if not args.analyze:
+        env = dict(os.environ, OMP_THREAD_LIMIT="1")
+        started = time.monotonic()
+        cmd = [args.binary, "process", str(inputs), "--out", str(out), "--stages", "extract", "--batch", "mutate"]
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
+            outcome = {"exited": True, "code": proc.returncode, "stderr": proc.stderr[-20000:]}
+        except subprocess.TimeoutExpired as e:
+            stderr = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+            outcome = {"exited": False, "code": None, "stderr": stderr[-20000:]}
+        outcome["seconds"] = time.monotonic() - started
+        (args.work / "run.json").write_text(json.dumps(outcome))
+    outcome = json.loads((args.work / "run.json").read_text())
+    exited, code, stderr, elapsed = outcome["exited"], outcome["code"], outcome["stderr"], outcome["seconds"]
 
     statuses = collections.defaultdict(collections.Counter)
     stage_errors = collections.defaultdict(collections.Counter)
     seen = set()
     results = out / "results.jsonl"
     if results.exists():
-        for line in results.read_text().splitlines():
+        for line in results.read_text().split("\n"):
+            if not line:
+                continue
             r = json.loads(line)
             if r.get("document", {}).get("parent") or r.get("parent"):
                 continue
@@ -116,7 +125,9 @@ def main() -> int:
                     stage_errors[seed][stage["error"]["kind"]] += 1
     unreadable = out / "unreadable.jsonl"
     if unreadable.exists():
-        for line in unreadable.read_text().splitlines():
+        for line in unreadable.read_text().split("\n"):
+            if not line:
+                continue
             u = json.loads(line)
             for candidate, name in by_file.items():
                 if candidate.endswith(u.get("path", "")):

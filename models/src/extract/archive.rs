@@ -146,20 +146,7 @@ pub fn zip(bytes: &[u8], limits: &Limits, request: &Request, budget: &mut Budget
             Err(e) => damaged.push(format!("{name}: {}", e.reason)),
         }
     }
-    if encrypted > 0 && extracted.children.is_empty() && extracted.condition.is_none() {
-        return Err(ExtractError::new(ExtractErrorKind::Encrypted, format!("ZIP is password-protected ({encrypted} members)")));
-    }
-    if extracted.children.is_empty() && !damaged.is_empty() && extracted.condition.is_none() {
-        return Err(ExtractError::new(ExtractErrorKind::Corrupt, format!("no member could be read: {}", damaged.join("; "))));
-    }
-    if encrypted > 0 {
-        extracted.metadata.insert("encrypted_members".into(), encrypted.to_string());
-    }
-    if !damaged.is_empty() {
-        extracted.metadata.insert("damaged_members".into(), damaged.join("; "));
-    }
-    extracted.metadata.insert("members".into(), extracted.children.len().to_string());
-    Ok(extracted)
+    finish(extracted, "ZIP", encrypted, damaged)
 }
 
 /// `.tar`, `.tar.gz`, or a lone gzip-compressed file.
@@ -372,8 +359,15 @@ pub fn unar(bytes: &[u8], media: &str, limits: &Limits, request: &Request, budge
             }
         }
     }
+    finish(extracted, media, encrypted, damaged)
+}
+
+/// What an archive's reading came to: `encrypted` when every member was, `corrupt` when none
+/// could be read (unless a limit stopped it first), else the members with counts of what was
+/// skipped.
+fn finish(mut extracted: Extracted, what: &str, encrypted: usize, damaged: Vec<String>) -> Result<Extracted, ExtractError> {
     if encrypted > 0 && extracted.children.is_empty() && extracted.condition.is_none() {
-        return Err(ExtractError::new(ExtractErrorKind::Encrypted, format!("{media} archive is password-protected ({encrypted} members)")));
+        return Err(ExtractError::new(ExtractErrorKind::Encrypted, format!("{what} archive is password-protected ({encrypted} members)")));
     }
     if extracted.children.is_empty() && !damaged.is_empty() && extracted.condition.is_none() {
         return Err(ExtractError::new(ExtractErrorKind::Corrupt, format!("no member could be read: {}", damaged.join("; "))));
