@@ -161,6 +161,9 @@ fn metadata_investigators_use() {
     assert_eq!(doc.metadata.get("last_modified_by").map(String::as_str), Some("Nick Burch"));
     assert_eq!(doc.metadata.get("revision").map(String::as_str), Some("2"));
     assert_eq!(doc.metadata.get("created").map(String::as_str), Some("2010-11-12T16:22:00Z"));
+    let scan = extract("sv600_g_normal.pdf").unwrap();
+    assert_eq!(scan.metadata.get("xmp_document_id").map(String::as_str), Some("uuid:384a5d1b-17cb-4368-82f2-2d1754f5fc01"));
+    assert_eq!(scan.metadata.get("creator_tool").map(String::as_str), Some("PFU ScanSnap Manager 6.2.10 #SV600"));
     let docx = extract("easychair.docx").unwrap();
     assert!(docx.metadata.contains_key("application"), "{:?}", docx.metadata);
     let mail = extract("attachments-have-octet-stream-content-type.eml").unwrap();
