@@ -66,9 +66,10 @@ impl Budget {
     }
 }
 
-fn check_depth(limits: &Limits, request: &Request) -> Result<(), ExtractError> {
+/// Whether this document's children would still be within the tree's depth.
+pub(super) fn check_depth(limits: &Limits, request: &Request) -> Result<(), ExtractError> {
     if request.depth + 1 > limits.tree_max_depth {
-        return Err(too_large(format!("archive nested {} deep, over limits.tree_max_depth ({})", request.depth + 1, limits.tree_max_depth)));
+        return Err(too_large(format!("documents nested {} deep, over limits.tree_max_depth ({})", request.depth + 1, limits.tree_max_depth)));
     }
     Ok(())
 }
@@ -82,11 +83,6 @@ fn read_limited(reader: impl Read, budget: u64, what: &str) -> Result<ChildBytes
         return Err(too_large(format!("{what} expands past its limit (archive_max_ratio, tree_max_total_bytes)")));
     }
     spill.finish().map_err(|e| ExtractError::new(ExtractErrorKind::Corrupt, format!("{what}: spilling to a temporary file: {e}")))
-}
-
-/// Record why reading stopped; what was read stays.
-fn stopped(extracted: &mut Extracted, error: ExtractError) {
-    extracted.condition = Some(error);
 }
 
 pub fn zip(bytes: &[u8], limits: &Limits, request: &Request, budget: &mut Budget) -> Result<Extracted, ExtractError> {
@@ -116,7 +112,7 @@ pub fn zip(bytes: &[u8], limits: &Limits, request: &Request, budget: &mut Budget
             continue;
         }
         if compressed > 0 && size as f64 / compressed as f64 > limits.archive_max_ratio {
-            stopped(&mut extracted, too_large(format!(
+            extracted.condition = Some(too_large(format!(
                 "member {name} expands {:.0}x, over limits.archive_max_ratio ({}): reading stopped here",
                 size as f64 / compressed as f64,
                 limits.archive_max_ratio
@@ -124,7 +120,7 @@ pub fn zip(bytes: &[u8], limits: &Limits, request: &Request, budget: &mut Budget
             break;
         }
         if let Err(stop) = budget.take(size, limits) {
-            stopped(&mut extracted, stop);
+            extracted.condition = Some(stop);
             break;
         }
         // Counted as read, so a member whose header understates its size is still caught.
@@ -140,7 +136,7 @@ pub fn zip(bytes: &[u8], limits: &Limits, request: &Request, budget: &mut Budget
                 extracted.children.push(Child { path: name, bytes: data });
             }
             Err(e) if e.kind == ExtractErrorKind::TooLarge => {
-                stopped(&mut extracted, e);
+                extracted.condition = Some(e);
                 break;
             }
             Err(e) => damaged.push(format!("{name}: {}", e.reason)),
@@ -201,7 +197,7 @@ pub fn tar(bytes: &[u8], media: &str, limits: &Limits, request: &Request, budget
         }
         let path = entry.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| "(unnamed)".into());
         if let Err(stop) = budget.take(0, limits) {
-            stopped(&mut extracted, stop);
+            extracted.condition = Some(stop);
             break;
         }
         match read_limited(entry, budget.bytes, &format!("member {path}")) {
@@ -210,7 +206,7 @@ pub fn tar(bytes: &[u8], media: &str, limits: &Limits, request: &Request, budget
                 extracted.children.push(Child { path, bytes: data });
             }
             Err(e) if e.kind == ExtractErrorKind::TooLarge => {
-                stopped(&mut extracted, e);
+                extracted.condition = Some(e);
                 break;
             }
             Err(e) => damaged.push(format!("{path}: {}", e.reason)),
@@ -308,18 +304,15 @@ pub fn unar(bytes: &[u8], media: &str, limits: &Limits, request: &Request, budge
     let listed = run("lsar", &[OsStr::new("-j"), file.path.as_os_str()], limits.tool_timeout)?;
     // With encrypted headers lsar stops mid-listing and says so on standard error.
     let password = listed.stderr.contains("requires a password");
-    let listing: Listing = match serde_json::from_slice(&listed.stdout) {
-        Ok(listing) => listing,
-        Err(_) if password => return Err(ExtractError::new(ExtractErrorKind::Encrypted, format!("{media} archive is password-protected (names encrypted too)"))),
+    let listing = match serde_json::from_slice::<Listing>(&listed.stdout) {
+        Ok(listing) if !listing.contents.is_empty() => listing,
+        _ if password => return Err(ExtractError::new(ExtractErrorKind::Encrypted, format!("{media} archive is password-protected (names encrypted too)"))),
+        Ok(listing) => {
+            let message = format!("{}{}", listed.stderr, listing.error.map(|e| e.to_string()).unwrap_or_default());
+            return Err(ExtractError::new(ExtractErrorKind::Corrupt, format!("{media} archive is unreadable: {}", message.lines().next().unwrap_or("no member listed").trim())));
+        }
         Err(e) => return Err(ExtractError::new(ExtractErrorKind::Corrupt, format!("archive listing unreadable: {e}"))),
     };
-    let message = format!("{}{}", listed.stderr, listing.error.map(|e| e.to_string()).unwrap_or_default());
-    if listing.contents.is_empty() {
-        if password {
-            return Err(ExtractError::new(ExtractErrorKind::Encrypted, format!("{media} archive is password-protected (names encrypted too)")));
-        }
-        return Err(ExtractError::new(ExtractErrorKind::Corrupt, format!("{media} archive is unreadable: {}", message.lines().next().unwrap_or("no member listed").trim())));
-    }
     let mut extracted = Extracted { media_type: media.into(), ..Default::default() };
     // Bytes produced are judged against the archive as a whole: solid archives do not say what
     // one member compresses to.
@@ -332,7 +325,7 @@ pub fn unar(bytes: &[u8], media: &str, limits: &Limits, request: &Request, budge
             continue;
         }
         if let Err(stop) = budget.take(0, limits) {
-            stopped(&mut extracted, stop);
+            extracted.condition = Some(stop);
             break;
         }
         let limit = budget.bytes.min(ratio_left);
@@ -350,11 +343,11 @@ pub fn unar(bytes: &[u8], media: &str, limits: &Limits, request: &Request, budge
             Ok((_, stderr)) => damaged.push(format!("{}: {}", entry.name, stderr.lines().next().unwrap_or("unreadable").trim())),
             Err(e) if e.kind == ExtractErrorKind::TooLarge => {
                 let reason = if limit == ratio_left { format!("{media} archive expands past limits.archive_max_ratio ({})", limits.archive_max_ratio) } else { e.reason };
-                stopped(&mut extracted, too_large(format!("{reason}: reading stopped at {}", entry.name)));
+                extracted.condition = Some(too_large(format!("{reason}: reading stopped at {}", entry.name)));
                 break;
             }
             Err(e) => {
-                stopped(&mut extracted, e);
+                extracted.condition = Some(e);
                 break;
             }
         }

@@ -171,9 +171,7 @@ fn properties(ole: &mut Ole, path: &str, wanted: &[(u32, &str)], meta: &mut BTre
             // VT_LPSTR: length-prefixed, NUL-terminated, in the set's code page.
             0x1E => u32_at(at + 4).and_then(|len| data.get(at + 8..(at + 8).saturating_add(len as usize))).map(|b| encoding.decode(b).0.into_owned()),
             // VT_LPWSTR: a length in characters, UTF-16LE.
-            0x1F => u32_at(at + 4).and_then(|len| data.get(at + 8..(at + 8).saturating_add(len as usize * 2))).map(|b| {
-                String::from_utf16_lossy(&b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect::<Vec<_>>())
-            }),
+            0x1F => u32_at(at + 4).and_then(|len| data.get(at + 8..(at + 8).saturating_add(len as usize * 2))).map(|b| encoding_rs::UTF_16LE.decode_without_bom_handling(b).0.into_owned()),
             0x02 => data.get(at + 4..at + 6).map(|b| i16::from_le_bytes([b[0], b[1]]).to_string()),
             0x03 => u32_at(at + 4).map(|v| (v as i32).to_string()),
             0x40 => data.get(at + 4..at + 12).and_then(|b| filetime(u64::from_le_bytes(b.try_into().expect("8 bytes")))),

@@ -347,9 +347,9 @@ fn within_budget(extracted: &mut Extracted, request: &Request, limits: &Limits) 
     if extracted.children.is_empty() {
         return;
     }
-    if request.depth + 1 > limits.tree_max_depth {
+    if let Err(too_deep) = archive::check_depth(limits, request) {
         extracted.children.clear();
-        extracted.condition = Some(ExtractError::new(ExtractErrorKind::TooLarge, format!("documents nested {} deep, over limits.tree_max_depth ({}): not read", request.depth + 1, limits.tree_max_depth)));
+        extracted.condition = Some(too_deep);
         return;
     }
     let mut budget = request.budget.unwrap_or_else(|| Budget::of_tree(limits));

@@ -75,9 +75,7 @@ pub fn extract(mut ole: Ole) -> Result<Extracted, ExtractError> {
 /// One message's properties: variable-length ones from their streams, fixed-length ones from the
 /// property stream.
 struct Message {
-    strings: BTreeMap<u16, Vec<u8>>,
-    /// Types of the string properties above (PT_UNICODE, PT_STRING8, PT_BINARY).
-    types: BTreeMap<u16, u16>,
+    streams: Streams,
     fixed: BTreeMap<u16, (u16, u64)>,
     recipients: Vec<Recipient>,
     codepage: Option<u32>,
@@ -93,27 +91,25 @@ impl Message {
     /// `header` is the size of the property stream's header: 32 for a message file, 24 for an
     /// attached message, 8 for recipients and attachments.
     fn read(ole: &mut Ole, storage: &Path, header: usize) -> Result<Self, ExtractError> {
-        let (strings, types) = property_streams(ole, storage)?;
+        let streams = property_streams(ole, storage)?;
         let fixed = fixed_properties(ole, storage, header)?;
         let codepage = [CODEPAGE, INTERNET_CPID].iter().find_map(|id| fixed.get(id).filter(|(t, _)| *t == PT_LONG).map(|(_, v)| *v as u32));
         let mut recipients = Vec::new();
         for path in substorages(ole, storage, "__recip_version1.0_#") {
-            let (r_strings, r_types) = property_streams(ole, &path)?;
+            let r_streams = property_streams(ole, &path)?;
             let r_fixed = fixed_properties(ole, &path, 8)?;
-            let get = |id| r_strings.get(&id).map(|b| decode(b, r_types[&id], codepage)).filter(|s| !s.trim().is_empty());
+            let get = |id| text_of(&r_streams, id, codepage);
             recipients.push(Recipient {
                 kind: r_fixed.get(&RECIPIENT_TYPE).map_or(1, |(_, v)| *v as u32),
                 name: get(DISPLAY_NAME),
                 address: get(SMTP_ADDRESS).or_else(|| get(EMAIL_ADDRESS)),
             });
         }
-        Ok(Self { strings, types, fixed, recipients, codepage })
+        Ok(Self { streams, fixed, recipients, codepage })
     }
 
     fn string(&self, id: u16) -> Option<String> {
-        let bytes = self.strings.get(&id)?;
-        let value = decode(bytes, self.types[&id], self.codepage);
-        (!value.trim().is_empty()).then_some(value)
+        text_of(&self.streams, id, self.codepage)
     }
 
     fn time(&self, id: u16) -> Option<String> {
@@ -163,13 +159,13 @@ impl Message {
         if let Some(body) = self.string(BODY) {
             return body.replace("\r\n", "\n").trim_end().to_owned();
         }
-        if let Some(html) = self.strings.get(&HTML) {
-            let html = if self.types[&HTML] == PT_UNICODE { decode(html, PT_UNICODE, None).into_bytes() } else { html.clone() };
+        if let Some(html) = self.streams.get(&HTML) {
+            let html = if html.kind == PT_UNICODE { decode(html, None).into_bytes() } else { html.bytes.clone() };
             if let Ok(extracted) = text::html(&html) {
                 return extracted.pages.into_iter().map(|p| p.text).collect::<Vec<_>>().join("\n");
             }
         }
-        if let Some(rtf) = self.strings.get(&RTF_COMPRESSED).and_then(|c| decompress_rtf(c).ok()) {
+        if let Some(rtf) = self.streams.get(&RTF_COMPRESSED).and_then(|c| decompress_rtf(&c.bytes).ok()) {
             return office::rtf(&rtf).pages.into_iter().map(|p| p.text).collect::<Vec<_>>().join("\n");
         }
         String::new()
@@ -178,11 +174,11 @@ impl Message {
     /// Attachments as children: file data as it is, attached messages as `.msg` files.
     fn children(&self, ole: &mut Ole, storage: &Path, nesting: u32, out: &mut Vec<Child>) -> Result<(), ExtractError> {
         for (i, path) in substorages(ole, storage, "__attach_version1.0_#").into_iter().enumerate() {
-            let (strings, types) = property_streams(ole, &path)?;
-            let get = |id| strings.get(&id).map(|b| decode(b, types[&id], self.codepage)).filter(|s| !s.trim().is_empty());
+            let streams = property_streams(ole, &path)?;
+            let get = |id| text_of(&streams, id, self.codepage);
             let name = get(ATTACH_LONG_FILENAME).or_else(|| get(ATTACH_FILENAME)).or_else(|| get(DISPLAY_NAME));
-            if let Some(data) = strings.get(&ATTACH_DATA).filter(|_| types[&ATTACH_DATA] == PT_BINARY) {
-                out.push(Child { path: safe_name(name, i), bytes: data.clone().into() });
+            if let Some(data) = streams.get(&ATTACH_DATA).filter(|p| p.kind == PT_BINARY) {
+                out.push(Child { path: safe_name(name, i), bytes: data.bytes.clone().into() });
                 continue;
             }
             let embedded = path.join(format!("__substg1.0_{ATTACH_DATA:04X}{PT_OBJECT:04X}"));
@@ -206,7 +202,19 @@ fn substorages(ole: &Ole, storage: &Path, prefix: &str) -> Vec<PathBuf> {
     paths
 }
 
-type Streams = (BTreeMap<u16, Vec<u8>>, BTreeMap<u16, u16>);
+/// A variable-length property: its type (PT_UNICODE, PT_STRING8, PT_BINARY) and its stream.
+struct Property {
+    kind: u16,
+    bytes: Vec<u8>,
+}
+
+type Streams = BTreeMap<u16, Property>;
+
+/// A property's text, if it has any besides white space.
+fn text_of(streams: &Streams, id: u16, codepage: Option<u32>) -> Option<String> {
+    let value = decode(streams.get(&id)?, codepage);
+    (!value.trim().is_empty()).then_some(value)
+}
 
 /// The `__substg1.0_IIIITTTT` streams of one storage that hold strings or binary data.
 fn property_streams(ole: &mut Ole, storage: &Path) -> Result<Streams, ExtractError> {
@@ -214,17 +222,16 @@ fn property_streams(ole: &mut Ole, storage: &Path) -> Result<Streams, ExtractErr
         Ok(entries) => entries.filter(|e| e.is_stream()).map(|e| (e.name().to_owned(), e.path().to_owned())).collect(),
         Err(e) => return Err(corrupt(e)),
     };
-    let (mut strings, mut types) = (BTreeMap::new(), BTreeMap::new());
+    let mut streams = BTreeMap::new();
     for (name, path) in entries {
         let Some(tag) = name.strip_prefix("__substg1.0_").filter(|t| t.len() == 8) else { continue };
         let (Ok(id), Ok(kind)) = (u16::from_str_radix(&tag[..4], 16), u16::from_str_radix(&tag[4..], 16)) else { continue };
         if !matches!(kind, PT_UNICODE | PT_STRING8 | PT_BINARY) {
             continue;
         }
-        strings.insert(id, read_stream(ole, &path)?);
-        types.insert(id, kind);
+        streams.insert(id, Property { kind, bytes: read_stream(ole, &path)? });
     }
-    Ok((strings, types))
+    Ok(streams)
 }
 
 fn read_stream(ole: &mut Ole, path: &Path) -> Result<Vec<u8>, ExtractError> {
@@ -256,18 +263,12 @@ fn fixed_properties(ole: &mut Ole, storage: &Path, header: usize) -> Result<BTre
 
 /// A string property's text: UTF-16LE, or 8-bit in the message's code page (Windows-1252 when it
 /// names none), or binary data as the body's HTML carries it.
-fn decode(bytes: &[u8], kind: u16, codepage: Option<u32>) -> String {
-    let trimmed = |s: String| s.trim_end_matches('\0').to_owned();
-    match kind {
-        PT_UNICODE => {
-            let units: Vec<u16> = bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
-            trimmed(String::from_utf16_lossy(&units))
-        }
-        _ => {
-            let encoding = codepage.and_then(text::encoding_for_codepage).unwrap_or(encoding_rs::WINDOWS_1252);
-            trimmed(encoding.decode(bytes).0.into_owned())
-        }
-    }
+fn decode(property: &Property, codepage: Option<u32>) -> String {
+    let text = match property.kind {
+        PT_UNICODE => encoding_rs::UTF_16LE.decode_without_bom_handling(&property.bytes).0,
+        _ => codepage.and_then(text::encoding_for_codepage).unwrap_or(encoding_rs::WINDOWS_1252).decode(&property.bytes).0,
+    };
+    text.trim_end_matches('\0').to_owned()
 }
 
 /// A member name that is only a name: no directories, no traversal, no control characters.

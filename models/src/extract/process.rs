@@ -1,5 +1,6 @@
-//! External converters (poppler, antiword, catdoc, readpst, unar) run as child processes: a crash or hang in a parser of hostile
-//! files cannot take the worker with it, and every run has a deadline.
+//! External converters (poppler, antiword, catdoc, readpst, unar) run as child processes: a crash
+//! or hang in a parser of hostile files cannot take the worker with it, and every run has a
+//! deadline.
 //!
 //! Pattern to copy: any external program runs through [`run`] (stdin closed, both pipes drained
 //! on their own threads, polled against a deadline and killed past it), never a bare
@@ -106,7 +107,6 @@ fn package_of(program: &str) -> &'static str {
         "catdoc" | "xls2csv" | "catppt" => "catdoc",
         "readpst" => "pst-utils",
         "lsar" | "unar" => "unar",
-        "soffice" => "libreoffice-core-nogui",
         _ => "the program",
     }
 }
