@@ -45,6 +45,10 @@ if [ "$need_broker" = 1 ]; then
   # font that has Chinese glyphs, for its screenshots).
   apt_install chromium chromium-driver fonts-wqy-zenhei
 
+  # The evidence test checks docpipe's signatures with an independent implementation
+  # (scripts/verify_offline.py: PyPI's rfc8785 and cryptography).
+  python3 -c "import rfc8785, cryptography" 2>/dev/null || python3 -m pip install -q rfc8785 cryptography
+
   # The results-store tests use PostgreSQL on 127.0.0.1:5432 as user postgres (set
   # DOCPIPE_TEST_POSTGRES to other libpq settings where local connections need a password).
   command -v pg_ctlcluster >/dev/null || apt_install postgresql

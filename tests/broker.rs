@@ -355,12 +355,15 @@ async fn oversized_hand_offs_and_results_travel_by_claim_check() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = common::config(&common::prefix("claimcheck"), &dir.path().join("blobs"));
     config.broker.max_message_bytes = 4096;
+    // Signed by the worker and by `results` (the manifest): the signature must survive the claim check.
+    docpipe::evidence::keys::generate(&dir.path().join("keys")).unwrap();
+    config.signing.key_file = Some(dir.path().join("keys/signing.key"));
     let (stop, worker) = common::spawn_worker(&config, common::catalog(0, Duration::ZERO), &["extract", "counts"]);
     let inputs = dir.path().join("in");
     std::fs::create_dir_all(&inputs).unwrap();
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mt/flores200-devtest-1-100.eng_Latn")).unwrap();
     std::fs::write(inputs.join("long.txt"), &text).unwrap();
-    let args = submit::Args { paths: vec![inputs], case: "c".into(), batch: Some("big".into()), job: docpipe::cli::JobArgs { stages: vec!["extract".into(), "counts".into()], ..Default::default() } };
+    let args = submit::Args { paths: vec![inputs.clone()], case: "c".into(), batch: Some("big".into()), job: docpipe::cli::JobArgs { stages: vec!["extract".into(), "counts".into()], ..Default::default() } };
     submit::submit(&config, args).await.unwrap();
     let out = dir.path().join("out");
     let args = results::Args { batch: "big".into(), out: Some(out.clone()), expect: None, idle_timeout: 60, keep: false };
@@ -380,6 +383,19 @@ async fn oversized_hand_offs_and_results_travel_by_claim_check() {
         .collect();
     assert!(stored.iter().any(|v| v.get("job").is_some() && v.get("result").is_some()), "hand-off by claim check");
     assert!(stored.iter().any(|v| v.get("idempotency_key").and_then(|k| k.as_str()) == Some(&result.idempotency_key)), "result by claim check");
+    // The full result written by `results` carries the worker's signature, and with the signed
+    // manifest beside it the batch verifies offline.
+    let trusted = docpipe::evidence::TrustedKeys::load(&[dir.path().join("keys")]).unwrap();
+    let written = std::fs::read_to_string(out.join("big.jsonl")).unwrap();
+    let manifest = std::fs::read_to_string(out.join("big.manifest.json")).unwrap();
+    let report = docpipe::evidence::verify::verify(docpipe::evidence::verify::Inputs {
+        results: &written,
+        manifest: Some(&manifest),
+        trusted: &trusted,
+        originals: Some(&inputs),
+    });
+    assert!(report.ok(), "{report:?}");
+    assert!(report.documents[0].checked.contains(&"original"), "{report:?}");
     common::finish(&config, stop, worker).await;
 }
 

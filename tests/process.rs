@@ -15,14 +15,31 @@ fn docpipe() -> Command {
 fn sample_batch_gets_one_honest_result_per_file() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = tempfile::tempdir().unwrap();
+    let keys = out.path().join("keys");
+    docpipe::evidence::keys::generate(&keys).unwrap();
     let output = docpipe()
         .current_dir(root)
         .args(["process", "samples/batch", "--out"])
         .arg(out.path())
         .args(["--case", "sample"])
+        .env("DOCPIPE_SIGNING__KEY_FILE", keys.join("signing.key"))
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // Every result of the real pipeline (OCR words, translations, summaries, the email's child)
+    // verifies with its manifest and the originals.
+    let verified = docpipe()
+        .current_dir(root)
+        .arg("verify")
+        .arg(out.path().join("results.jsonl"))
+        .arg("--keys")
+        .arg(keys.join("signing.pub"))
+        .args(["--originals", "samples/batch"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success(), "{report}");
+    assert!(report.contains("11 results: 11 verified, 0 failed; 0 missing; VERIFIED"), "{report}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     // Ten files plus the PNG attached to the email, processed as a child document; that PNG is
     // a picture without text and says so.
@@ -181,7 +198,7 @@ fn config_errors_name_the_key() {
 
 #[test]
 fn every_command_explains_itself() {
-    for command in ["process", "submit", "results", "worker", "declare", "dlq", "schema", "models", "store", "serve", "users", "resubmit"] {
+    for command in ["process", "submit", "results", "worker", "declare", "dlq", "schema", "models", "store", "serve", "users", "resubmit", "keys", "verify"] {
         let output = docpipe().args([command, "--help"]).output().unwrap();
         assert!(output.status.success(), "{command} --help");
         assert!(String::from_utf8_lossy(&output.stdout).len() > 100, "{command} --help says something");
@@ -194,7 +211,7 @@ fn json_logs_carry_ids_but_never_document_text() {
     let out = tempfile::tempdir().unwrap();
     let output = docpipe()
         .current_dir(root)
-        .env("RUST_LOG", "debug")
+        .env("RUST_LOG", "trace")
         .args(["--json-logs", "process", "samples/batch", "--out"])
         .arg(out.path())
         .output()

@@ -104,12 +104,22 @@ async fn workspace_rules(store: Arc<dyn ResultStore>, blob_dir: &std::path::Path
     );
     let hostile = document("case-a", "batch-1", HOSTILE, &[(HOSTILE, HOSTILE)], &[(HOSTILE, HOSTILE)]);
     let secret = document("case-b", "batch-9", "other-case.txt", &[("北京的秘密。", "A secret in Beijing.")], &[]);
+    // Signed, and a copy edited after signing: the document page checks each against the
+    // trusted key, after the store (JSONB in PostgreSQL) has re-serialized them.
+    let signer = docpipe::evidence::Signer::new(ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]));
+    let mut zh = zh;
+    docpipe::evidence::sign_result(&mut zh, &signer);
+    let mut edited = zh.clone();
+    edited.idempotency_key = "edited-after-signing".into();
+    edited.job_id = uuid::Uuid::new_v4();
+    let mut trusted = docpipe::evidence::TrustedKeys::default();
+    trusted.add(signer.public());
     for r in [&zh, &hostile, &secret] {
         store.ingest(r).await.unwrap();
     }
     store.put_user("ana", &auth::hash_password(PASSWORD).unwrap(), &["case-a".into()]).await.unwrap();
     let blobs = FileStore::new(blob_dir);
-    let state = AppState::new(store.clone(), Arc::new(FileStore::new(blob_dir)));
+    let state = AppState { trusted: Arc::new(trusted), ..AppState::new(store.clone(), Arc::new(FileStore::new(blob_dir))) };
     let mut browser = Browser::new(state.clone());
 
     // Nothing without signing in; the login form needs its own token.
@@ -150,6 +160,13 @@ async fn workspace_rules(store: Arc<dyn ResultStore>, blob_dir: &std::path::Path
     assert!(view.body.contains("machine-generated"));
     assert!(view.body.contains("<mark class=\"unverified\" title=\"not found in the source\">Wang Wu</mark>"));
     assert!(view.body.contains(&zh.document.sha256) && view.body.contains("zhang@example.cn"));
+    assert!(view.body.contains("class=\"signature-valid\">signature valid (key"), "{}", view.body);
+    edited.batch_id = "batch-edited".into();
+    store.ingest(&edited).await.unwrap();
+    let page = browser.get("/documents/edited-after-signing").await;
+    assert!(page.body.contains("class=\"signature-mismatch\"") && page.body.contains("changed after signing"), "{}", page.body);
+    let page = browser.get(&format!("/documents/{}", hostile.idempotency_key)).await;
+    assert!(page.body.contains("class=\"signature-unsigned\">not signed"), "{}", page.body);
 
     // Result JSON; the original is refused while the blob store lacks it, served once it holds it.
     let json = browser.get(&format!("/documents/{}/result.json", zh.idempotency_key)).await;

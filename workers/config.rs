@@ -25,6 +25,8 @@ pub enum ConfigError {
     Env { var: String, message: String },
     #[error("broker password file {path}: {source}")]
     Password { path: PathBuf, source: std::io::Error },
+    #[error("broker TLS file {path}: {message}")]
+    Tls { path: PathBuf, message: String },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +50,9 @@ pub struct Config {
     /// `[store]`: where results are kept for review and search (SQLite unless it says otherwise).
     #[serde(default)]
     pub store: crate::store::StoreConfig,
+    /// `[signing]`: the key that signs results and manifests, and the keys trusted to have.
+    #[serde(default)]
+    pub signing: SigningConfig,
     /// Stages in pipeline order. The first reads the document bytes and is every job's entry.
     #[serde(rename = "stage")]
     pub stages: Vec<StageConfig>,
@@ -75,6 +80,28 @@ pub struct BrokerConfig {
     /// First and largest pause between reconnection attempts.
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
+    /// PEM file of the CA certificates that may sign the broker's certificate, for `amqps://`
+    /// URLs (added to the system's roots). The broker's name must match its certificate.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) for brokers that ask for one, with its PKCS#8 PEM key.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// PKCS#8 PEM Ed25519 private key (`docpipe keys generate`), mode 0600. Unset: results are
+    /// not signed. A path only: the key itself is never configuration or a command-line flag.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Public keys (files, or directories of `.pub` files) whose signatures the review workspace
+    /// accepts besides the signing key's own: keys of other workers, earlier keys after rotation.
+    #[serde(default)]
+    pub trusted_keys: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

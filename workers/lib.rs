@@ -5,6 +5,7 @@ pub mod blob;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod evidence;
 pub mod logging;
 pub mod pool;
 pub mod pypi;

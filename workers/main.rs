@@ -76,6 +76,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Store(args) => cli::store::run(&config, args).await,
         Command::Serve(args) => cli::serve::run(&config, args).await,
         Command::Users(args) => cli::serve::users(&config, args).await,
+        Command::Keys(args) => cli::keys::run(args),
+        Command::Verify(args) => cli::verify::run(args),
         Command::Schema(args) => {
             std::fs::create_dir_all(&args.out)?;
             for (name, text) in docpipe::schema::json_schemas() {

@@ -13,6 +13,7 @@ use crate::blob::{child_sha256, key_for, BlobStore};
 use crate::config::Config;
 use crate::pool::StagePool;
 use crate::error::{ErrorKind, StageError};
+use crate::evidence::{sign_result, Signer};
 use crate::retry::Attempted;
 use crate::schema::{
     Annotation, BatchSpec, ChildDocument, Content, DocumentRef, Job, JobResult, ParentRef, Provenance, StageReport,
@@ -56,6 +57,8 @@ pub struct Runner {
     config: Arc<Config>,
     pools: HashMap<String, StagePool>,
     worker_id: String,
+    /// Signs every finished result when `[signing] key_file` is set.
+    signer: Option<Signer>,
 }
 
 impl Runner {
@@ -75,7 +78,21 @@ impl Runner {
             let depth = config.worker.concurrency.max(threads).max(1);
             pools.insert(name.clone(), StagePool::start(name, factory, store.clone(), threads, depth));
         }
-        Ok(Self { config, pools, worker_id })
+        // A key that cannot be read stops the worker before it takes a job: results must not
+        // quietly come out unsigned.
+        let signer = crate::evidence::signer_from(&config)?;
+        if let Some(signer) = &signer {
+            tracing::info!(key_id = signer.id(), "signing results");
+        }
+        Ok(Self { config, pools, worker_id, signer })
+    }
+
+    /// Settle the result's status and sign it: the last thing done to a result before it leaves.
+    pub fn finish(&self, result: &mut JobResult) {
+        result.settle();
+        if let Some(signer) = &self.signer {
+            sign_result(result, signer);
+        }
     }
 
     pub fn config(&self) -> &Config {

@@ -218,6 +218,24 @@ pub struct JobResult {
     /// The job's `resubmission` count.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub resubmission: u32,
+    /// Set when the producing worker has a signing key: an Ed25519 signature over this whole
+    /// result (annotations included, this member left out) in RFC 8785 canonical JSON. A
+    /// claim-check message carries the signature of the full result it points to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
+}
+
+/// A signature over the JSON object that holds it (see README, "Verifying docpipe output").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Signature {
+    /// `ed25519-jcs`: Ed25519 (RFC 8032) over the RFC 8785 canonical JSON of the object without
+    /// its `signature` member.
+    pub scheme: String,
+    /// Lowercase hex sha256 of the signer's 32-byte public key.
+    pub key_id: String,
+    /// The 64-byte signature, base64 (RFC 4648, with padding).
+    pub value: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -604,6 +622,7 @@ impl JobResult {
             requested_stages: job.stages.clone(),
             options: job.options.clone(),
             resubmission: job.resubmission,
+            signature: None,
         }
     }
 

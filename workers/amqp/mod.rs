@@ -1,5 +1,6 @@
 //! RabbitMQ transport: connection, topology, confirmed publishing.
 
+pub mod tls;
 pub mod topology;
 pub mod worker;
 
@@ -24,6 +25,8 @@ pub enum TransportError {
     Config(#[from] crate::config::ConfigError),
     #[error("blob store: {0}")]
     Store(String),
+    #[error("TLS connection to the broker failed: {0} (the broker's certificate must chain to broker.tls_ca_file or the system's roots and name the URL's host)")]
+    Tls(String),
 }
 
 /// Message `type` property of jobs, stage-to-stage hand-offs and results.
@@ -48,7 +51,13 @@ pub async fn connect(config: &Config) -> Result<Connection, TransportError> {
         .with_executor(tokio_executor_trait::Tokio::current())
         .with_reactor(tokio_reactor_trait::Tokio)
         .with_connection_name(format!("docpipe-{}", std::process::id()).into());
-    Ok(Connection::connect(&url, properties).await?)
+    let tls = tls::tls_config(&config.broker)?;
+    match Connection::connect_with_config(&url, properties, tls).await {
+        Ok(connection) => Ok(connection),
+        // Over amqps an I/O error at connection time is the handshake: say so.
+        Err(lapin::Error::IOError(e)) if url.starts_with("amqps://") => Err(TransportError::Tls(e.to_string())),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A channel in confirm mode: every publish waits for the broker's ack.

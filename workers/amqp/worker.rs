@@ -223,7 +223,8 @@ async fn handle(ctx: &Ctx, stage: &str, channel: &Channel, delivery: Delivery) {
             // the message and give the case system a result now, as for a stage that panicked.
             Err(payload) => {
                 let reason = format!("panic while handling the delivery: {}", crate::pool::panic_message(&*payload));
-                tracing::error!(error_kind = %ErrorKind::Panic, %reason, "to dead-letter queue");
+                // The reason (a panic message can quote text) goes to the result and headers, not the log.
+                tracing::error!(error_kind = %ErrorKind::Panic, "to dead-letter queue");
                 let result = read(&delivery).ok().map(|(job, result)| result.unwrap_or_else(|| JobResult::start(&job)));
                 give_up(ctx, channel, &delivery, stage, attempt, ErrorKind::Panic, &reason, result).await
             }
@@ -271,7 +272,8 @@ async fn process(ctx: &Ctx, stage: &str, channel: &Channel, delivery: &Delivery,
     let (job, result) = match read(delivery) {
         Ok(read) => read,
         Err(unreadable) => {
-            tracing::warn!(error_kind = %unreadable.kind, reason = %unreadable.reason, "unreadable message to dead-letter queue");
+            // A JSON error quotes the offending value, which may be document text: kind only.
+            tracing::warn!(error_kind = %unreadable.kind, "unreadable message to dead-letter queue");
             return give_up(ctx, channel, delivery, stage, attempt, unreadable.kind, &unreadable.reason, None).await;
         }
     };
@@ -281,7 +283,7 @@ async fn process(ctx: &Ctx, stage: &str, channel: &Channel, delivery: &Delivery,
     // with the reason and tell the case system.
     let deliveries = header_u32(delivery.properties.headers(), "x-delivery-count").unwrap_or(0);
     if let Some(Action::GiveUp { kind, reason }) = retry::over_delivery_limit(deliveries, ctx.runner.config().broker.delivery_limit) {
-        tracing::error!(error_kind = %kind, %reason, "to dead-letter queue");
+        tracing::error!(error_kind = %kind, "to dead-letter queue");
         let result = result.unwrap_or_else(|| JobResult::start(&job));
         return give_up(ctx, channel, delivery, stage, attempt, kind, &reason, Some(result)).await;
     }
@@ -336,7 +338,7 @@ async fn carry_out(
             retry(ctx, channel, delivery, stage, next_attempt, step).await
         }
         Action::GiveUp { kind, reason } => {
-            tracing::warn!(error_kind = %kind, %reason, "to dead-letter queue");
+            tracing::warn!(error_kind = %kind, "to dead-letter queue");
             give_up(ctx, channel, delivery, stage, attempt, kind, &reason, Some(result)).await
         }
     }
@@ -461,7 +463,8 @@ async fn load_handoff(ctx: &Ctx, delivery: &Delivery, job: &Job) -> Result<JobRe
 }
 
 async fn publish_result(ctx: &Ctx, channel: &Channel, delivery: &Delivery, mut result: JobResult) -> Result<(), TransportError> {
-    result.settle();
+    // Signed whole: the claim-check message below keeps the full result's signature.
+    ctx.runner.finish(&mut result);
     let mut body = serde_json::to_vec(&result).expect("result serializes");
     if body.len() as u64 > ctx.max_message {
         // Too large for the broker: the full result goes to the blob store, the message says where.

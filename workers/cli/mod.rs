@@ -2,6 +2,7 @@
 
 pub mod dlq;
 pub mod inputs;
+pub mod keys;
 pub mod models;
 pub mod process;
 pub mod resubmit;
@@ -9,6 +10,7 @@ pub mod results;
 pub mod serve;
 pub mod store;
 pub mod submit;
+pub mod verify;
 
 use std::path::PathBuf;
 
@@ -58,6 +60,11 @@ pub enum Command {
     Serve(serve::Args),
     /// Manage the analysts who may sign in to the review workspace, and their cases.
     Users(serve::UsersArgs),
+    /// Make the key pair that signs results and batch manifests.
+    Keys(keys::Args),
+    /// Check signed results offline: signatures, the batch manifest, and optionally the originals.
+    /// Exit status 1 when anything does not verify.
+    Verify(verify::Args),
 }
 
 #[derive(Debug, clap::Args)]

@@ -26,7 +26,8 @@ pub struct Args {
     /// Files and folders to process (folders are walked).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
-    /// Output directory: results.jsonl (one result per document) and unreadable.jsonl.
+    /// Output directory: results.jsonl (one result per document), its manifest
+    /// results.manifest.json, and unreadable.jsonl.
     #[arg(long)]
     pub out: PathBuf,
     /// Case id written into every result (default: defaults.case_id).
@@ -83,10 +84,17 @@ pub async fn process(config: Arc<Config>, catalog: StageCatalog, args: Args) -> 
     let mut sink = Sink::Jsonl { results: std::io::BufWriter::new(std::fs::File::create(&out_path)?), unreadable: skipped };
     let work = found.into_iter().map(Work::File).collect();
     let stages = config.stage_names();
+    let signer = crate::evidence::signer_from(&config)?;
     let mut tally = run_embedded(config, &catalog, &stages, &batch, work, &mut sink).await?;
     tally.unreadable += unreadable.len();
     sink.flush()?;
-    eprintln!("results in {}", out_path.display());
+    let manifest = crate::evidence::manifest::write_beside(&out_path, &batch.case_id, &batch.batch_id, true, signer.as_ref())?;
+    eprintln!(
+        "results in {}, manifest in {}{}",
+        out_path.display(),
+        manifest.display(),
+        if signer.is_some() { " (signed)" } else { " (not signed: no [signing] key_file)" }
+    );
     Ok(tally)
 }
 
@@ -241,7 +249,7 @@ async fn process_one(
             progress.line(&format!("  {stage:<11} {status:<11} {:>7.1} s  {name}", stage_started.elapsed().as_secs_f64()));
         }
     }
-    result.settle();
+    runner.finish(&mut result);
     progress.line(&format!("{:<23} {:>7.1} s  {name}", format!("{:?}", result.status).to_lowercase(), started.elapsed().as_secs_f64()));
     tracing::debug!(job_id = %job.job_id, sha256 = %job.document.sha256, status = ?result.status, children = children.len(), "document processed");
     (Ok(result), children)

@@ -22,7 +22,8 @@ pub struct Args {
     /// Batch id printed by `docpipe submit`.
     #[arg(long)]
     pub batch: String,
-    /// Directory for <batch>.jsonl (default: standard output).
+    /// Directory for <batch>.jsonl and its manifest <batch>.manifest.json (default: the results
+    /// on standard output, no manifest).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Results to wait for (default: batch_total from the results themselves).
@@ -54,11 +55,14 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
     let mut consumer = channel.basic_consume(&queue, "", BasicConsumeOptions::default(), FieldTable::default()).await?;
 
     let store = crate::blob::FileStore::new(config.blobs.dir.clone());
+    // Loaded before collecting: a bad key should stop us before results are taken off the queue.
+    let signer = crate::evidence::signer_from(config)?;
     let mut earlier = Vec::new();
-    let mut out: Box<dyn Write> = match &args.out {
-        Some(dir) => {
+    let out_path = args.out.as_ref().map(|dir| dir.join(format!("{}.jsonl", crate::amqp::routing_word(&args.batch))));
+    let mut case_id = None;
+    let mut out: Box<dyn Write> = match (&args.out, &out_path) {
+        (Some(dir), Some(path)) => {
             std::fs::create_dir_all(dir)?;
-            let path = dir.join(format!("{}.jsonl", crate::amqp::routing_word(&args.batch)));
             // Resuming after an interruption: results already written were acked and are gone
             // from the queue, so they count from the file.
             if let Ok(text) = std::fs::read_to_string(&path) {
@@ -66,7 +70,7 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
             }
             Box::new(std::io::BufWriter::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?))
         }
-        None => Box::new(std::io::stdout().lock()),
+        _ => Box::new(std::io::stdout().lock()),
     };
     let mut seen: HashSet<String> = HashSet::new();
     let mut expected = args.expect;
@@ -81,6 +85,7 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
         expected.is_some_and(|n| top_level >= n) && children.iter().all(|c| seen.contains(c))
     };
     for result in &earlier {
+        case_id.get_or_insert_with(|| result.case_id.clone());
         expected = expected.or(result.batch_total);
         record(result, &mut seen, &mut top_level, &mut children);
     }
@@ -98,12 +103,13 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
             Ok(result) => result,
             Err(e) => {
                 // Not a result: reject it (without requeue) rather than stall on it for ever.
-                eprintln!("skipping a message that is not a result: {e}");
+                eprintln!("skipping a message that is not a result: {}", crate::logging::json_error(&e));
                 delivery.acker.reject(lapin::options::BasicRejectOptions { requeue: false }).await?;
                 continue;
             }
         };
         expected = expected.or(result.batch_total);
+        case_id.get_or_insert_with(|| result.case_id.clone());
         // A redelivered job yields a second, equivalent result: keep the first.
         if !seen.contains(&result.idempotency_key) {
             record(&result, &mut seen, &mut top_level, &mut children);
@@ -131,6 +137,13 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
     }
     bar.finish_and_clear();
     let complete = complete(top_level, expected, &children, &seen);
+    drop(out);
+    if let Some(path) = &out_path {
+        // Rewritten after every run, so a resumed collection ends with the manifest of all of it.
+        let case_id = case_id.unwrap_or_default();
+        let manifest = crate::evidence::manifest::write_beside(path, &case_id, &args.batch, complete, signer.as_ref())?;
+        eprintln!("manifest in {}{}", manifest.display(), if signer.is_some() { " (signed)" } else { " (not signed: no [signing] key_file)" });
+    }
     let expected = expected.map(|n| n + children.len() as u64);
     if complete && !args.keep {
         channel.queue_delete(&queue, QueueDeleteOptions::default()).await?;

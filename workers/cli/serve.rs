@@ -26,6 +26,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<std::process::Ex
     let store = crate::store::open(&config.store).await.context("opening the results store")?;
     let state = AppState {
         page_limits: Arc::new(config.extract.clone()),
+        trusted: Arc::new(crate::evidence::trusted_from(config)?),
         // With --consume the workers do the work and results come back through the broker;
         // without, the workspace runs resubmitted documents itself.
         resubmit: Some(Arc::new(web::resubmit::Resubmitter::new(

@@ -134,7 +134,7 @@ pub async fn consume(
                 let delivery = delivery?;
                 let result = match serde_json::from_slice::<JobResult>(&delivery.data) {
                     Ok(result) => full_result(result, &blobs),
-                    Err(e) => Err(anyhow::anyhow!("not a result: {e}")),
+                    Err(e) => Err(anyhow::anyhow!("not a result: {}", crate::logging::json_error(&e))),
                 };
                 let result = match result {
                     Ok(result) => result,

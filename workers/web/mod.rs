@@ -34,6 +34,8 @@ pub struct AppState {
     pub page_limits: Arc<docpipe_models::extract::Limits>,
     /// Page images rendered at once.
     pub renders: Arc<tokio::sync::Semaphore>,
+    /// Public keys whose signatures the document page reports as valid.
+    pub trusted: Arc<crate::evidence::TrustedKeys>,
 }
 
 impl AppState {
@@ -46,6 +48,7 @@ impl AppState {
             resubmit: None,
             page_limits: Arc::default(),
             renders: Arc::new(tokio::sync::Semaphore::new(2)),
+            trusted: Arc::default(),
         }
     }
 }

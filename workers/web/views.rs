@@ -382,6 +382,8 @@ struct DocumentPage {
     children: Vec<(String, String)>,
     sha256: String,
     size: u64,
+    /// Checked against the trusted keys each time the page is shown.
+    signature: crate::evidence::SignatureCheck,
     view: DocumentView,
     audit: Vec<AuditEntry>,
 }
@@ -432,6 +434,7 @@ pub async fn document(State(state): State<AppState>, analyst: Analyst, Path(key)
         children: result.children.iter().map(|c| (format!("/documents/{}", c.job_id), c.path.clone())).collect(),
         sha256: result.document.sha256.clone(),
         size: result.document.size,
+        signature: crate::evidence::check_result(&result, &state.trusted),
         view: view(&result),
         audit,
     })

@@ -1,0 +1,156 @@
+//! A batch run at RUST_LOG=trace through the real binaries and the real RabbitMQ, with a broker
+//! account whose password only this test knows: neither the password nor any document sentence
+//! may appear in the logs, in plain text, as the decimal byte lists the AMQP client prints
+//! frames as, in hex, or base64 (jobs carry small documents inline, base64-encoded), nor in the
+//! results, nor in `--help`.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+fn docpipe(env: &[(&str, String)]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_docpipe"));
+    c.env("RUST_LOG", "trace");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let status = Command::new("rabbitmqctl").arg("-q").args(args).stdout(Stdio::null()).status().expect("rabbitmqctl");
+    assert!(status.success(), "rabbitmqctl {args:?}");
+}
+
+/// The forms a string takes in a dump: as it is, as decimal bytes ("84, 104, 101"), hex, base64.
+fn forms(needle: &str) -> Vec<String> {
+    let bytes = needle.as_bytes();
+    let decimal = bytes.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", ");
+    let decimal_tight = bytes.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(",");
+    vec![
+        needle.to_owned(),
+        decimal,
+        decimal_tight,
+        hex::encode(bytes),
+        hex::encode_upper(bytes),
+        base64::engine::general_purpose::STANDARD.encode(bytes).trim_end_matches('=').to_owned(),
+    ]
+}
+
+#[test]
+fn trace_logs_hold_no_password_and_no_document_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let user = format!("docpipe-trace-{}", &id[..8]);
+    let password = format!("pw-{}", &id[8..24]);
+    rabbitmqctl(&["add_user", &user, &password]);
+    rabbitmqctl(&["set_permissions", "-p", "/", &user, ".*", ".*", ".*"]);
+
+    let sentences = [
+        "Operation Nightjar moved seven crates through Gdansk on Tuesday night.",
+        "Груз прибыл в Одессу без сопроводительных документов.",
+    ];
+    let inputs = dir.path().join("in");
+    std::fs::create_dir_all(&inputs).unwrap();
+    std::fs::write(inputs.join("one.txt"), format!("{}\n", sentences[0])).unwrap();
+    std::fs::write(inputs.join("two.txt"), format!("{}\n", sentences[1])).unwrap();
+    let prefix = format!("t-trace-{}", &id[..8]);
+    let env = [
+        ("DOCPIPE_BROKER__URL", format!("amqp://{user}@127.0.0.1:5672/%2f")),
+        ("DOCPIPE_BROKER_PASSWORD", password.clone()),
+        ("DOCPIPE_BROKER__PREFIX", prefix.clone()),
+        ("DOCPIPE_BLOBS__DIR", dir.path().join("blobs").display().to_string()),
+    ];
+    let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+
+    let mut worker = docpipe(&env)
+        .args(["worker", "--stages", "extract,langid"])
+        .stdout(log("worker.out"))
+        .stderr(log("worker.log"))
+        .spawn()
+        .unwrap();
+    let submit = docpipe(&env)
+        .args(["submit", "--case", "c", "--batch", "trace", "--stages", "extract,langid"])
+        .arg(&inputs)
+        .stderr(log("submit.log"))
+        .output()
+        .unwrap();
+    assert!(submit.status.success(), "{}", std::fs::read_to_string(dir.path().join("submit.log")).unwrap_or_default());
+    let out = dir.path().join("out");
+    let results = docpipe(&env)
+        .args(["results", "--batch", "trace", "--idle-timeout", "180", "--out"])
+        .arg(&out)
+        .stderr(log("results.log"))
+        .output()
+        .unwrap();
+    stop(&mut worker);
+    assert!(results.status.success(), "{}", std::fs::read_to_string(dir.path().join("results.log")).unwrap_or_default());
+
+    let logs: String = ["worker.log", "submit.log", "results.log"]
+        .iter()
+        .map(|f| std::fs::read_to_string(dir.path().join(f)).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    // The run did log, at TRACE, as itself and as the AMQP client.
+    assert!(logs.contains("result published"), "{logs}");
+    assert!(logs.lines().count() > 10, "{logs}");
+    let written = std::fs::read_to_string(out.join("trace.jsonl")).unwrap();
+    assert!(written.contains(sentences[0]), "the results do hold the text");
+
+    for needle in [password.as_str(), sentences[0], sentences[1]] {
+        for form in forms(needle) {
+            assert!(!logs.contains(&form), "logs contain {needle:?} as {form:?}");
+        }
+    }
+    assert!(!written.contains(&password));
+
+    // Help output with the password in the environment.
+    for args in [&["--help"][..], &["worker", "--help"], &["submit", "--help"]] {
+        let help = docpipe(&env).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&help.stdout).into_owned() + &String::from_utf8_lossy(&help.stderr);
+        assert!(!text.contains(&password), "{args:?}: {text}");
+    }
+    // A refused login names the user, never the password.
+    let refused = docpipe(&[("DOCPIPE_BROKER_PASSWORD", format!("{password}x")), env[0].clone(), env[2].clone()]).arg("declare").output().unwrap();
+    assert!(!refused.status.success());
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(!text.contains(&password), "{text}");
+
+    rabbitmqctl(&["delete_user", &user]);
+    cleanup(&prefix);
+}
+
+/// SIGTERM, then wait for the worker's graceful stop.
+fn stop(worker: &mut std::process::Child) {
+    let _ = Command::new("kill").arg(worker.id().to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if worker.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = worker.kill();
+}
+
+/// Remove the test's queues and exchanges (as the guest account).
+fn cleanup(prefix: &str) {
+    let env = [("DOCPIPE_BROKER__PREFIX".to_owned(), prefix.to_owned())];
+    let config = docpipe::config::Config::from_toml("test", docpipe::config::EMBEDDED, env).unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let names = docpipe::amqp::topology::Names::new(&config);
+        let Ok(connection) = docpipe::amqp::connect(&config).await else { return };
+        let Ok(channel) = connection.create_channel().await else { return };
+        let mut queues: Vec<String> = config.stages.iter().map(|s| names.stage_queue(&s.name)).collect();
+        queues.extend((0..config.retry.backoff_ms.len()).map(|i| names.retry_queue(i)));
+        queues.extend([names.dead_queue(), names.results_queue()]);
+        for q in queues {
+            let _ = channel.queue_delete(&q, Default::default()).await;
+        }
+        for e in [names.jobs_exchange(), names.work_exchange(), names.retry_exchange(), names.dead_exchange(), names.results_exchange()] {
+            let _ = channel.exchange_delete(&e, Default::default()).await;
+        }
+        connection.close(200, "").await.ok();
+    });
+}

@@ -1,0 +1,147 @@
+//! RFC 8785 JSON Canonicalization Scheme (JCS): the one byte string a JSON value has, whatever
+//! the order of its members or the spelling of its numbers. Signatures and hashes are taken over
+//! it, so a result that passed through a database (which reorders keys and respells numbers)
+//! still verifies, and any JCS implementation (Python's `rfc8785`, Java, JavaScript) can check
+//! docpipe's signatures without docpipe.
+
+use serde_json::Value;
+
+/// The canonical bytes of `value`.
+///
+/// Parse the JSON text to get `value` (`serde_json::from_slice`), do not build it with
+/// `serde_json::to_value` from Rust structs: that widens `f32` fields to their `f64` expansion
+/// (0.93 becomes 0.9300000071525574), while the text, and every verifier reading it, has 0.93.
+pub fn canonical(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024);
+    write(value, &mut out);
+    out
+}
+
+fn write(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => write_number(n, out),
+        Value::String(s) => write_string(s, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write(item, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(members) => {
+            // Members sorted by their names' UTF-16 code units (RFC 8785 section 3.2.3), which
+            // differs from UTF-8 byte order only above U+FFFF against U+E000..U+FFFF.
+            let mut sorted: Vec<(&String, &Value)> = members.iter().collect();
+            sorted.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            out.push(b'{');
+            for (i, (name, member)) in sorted.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_string(name, out);
+                out.push(b':');
+                write(member, out);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// Numbers are IEEE doubles written as ECMAScript's Number.prototype.toString writes them.
+fn write_number(n: &serde_json::Number, out: &mut Vec<u8>) {
+    let x = n.as_f64().unwrap_or(0.0);
+    if x == 0.0 {
+        // Both zeros are "0".
+        out.push(b'0');
+        return;
+    }
+    let mut buffer = ryu_js::Buffer::new();
+    out.extend_from_slice(buffer.format_finite(x).as_bytes());
+}
+
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\u{8}' => out.extend_from_slice(b"\\b"),
+            '\u{c}' => out.extend_from_slice(b"\\f"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
+            c => {
+                let mut utf8 = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jcs(text: &str) -> String {
+        String::from_utf8(canonical(&serde_json::from_str(text).unwrap())).unwrap()
+    }
+
+    #[test]
+    fn rfc_8785_example() {
+        // Section 3.2.2 of the RFC: input and its canonical form.
+        let input = r#"{
+            "numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
+            "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/",
+            "literals": [null, true, false]
+        }"#;
+        assert_eq!(
+            jcs(input),
+            r#"{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#
+        );
+    }
+
+    #[test]
+    fn members_sort_by_utf16_code_units() {
+        // RFC 8785 section 3.2.3's sorting example: U+10000 (a surrogate pair, D800 DC00) sorts
+        // before U+FB33 in UTF-16 although it is after it in UTF-8.
+        let input = "{\"\u{20ac}\":\"Euro Sign\",\"\\r\":\"Carriage Return\",\"\u{fb33}\":\"Hebrew Letter Dalet With Dagesh\",\"1\":\"One\",\"\u{1f600}\":\"Emoji: Grinning Face\",\"\u{80}\":\"Control\",\"\u{f6}\":\"Latin Small Letter O With Diaeresis\"}";
+        let expected = "{\"\\r\":\"Carriage Return\",\"1\":\"One\",\"\u{80}\":\"Control\",\"\u{f6}\":\"Latin Small Letter O With Diaeresis\",\"\u{20ac}\":\"Euro Sign\",\"\u{1f600}\":\"Emoji: Grinning Face\",\"\u{fb33}\":\"Hebrew Letter Dalet With Dagesh\"}";
+        assert_eq!(jcs(input), expected);
+    }
+
+    #[test]
+    fn numbers_follow_ecmascript() {
+        // Values from RFC 8785 appendix B.
+        for (input, expected) in [
+            ("0", "0"),
+            ("-0", "0"),
+            ("1e21", "1e+21"),
+            ("1e20", "100000000000000000000"),
+            ("9007199254740992", "9007199254740992"),
+            ("295147905179352830000", "295147905179352830000"),
+            ("0.000001", "0.000001"),
+            ("0.0000001", "1e-7"),
+            ("4.35", "4.35"),
+            ("-5e-324", "-5e-324"),
+            ("1.7976931348623157e308", "1.7976931348623157e+308"),
+        ] {
+            assert_eq!(jcs(input), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn same_value_same_bytes_whatever_the_spelling() {
+        let a = jcs(r#"{"b": 1.0, "a": [0.5, "x\u0041"]}"#);
+        let b = jcs("{\"a\":[5e-1,\"xA\"],\"b\":1}");
+        assert_eq!(a, b);
+        assert_eq!(a, r#"{"a":[0.5,"xA"],"b":1}"#);
+    }
+}
