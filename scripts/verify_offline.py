@@ -6,7 +6,8 @@ convention README describes ("Verifying docpipe output"), for a receiving author
     python3 verify_offline.py results.jsonl signing.pub [more.pub ...]
 
 Each line of the results file is a JSON result whose `signature` member holds an Ed25519
-signature over the RFC 8785 canonical JSON of the result without that member. Prints one verdict
+signature over the SHA-256 digest of the RFC 8785 canonical JSON of the result without that
+member (scheme `ed25519-sha256-jcs`). Prints one verdict
 per line and exits 1 if any result fails. (The manifest and originals checks are docpipe
 verify's; this script is the signature check alone, written from the convention.)
 """
@@ -43,7 +44,7 @@ def main(results_path, key_paths):
             result = json.loads(line)
             signature = result.pop("signature", None)
             job = result.get("job_id", "?")
-            if signature is None or signature.get("scheme") != "ed25519-jcs":
+            if signature is None or signature.get("scheme") != "ed25519-sha256-jcs":
                 print(f"FAILED {job} line {number}: not signed")
                 failed += 1
                 continue
@@ -53,7 +54,8 @@ def main(results_path, key_paths):
                 failed += 1
                 continue
             try:
-                key.verify(base64.b64decode(signature["value"]), rfc8785.dumps(result))
+                digest = hashlib.sha256(rfc8785.dumps(result)).digest()
+                key.verify(base64.b64decode(signature["value"]), digest)
                 print(f"OK     {job}")
             except InvalidSignature:
                 print(f"FAILED {job} line {number}: signature does not match the content")

@@ -13,7 +13,8 @@ use crate::blob::{child_sha256, key_for, BlobStore};
 use crate::config::Config;
 use crate::pool::StagePool;
 use crate::error::{ErrorKind, StageError};
-use crate::evidence::{sign_result, Signer};
+use crate::evidence::signature::{digest_of_result, sign_result};
+use crate::evidence::Signer;
 use crate::retry::Attempted;
 use crate::schema::{
     Annotation, BatchSpec, ChildDocument, Content, DocumentRef, Job, JobResult, ParentRef, Provenance, StageReport,
@@ -88,10 +89,12 @@ impl Runner {
     }
 
     /// Settle the result's status and sign it: the last thing done to a result before it leaves.
-    pub fn finish(&self, result: &mut JobResult) {
+    /// Returns the result's digest (what a batch manifest records for it).
+    pub fn finish(&self, result: &mut JobResult) -> [u8; 32] {
         result.settle();
-        if let Some(signer) = &self.signer {
-            sign_result(result, signer);
+        match &self.signer {
+            Some(signer) => sign_result(result, signer),
+            None => digest_of_result(result),
         }
     }
 

@@ -218,9 +218,9 @@ pub struct JobResult {
     /// The job's `resubmission` count.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub resubmission: u32,
-    /// Set when the producing worker has a signing key: an Ed25519 signature over this whole
-    /// result (annotations included, this member left out) in RFC 8785 canonical JSON. A
-    /// claim-check message carries the signature of the full result it points to.
+    /// Set when the producing worker has a signing key: an Ed25519 signature over the digest of
+    /// this whole result (annotations included, this member left out) in RFC 8785 canonical JSON.
+    /// A claim-check message carries the signature of the full result it points to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<Signature>,
 }
@@ -229,8 +229,8 @@ pub struct JobResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Signature {
-    /// `ed25519-jcs`: Ed25519 (RFC 8032) over the RFC 8785 canonical JSON of the object without
-    /// its `signature` member.
+    /// `ed25519-sha256-jcs`: Ed25519 (RFC 8032) over the SHA-256 digest of the RFC 8785
+    /// canonical JSON of the object without its `signature` member.
     pub scheme: String,
     /// Lowercase hex sha256 of the signer's 32-byte public key.
     pub key_id: String,

@@ -15,6 +15,7 @@ use super::inputs::{self, Input};
 use crate::blob::{key_for, BlobStore, FileStore};
 use crate::config::Config;
 use crate::error::ErrorKind;
+use crate::evidence::manifest::{Entry, Manifest};
 use crate::retry::{self, Action};
 use crate::runner::{ChildJob, Outcome, Runner};
 use crate::schema::{BatchSpec, Content, DocumentRef, Job, JobResult, JobStatus};
@@ -81,14 +82,20 @@ pub async fn process(config: Arc<Config>, catalog: StageCatalog, args: Args) -> 
     };
     tracing::info!(documents = found.len(), unreadable = unreadable.len(), batch_id = %batch.batch_id, "processing");
     let out_path = args.out.join("results.jsonl");
-    let mut sink = Sink::Jsonl { results: std::io::BufWriter::new(std::fs::File::create(&out_path)?), unreadable: skipped };
+    let mut sink = Sink::Jsonl {
+        results: std::io::BufWriter::new(std::fs::File::create(&out_path)?),
+        unreadable: skipped,
+        entries: Vec::new(),
+    };
     let work = found.into_iter().map(Work::File).collect();
     let stages = config.stage_names();
     let signer = crate::evidence::signer_from(&config)?;
     let mut tally = run_embedded(config, &catalog, &stages, &batch, work, &mut sink).await?;
     tally.unreadable += unreadable.len();
     sink.flush()?;
-    let manifest = crate::evidence::manifest::write_beside(&out_path, &batch.case_id, &batch.batch_id, true, signer.as_ref())?;
+    let Sink::Jsonl { entries, .. } = sink else { unreachable!("the JSON lines sink") };
+    let manifest = crate::evidence::manifest::path_beside(&out_path);
+    Manifest::build(&batch.case_id, &batch.batch_id, true, entries, signer.as_ref()).write(&manifest)?;
     eprintln!(
         "results in {}, manifest in {}{}",
         out_path.display(),
@@ -100,18 +107,20 @@ pub async fn process(config: Arc<Config>, catalog: StageCatalog, args: Args) -> 
 
 /// Where the embedded mode puts what it made.
 pub enum Sink<'a> {
-    /// JSON lines files (`docpipe process --out`).
-    Jsonl { results: std::io::BufWriter<std::fs::File>, unreadable: std::fs::File },
+    /// JSON lines files (`docpipe process --out`), and the manifest's entries for what was written.
+    Jsonl { results: std::io::BufWriter<std::fs::File>, unreadable: std::fs::File, entries: Vec<Entry> },
     /// Straight into the results store, one commit per result (`docpipe resubmit`).
     Store(&'a dyn ResultStore),
 }
 
 impl Sink<'_> {
-    async fn result(&mut self, result: &JobResult) -> anyhow::Result<()> {
+    /// Write one finished result; `digest` is what `Runner::finish` returned for it.
+    async fn result(&mut self, result: &JobResult, digest: &[u8; 32]) -> anyhow::Result<()> {
         match self {
-            Sink::Jsonl { results, .. } => {
+            Sink::Jsonl { results, entries, .. } => {
                 serde_json::to_writer(&mut *results, result)?;
                 results.write_all(b"\n")?;
+                entries.push(Entry::of_result(result, digest));
             }
             Sink::Store(store) => {
                 store.ingest(result).await?;
@@ -176,13 +185,13 @@ pub async fn run_embedded(
             pending.push_back(Work::Job(Box::new(job)));
         }
         match outcome {
-            Ok(result) => {
+            Ok((result, digest)) => {
                 match result.status {
                     JobStatus::Complete => tally.complete += 1,
                     JobStatus::Partial => tally.partial += 1,
                     JobStatus::Failed => tally.failed += 1,
                 }
-                sink.result(&result).await?;
+                sink.result(&result, &digest).await?;
             }
             Err(u) => {
                 progress.line(&format!("unreadable: {}: {}", inputs::printable(&u.path.display().to_string()), u.reason));
@@ -202,7 +211,7 @@ async fn process_one(
     batch: &BatchSpec,
     progress: &inputs::Progress,
     work: Work,
-) -> (Result<JobResult, inputs::Unreadable>, Vec<ChildJob>) {
+) -> (Result<(JobResult, [u8; 32]), inputs::Unreadable>, Vec<ChildJob>) {
     let started = Instant::now();
     let job = match work {
         Work::Job(job) => *job,
@@ -249,10 +258,10 @@ async fn process_one(
             progress.line(&format!("  {stage:<11} {status:<11} {:>7.1} s  {name}", stage_started.elapsed().as_secs_f64()));
         }
     }
-    runner.finish(&mut result);
+    let digest = runner.finish(&mut result);
     progress.line(&format!("{:<23} {:>7.1} s  {name}", format!("{:?}", result.status).to_lowercase(), started.elapsed().as_secs_f64()));
     tracing::debug!(job_id = %job.job_id, sha256 = %job.document.sha256, status = ?result.status, children = children.len(), "document processed");
-    (Ok(result), children)
+    (Ok((result, digest)), children)
 }
 
 /// In-process retries follow the broker's decision and back-off schedule, with a sleep for the

@@ -35,54 +35,91 @@ fn write(value: &Value, out: &mut Vec<u8>) {
             out.push(b']');
         }
         Value::Object(members) => {
-            // Members sorted by their names' UTF-16 code units (RFC 8785 section 3.2.3), which
-            // differs from UTF-8 byte order only above U+FFFF against U+E000..U+FFFF.
-            let mut sorted: Vec<(&String, &Value)> = members.iter().collect();
-            sorted.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            let names: Vec<&str> = members.keys().map(String::as_str).collect();
+            let values: Vec<&Value> = members.values().collect();
             out.push(b'{');
-            for (i, (name, member)) in sorted.into_iter().enumerate() {
-                if i > 0 {
+            for (n, i) in order(&names).into_iter().enumerate() {
+                if n > 0 {
                     out.push(b',');
                 }
-                write_string(name, out);
+                write_string(names[i], out);
                 out.push(b':');
-                write(member, out);
+                write(values[i], out);
             }
             out.push(b'}');
         }
     }
 }
 
+/// Write an object whose members' values are already canonical bytes.
+pub(super) fn write_members_sorted<'a>(members: impl Iterator<Item = (&'a str, &'a [u8])>, out: &mut Vec<u8>) {
+    let members: Vec<(&str, &[u8])> = members.collect();
+    let names: Vec<&str> = members.iter().map(|m| m.0).collect();
+    out.push(b'{');
+    for (n, i) in order(&names).into_iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        write_string(members[i].0, out);
+        out.push(b':');
+        out.extend_from_slice(members[i].1);
+    }
+    out.push(b'}');
+}
+
+/// The order members are written in: by their names' UTF-16 code units (RFC 8785 section
+/// 3.2.3). That is UTF-8 byte order unless a name holds characters from U+E000 up, and names
+/// usually come in byte order already (serde_json's map, sorted struct fields): sort only if not.
+fn order(names: &[&str]) -> Vec<usize> {
+    let in_order = names.windows(2).all(|w| w[0].as_bytes() < w[1].as_bytes())
+        && !names.iter().any(|k| k.chars().any(|c| c >= '\u{e000}'));
+    let mut order: Vec<usize> = (0..names.len()).collect();
+    if !in_order {
+        order.sort_by(|&a, &b| names[a].encode_utf16().cmp(names[b].encode_utf16()));
+    }
+    order
+}
+
 /// Numbers are IEEE doubles written as ECMAScript's Number.prototype.toString writes them.
 fn write_number(n: &serde_json::Number, out: &mut Vec<u8>) {
-    let x = n.as_f64().unwrap_or(0.0);
+    write_f64(n.as_f64().unwrap_or(0.0), out);
+}
+
+pub(super) fn write_f64(x: f64, out: &mut Vec<u8>) {
     if x == 0.0 {
         // Both zeros are "0".
         out.push(b'0');
         return;
     }
-    let mut buffer = ryu_js::Buffer::new();
-    out.extend_from_slice(buffer.format_finite(x).as_bytes());
+    out.extend_from_slice(ryu_js::Buffer::new().format_finite(x).as_bytes());
 }
 
-fn write_string(s: &str, out: &mut Vec<u8>) {
+pub(super) fn write_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
-    for c in s.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\u{8}' => out.extend_from_slice(b"\\b"),
-            '\u{c}' => out.extend_from_slice(b"\\f"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
-            c => {
-                let mut utf8 = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
-            }
+    // Copy runs that need no escape whole; only `"`, `\` and controls below U+0020 are escaped.
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[run..i]);
+        if escaped.is_empty() {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(escaped);
         }
+        run = i + 1;
     }
+    out.extend_from_slice(&bytes[run..]);
     out.push(b'"');
 }
 

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::canonical::canonical;
 use super::keys::Signer;
-use super::signature::{content_sha256, sign_value};
+use super::signature::{digest_of_value, sign_value};
 use super::EvidenceError;
 use crate::schema::Signature;
 
@@ -42,18 +42,24 @@ pub struct Entry {
     pub job_id: String,
     /// sha256 of the document the job read.
     pub input_sha256: String,
-    /// sha256 of the result's RFC 8785 canonical JSON, its signature included.
+    /// The result's digest: sha256 of its RFC 8785 canonical JSON without its signature (what the
+    /// signature signs).
     pub result_sha256: String,
 }
 
 impl Entry {
+    /// The entry for a result about to be written, whose digest is known.
+    pub fn of_result(result: &crate::schema::JobResult, digest: &[u8; 32]) -> Self {
+        Self { job_id: result.job_id.to_string(), input_sha256: result.document.sha256.clone(), result_sha256: hex::encode(digest) }
+    }
+
     /// The entry for one result (parsed from its JSON text); `None` when it lacks a job id or
     /// document hash.
     pub fn of(result: &Value) -> Option<Self> {
         Some(Self {
             job_id: result.get("job_id")?.as_str()?.to_owned(),
             input_sha256: result.get("document")?.get("sha256")?.as_str()?.to_owned(),
-            result_sha256: content_sha256(result),
+            result_sha256: hex::encode(digest_of_value(result)),
         })
     }
 }

@@ -3,6 +3,7 @@
 //! original files. See README, "Verifying docpipe output".
 
 pub mod canonical;
+pub mod jcs_serializer;
 pub mod keys;
 pub mod manifest;
 pub mod signature;

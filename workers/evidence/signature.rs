@@ -1,6 +1,8 @@
-//! Signing and checking JSON objects (results, manifests): an Ed25519 signature (RFC 8032) over
-//! the RFC 8785 canonical form of the object without its `signature` member, carried in that
-//! member. The object can be re-serialized, stored and reloaded; the signature still holds.
+//! Signing and checking JSON objects (results, manifests). The object's digest is the sha256 of
+//! its RFC 8785 canonical form without its `signature` member; the signature is Ed25519
+//! (RFC 8032) over that digest, carried in the `signature` member. The object can be
+//! re-serialized, stored and reloaded; the signature still holds. The same digest is what a batch
+//! manifest records for a result, so one canonical form per result serves both.
 
 use base64::Engine as _;
 use ed25519_dalek::Verifier as _;
@@ -8,11 +10,12 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::canonical::canonical;
+use super::jcs_serializer::to_canonical;
 use super::keys::{Signer, TrustedKeys};
 use crate::schema::{JobResult, Signature};
 
-/// The `scheme` docpipe writes: Ed25519 over RFC 8785 (JCS) canonical JSON.
-pub const SCHEME: &str = "ed25519-jcs";
+/// The `scheme` docpipe writes: Ed25519 over the SHA-256 digest of the RFC 8785 (JCS) form.
+pub const SCHEME: &str = "ed25519-sha256-jcs";
 
 /// The member that holds the signature and is left out of what is signed.
 const MEMBER: &str = "signature";
@@ -69,31 +72,64 @@ pub fn short(key_id: &str) -> &str {
 
 /// Sign a JSON object (its `signature` member, if any, is not part of what is signed).
 pub fn sign_value(value: &Value, signer: &Signer) -> Signature {
-    let message = signed_bytes(value);
+    signature_over(&digest_of_value(value), signer)
+}
+
+/// Sign a result in place; returns its digest. The signature covers everything in it: document
+/// sha256, stage reports, every annotation with its provenance and model weights hashes, children.
+pub fn sign_result(result: &mut JobResult, signer: &Signer) -> [u8; 32] {
+    result.signature = None;
+    let digest = digest_of_result(result);
+    result.signature = Some(signature_over(&digest, signer));
+    digest
+}
+
+/// The digest of a result: sha256 of its canonical form without its signature.
+pub fn digest_of_result(result: &mut JobResult) -> [u8; 32] {
+    let signature = result.signature.take();
+    let digest = Sha256::digest(to_canonical(&*result).expect("a result serializes")).into();
+    result.signature = signature;
+    digest
+}
+
+/// The digest of a JSON object parsed from its text (what a verifier has).
+pub fn digest_of_value(value: &Value) -> [u8; 32] {
+    let bytes = match value {
+        Value::Object(members) if members.contains_key(MEMBER) => {
+            let mut unsigned = members.clone();
+            unsigned.remove(MEMBER);
+            canonical(&Value::Object(unsigned))
+        }
+        _ => canonical(value),
+    };
+    Sha256::digest(bytes).into()
+}
+
+fn signature_over(digest: &[u8; 32], signer: &Signer) -> Signature {
     Signature {
         scheme: SCHEME.to_owned(),
         key_id: signer.id().to_owned(),
-        value: base64::engine::general_purpose::STANDARD.encode(signer.sign(&message).to_bytes()),
+        value: base64::engine::general_purpose::STANDARD.encode(signer.sign(digest).to_bytes()),
     }
-}
-
-/// Sign a result in place. The signature covers everything in it: document sha256, stage
-/// reports, every annotation with its provenance and model weights hashes, children.
-pub fn sign_result(result: &mut JobResult, signer: &Signer) {
-    result.signature = None;
-    // Through the text, as a verifier will read it (see `canonical`).
-    let text = serde_json::to_vec(result).expect("result serializes");
-    let value: Value = serde_json::from_slice(&text).expect("own JSON parses");
-    result.signature = Some(sign_value(&value, signer));
 }
 
 /// Check the signature a JSON object carries against `trusted`.
 pub fn check_value(value: &Value, trusted: &TrustedKeys) -> SignatureCheck {
     let Some(member) = value.get(MEMBER) else { return SignatureCheck::Unsigned };
-    let signature: Signature = match serde_json::from_value(member.clone()) {
-        Ok(s) => s,
-        Err(e) => return SignatureCheck::Malformed(e.to_string()),
-    };
+    match serde_json::from_value::<Signature>(member.clone()) {
+        Ok(signature) => check(&signature, &digest_of_value(value), trusted),
+        Err(e) => SignatureCheck::Malformed(e.to_string()),
+    }
+}
+
+/// Check a result the store handed back, as a verifier would check its JSON text.
+pub fn check_result(result: &JobResult, trusted: &TrustedKeys) -> SignatureCheck {
+    let Some(signature) = &result.signature else { return SignatureCheck::Unsigned };
+    let mut unsigned = result.clone();
+    check(signature, &digest_of_result(&mut unsigned), trusted)
+}
+
+fn check(signature: &Signature, digest: &[u8; 32], trusted: &TrustedKeys) -> SignatureCheck {
     if signature.scheme != SCHEME {
         return SignatureCheck::Malformed(format!("scheme `{}` (this docpipe checks `{SCHEME}`)", signature.scheme));
     }
@@ -105,35 +141,12 @@ pub fn check_value(value: &Value, trusted: &TrustedKeys) -> SignatureCheck {
         return SignatureCheck::Malformed(format!("value is {} bytes, not 64", bytes.len()));
     };
     let Some(key) = trusted.get(&signature.key_id) else {
-        return SignatureCheck::UnknownKey { key_id: signature.key_id };
+        return SignatureCheck::UnknownKey { key_id: signature.key_id.clone() };
     };
-    match key.verify(&signed_bytes(value), &ed25519_dalek::Signature::from_bytes(&raw)) {
-        Ok(()) => SignatureCheck::Valid { key_id: signature.key_id },
-        Err(_) => SignatureCheck::Mismatch { key_id: signature.key_id },
+    match key.verify(digest, &ed25519_dalek::Signature::from_bytes(&raw)) {
+        Ok(()) => SignatureCheck::Valid { key_id: signature.key_id.clone() },
+        Err(_) => SignatureCheck::Mismatch { key_id: signature.key_id.clone() },
     }
-}
-
-/// Check a result the store handed back: through its JSON text, as a verifier reads it.
-pub fn check_result(result: &JobResult, trusted: &TrustedKeys) -> SignatureCheck {
-    let text = serde_json::to_vec(result).expect("result serializes");
-    check_value(&serde_json::from_slice(&text).expect("own JSON parses"), trusted)
-}
-
-/// Canonical bytes of the object without its signature member.
-fn signed_bytes(value: &Value) -> Vec<u8> {
-    match value {
-        Value::Object(members) if members.contains_key(MEMBER) => {
-            let mut unsigned = members.clone();
-            unsigned.remove(MEMBER);
-            canonical(&Value::Object(unsigned))
-        }
-        _ => canonical(value),
-    }
-}
-
-/// The hash a manifest records for a result: sha256 of its canonical form, signature included.
-pub fn content_sha256(value: &Value) -> String {
-    hex::encode(Sha256::digest(canonical(value)))
 }
 
 #[cfg(test)]
