@@ -468,7 +468,11 @@ async fn batches_whose_ids_differ_only_in_punctuation_keep_their_own_results() {
         assert_eq!(result.batch_id, batch);
         assert_eq!(result.document.size, text.len() as u64);
     }
-    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2);
+    // Two results files, each with its manifest.
+    let mut names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert_eq!(names.iter().filter(|n| n.ends_with(".manifest.json")).count(), 2, "{names:?}");
     common::finish(&config, stop, worker).await;
 }
 

@@ -374,42 +374,22 @@ impl Config {
         self.stages.iter().filter(|s| !s.optional).map(|s| s.name.clone()).collect()
     }
 
-    /// The broker URL with the password from the environment or the password file.
-    pub fn broker_url(&self) -> Result<String, ConfigError> {
-        let password = match std::env::var("DOCPIPE_BROKER_PASSWORD") {
-            Ok(p) => Some(p),
-            Err(_) => match &self.broker.password_file {
-                Some(path) => Some(
-                    std::fs::read_to_string(path)
-                        .map_err(|source| ConfigError::Password { path: path.clone(), source })?
-                        .trim_end_matches(['\r', '\n'])
-                        .to_owned(),
-                ),
-                None => None,
-            },
-        };
-        Ok(match password {
-            Some(password) => with_password(&self.broker.url, &password),
-            // RabbitMQ's built-in guest account, which it only admits from localhost.
-            None if self.broker.url.contains("://guest@") => with_password(&self.broker.url, "guest"),
-            None => self.broker.url.clone(),
-        })
+    /// The broker password from the environment or the password file, if either is set. It is
+    /// handed to the AMQP client as it is, never written into a URL (URL errors quote the URL).
+    pub fn broker_password(&self) -> Result<Option<String>, ConfigError> {
+        if let Ok(password) = std::env::var("DOCPIPE_BROKER_PASSWORD") {
+            return Ok(Some(password));
+        }
+        match &self.broker.password_file {
+            Some(path) => Ok(Some(
+                std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Password { path: path.clone(), source })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            )),
+            None => Ok(None),
+        }
     }
-}
-
-/// Put `password` after the user name in an AMQP URL, percent-encoding what needs it.
-fn with_password(url: &str, password: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let Some((user, host)) = rest.split_once('@') else { return url.to_owned() };
-    let user = user.split(':').next().unwrap_or(user);
-    let encoded: String = password
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    format!("{scheme}://{user}:{encoded}@{host}")
 }
 
 /// `DOCPIPE_BROKER__PREFETCH=8` sets `broker.prefetch`. Values parse as TOML, else as a string.
@@ -494,8 +474,4 @@ mod tests {
         assert!(err.contains("threads"), "{err}");
     }
 
-    #[test]
-    fn password_is_spliced_into_url() {
-        assert_eq!(with_password("amqp://bob@h:5672/%2f", "p@ss w"), "amqp://bob:p%40ss%20w@h:5672/%2f");
-    }
 }

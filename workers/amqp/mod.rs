@@ -9,6 +9,7 @@ use std::time::Duration;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 use crate::config::Config;
@@ -25,6 +26,8 @@ pub enum TransportError {
     Config(#[from] crate::config::ConfigError),
     #[error("blob store: {0}")]
     Store(String),
+    #[error("broker.url: {0}")]
+    Url(String),
     #[error("TLS connection to the broker failed: {0} (the broker's certificate must chain to broker.tls_ca_file or the system's roots and name the URL's host)")]
     Tls(String),
 }
@@ -46,16 +49,22 @@ pub const H_REASON: &str = "x-docpipe-reason";
 pub const H_DEAD_AT: &str = "x-docpipe-dead-lettered-at";
 
 pub async fn connect(config: &Config) -> Result<Connection, TransportError> {
-    let url = config.broker_url()?;
+    // Parsed before the password is added, so a parse error quoting the URL cannot quote it.
+    let mut uri: AMQPUri = config.broker.url.parse().map_err(TransportError::Url)?;
+    // Without a password: the URL's own, else RabbitMQ's `guest` (admitted from localhost only).
+    if let Some(password) = config.broker_password()? {
+        uri.authority.userinfo.password = password;
+    }
+    let tls_scheme = uri.scheme == AMQPScheme::AMQPS;
     let properties = ConnectionProperties::default()
         .with_executor(tokio_executor_trait::Tokio::current())
         .with_reactor(tokio_reactor_trait::Tokio)
         .with_connection_name(format!("docpipe-{}", std::process::id()).into());
     let tls = tls::tls_config(&config.broker)?;
-    match Connection::connect_with_config(&url, properties, tls).await {
+    match Connection::connect_uri_with_config(uri, properties, tls).await {
         Ok(connection) => Ok(connection),
         // Over amqps an I/O error at connection time is the handshake: say so.
-        Err(lapin::Error::IOError(e)) if url.starts_with("amqps://") => Err(TransportError::Tls(e.to_string())),
+        Err(lapin::Error::IOError(e)) if tls_scheme => Err(TransportError::Tls(e.to_string())),
         Err(e) => Err(e.into()),
     }
 }
