@@ -111,7 +111,7 @@ fn amqps_verifies_the_broker_presents_a_client_certificate_and_refuses_a_wrong_c
         connection.close(200, "").await.ok();
 
         // A CA that did not sign the broker's certificate: refused, and said so.
-        let err = connect(&config(&url, &certs.join("other-ca.pem"), Some((&client.0, &client.1)))).await.err().expect("wrong CA refused");
+        let err = connect(&config(&url, &certs.join("other-ca.pem"), Some((&client.0, &client.1)))).await.expect_err("wrong CA refused");
         assert!(matches!(err, TransportError::Tls(_)), "{err}");
         let message = err.to_string();
         assert!(message.contains("certificate") && message.contains("tls_ca_file"), "{message}");
@@ -122,7 +122,7 @@ fn amqps_verifies_the_broker_presents_a_client_certificate_and_refuses_a_wrong_c
         // A key that is not PKCS#8 is refused with advice, and the key is not quoted.
         let rsa = certs.join("client-rsa.key");
         openssl(certs, &["pkey", "-in", "client.key", "-traditional", "-out", "client-rsa.key"]);
-        let err = connect(&config(&url, &certs.join("ca.pem"), Some((&client.0, &rsa)))).await.err().expect("traditional key refused");
+        let err = connect(&config(&url, &certs.join("ca.pem"), Some((&client.0, &rsa)))).await.expect_err("traditional key refused");
         let message = err.to_string();
         assert!(message.contains("PKCS#8"), "{message}");
         let key_text = std::fs::read_to_string(&rsa).unwrap();

@@ -65,7 +65,7 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
             std::fs::create_dir_all(dir)?;
             // Resuming after an interruption: results already written were acked and are gone
             // from the queue, so they count from the file.
-            if let Ok(text) = std::fs::read_to_string(&path) {
+            if let Ok(text) = std::fs::read_to_string(path) {
                 earlier = text.lines().filter_map(|l| serde_json::from_str::<JobResult>(l).ok()).collect();
             }
             Box::new(std::io::BufWriter::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?))
