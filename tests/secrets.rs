@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
+mod common;
+
 fn docpipe(env: &[(&str, String)]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_docpipe"));
     c.env("RUST_LOG", "trace");
@@ -138,19 +140,5 @@ fn stop(worker: &mut std::process::Child) {
 fn cleanup(prefix: &str) {
     let env = [("DOCPIPE_BROKER__PREFIX".to_owned(), prefix.to_owned())];
     let config = docpipe::config::Config::from_toml("test", docpipe::config::EMBEDDED, env).unwrap();
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let names = docpipe::amqp::topology::Names::new(&config);
-        let Ok(connection) = docpipe::amqp::connect(&config).await else { return };
-        let Ok(channel) = connection.create_channel().await else { return };
-        let mut queues: Vec<String> = config.stages.iter().map(|s| names.stage_queue(&s.name)).collect();
-        queues.extend((0..config.retry.backoff_ms.len()).map(|i| names.retry_queue(i)));
-        queues.extend([names.dead_queue(), names.results_queue()]);
-        for q in queues {
-            let _ = channel.queue_delete(&q, Default::default()).await;
-        }
-        for e in [names.jobs_exchange(), names.work_exchange(), names.retry_exchange(), names.dead_exchange(), names.results_exchange()] {
-            let _ = channel.exchange_delete(&e, Default::default()).await;
-        }
-        connection.close(200, "").await.ok();
-    });
+    tokio::runtime::Runtime::new().unwrap().block_on(common::cleanup(&config));
 }
