@@ -92,7 +92,14 @@ fn main() {
     let manifest_text = serde_json::to_string(&manifest).unwrap();
     let manifesting = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let report = verify(Inputs { results: &jsonl, manifest: Some(&manifest_text), trusted: &trusted, originals: None });
+    let report = verify(Inputs {
+        results: &jsonl,
+        manifest: Some(&manifest_text),
+        trusted: &trusted,
+        originals: None,
+        without_manifest: false,
+        incomplete: false,
+    });
     let verifying = started.elapsed().as_secs_f64();
     // Children are not listed by parents here (ids were rewritten): count signatures only.
     assert!(report.documents.iter().all(|d| d.signature.is_valid()));

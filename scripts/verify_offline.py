@@ -27,6 +27,30 @@ def key_id(key):
     return hashlib.sha256(raw).hexdigest()
 
 
+def unique_members(pairs):
+    """RFC 8785 needs I-JSON: a member named twice is refused (json.loads would keep the last)."""
+    names = [name for name, _ in pairs]
+    if len(names) != len(set(names)):
+        raise ValueError("an object names a member twice")
+    return dict(pairs)
+
+
+def check(result, keys):
+    """None when the result's signature verifies, else why not."""
+    signature = result.pop("signature", None)
+    if not isinstance(signature, dict) or signature.get("scheme") != "ed25519-sha256-jcs":
+        return "not signed"
+    key = keys.get(signature.get("key_id"))
+    if key is None:
+        return f"unknown key {str(signature.get('key_id'))[:16]!r}"
+    digest = hashlib.sha256(rfc8785.dumps(result)).digest()
+    try:
+        key.verify(base64.b64decode(signature["value"], validate=True), digest)
+    except InvalidSignature:
+        return "signature does not match the content"
+    return None
+
+
 def main(results_path, key_paths):
     keys = {}
     for path in key_paths:
@@ -41,25 +65,12 @@ def main(results_path, key_paths):
         for number, line in enumerate(f.read().split(b"\n"), start=1):
             if not line.strip():
                 continue
-            result = json.loads(line)
-            signature = result.pop("signature", None)
-            job = result.get("job_id", "?")
-            if signature is None or signature.get("scheme") != "ed25519-sha256-jcs":
-                print(f"FAILED {job} line {number}: not signed")
-                failed += 1
-                continue
-            key = keys.get(signature["key_id"])
-            if key is None:
-                print(f"FAILED {job} line {number}: unknown key {signature['key_id'][:16]}")
-                failed += 1
-                continue
             try:
-                digest = hashlib.sha256(rfc8785.dumps(result)).digest()
-                key.verify(base64.b64decode(signature["value"]), digest)
-                print(f"OK     {job}")
-            except InvalidSignature:
-                print(f"FAILED {job} line {number}: signature does not match the content")
-                failed += 1
+                verdict = check(json.loads(line, object_pairs_hook=unique_members), keys)
+            except Exception as e:  # a line that is not a result gets a verdict, not a crash
+                verdict = f"unreadable ({type(e).__name__}: {e})"
+            print(f"{'OK    ' if verdict is None else 'FAILED'} line {number}" + ("" if verdict is None else f": {verdict}"))
+            failed += verdict is not None
     return 1 if failed else 0
 
 

@@ -393,6 +393,8 @@ async fn oversized_hand_offs_and_results_travel_by_claim_check() {
         manifest: Some(&manifest),
         trusted: &trusted,
         originals: Some(&inputs),
+        without_manifest: false,
+        incomplete: false,
     });
     assert!(report.ok(), "{report:?}");
     assert!(report.documents[0].checked.contains(&"original"), "{report:?}");

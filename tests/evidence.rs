@@ -58,7 +58,9 @@ fn process(batch: &Batch, key: &Path) -> Output {
     docpipe()
         .args(["process", "--stages", "extract,langid", "--case", "evidence", "--batch", "b1", "--out"])
         .arg(batch.out())
+        // A folder and a folder inside it: the file in both is one job, once.
         .arg(batch.originals())
+        .arg(batch.originals().join("sub"))
         .env("DOCPIPE_SIGNING__KEY_FILE", key)
         .env("DOCPIPE_BLOBS__DIR", batch.dir.path().join("blobs"))
         .output()
@@ -167,6 +169,46 @@ fn verify_passes_an_untouched_batch_and_names_each_kind_of_tampering() {
     assert!(!ok);
     assert!(out.contains("not in the manifest"), "{out}");
 
+    // No manifest beside the results: refused unless asked for signatures only.
+    let alone = batch.dir.path().join("alone.jsonl");
+    std::fs::write(&alone, &results).unwrap();
+    let output = docpipe().arg("verify").arg(&alone).arg("--keys").arg(batch.keys()).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("FAILED   no manifest"), "{}", String::from_utf8_lossy(&output.stdout));
+    let output = docpipe().arg("verify").arg(&alone).arg("--keys").arg(batch.keys()).arg("--no-manifest").output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    // An empty results file proves nothing.
+    let (ok, out) = verify(&batch, "", None, &[]);
+    assert!(!ok && out.contains("no results to verify"), "{out}");
+
+    // A member named twice: serde_json would keep the last, another reader the first.
+    let twice: Vec<String> =
+        lines(&results).into_iter().map(|l| if l.contains("Marseille") { l.replacen("{", "{\"status\":\"failed\",", 1) } else { l }).collect();
+    let (ok, out) = verify(&batch, &(twice.join("\n") + "\n"), None, &[]);
+    assert!(!ok && out.contains("names a member twice"), "{out}");
+
+    // A key id that is not hex (multi-byte characters around the cut) is malformed, not a crash.
+    let odd: Vec<String> = lines(&results)
+        .into_iter()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(&l).unwrap();
+            v["signature"]["key_id"] = serde_json::Value::String("ééééééééééééééééé\u{1b}[2J".into());
+            v.to_string()
+        })
+        .collect();
+    let (ok, out) = verify(&batch, &(odd.join("\n") + "\n"), None, &[]);
+    assert!(!ok && out.contains("key_id is not 64 lowercase hex digits") && !out.contains('\u{1b}'), "{out}");
+
+    // An earlier manifest, written before the batch was complete, with a result not yet in.
+    let signer = Signer::load(&batch.keys().join("signing.key")).unwrap();
+    let so_far: Vec<String> = lines(&results).into_iter().filter(|l| !l.contains("Marseille")).collect();
+    let entries = so_far.iter().filter_map(|l| docpipe::evidence::manifest::Entry::of(&serde_json::from_str(l).unwrap()));
+    let early = serde_json::to_string(&docpipe::evidence::manifest::Manifest::build("evidence", "b1", false, entries, Some(&signer))).unwrap();
+    let (ok, out) = verify(&batch, &(so_far.join("\n") + "\n"), Some(&early), &[]);
+    assert!(!ok && out.contains("written before the batch was complete"), "{out}");
+    let (ok, out) = verify(&batch, &(so_far.join("\n") + "\n"), Some(&early), &["--allow-incomplete"]);
+    assert!(ok, "{out}");
+
     // The manifest edited to match an edited result: its own signature fails.
     let mut manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(batch.out().join("results.manifest.json")).unwrap()).unwrap();
     manifest["documents"].as_array_mut().unwrap().pop();
@@ -194,7 +236,7 @@ fn rotated_keys_verify_side_by_side_and_an_exposed_key_is_refused() {
     std::fs::create_dir_all(&first_dir).unwrap();
     std::fs::write(first_dir.join("results.jsonl"), &first_results).unwrap();
     let signer = Signer::load(&batch.keys().join("signing.key")).unwrap();
-    docpipe::evidence::manifest::write_beside(&first_dir.join("results.jsonl"), "evidence", "b1", true, Some(&signer)).unwrap();
+    docpipe::evidence::manifest::write_beside(&first_dir.join("results.jsonl"), "evidence", "b1", true, Some(&signer), None).unwrap();
     let output = docpipe()
         .arg("verify")
         .arg(first_dir.join("results.jsonl"))

@@ -41,13 +41,14 @@ pub fn json_error(e: &serde_json::Error) -> String {
 }
 
 /// Rust's default panic report prints the panic message, which can quote the text being
-/// processed (a slicing panic shows the string). Log where it happened instead; the message goes
-/// into the job's result, which is where document content belongs.
+/// processed (a slicing panic shows the string). Log where it happened instead. A panic inside a
+/// stage also reaches the job's result (the stage pool catches it, message included); one
+/// elsewhere is known by its location only.
 fn quiet_panics() {
     std::panic::set_hook(Box::new(|info| {
         let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
         let thread = std::thread::current().name().unwrap_or("unnamed").to_owned();
-        tracing::error!(%location, %thread, "panic (message kept out of the log; see the job's result)");
+        tracing::error!(%location, %thread, "panic (message kept out of the log)");
     }));
 }
 

@@ -49,13 +49,21 @@ pub const H_REASON: &str = "x-docpipe-reason";
 pub const H_DEAD_AT: &str = "x-docpipe-dead-lettered-at";
 
 pub async fn connect(config: &Config) -> Result<Connection, TransportError> {
-    // Parsed before the password is added, so a parse error quoting the URL cannot quote it.
-    let mut uri: AMQPUri = config.broker.url.parse().map_err(TransportError::Url)?;
+    // Parsed before the password is added, so a parse error quoting the URL cannot quote that
+    // password (and one wrongly written into the URL is not repeated: the message is dropped).
+    let mut uri: AMQPUri = config.broker.url.parse().map_err(|e: String| {
+        TransportError::Url(if e.contains(&config.broker.url) { "not an AMQP URL with a host".into() } else { e })
+    })?;
     // Without a password: the URL's own, else RabbitMQ's `guest` (admitted from localhost only).
     if let Some(password) = config.broker_password()? {
         uri.authority.userinfo.password = password;
     }
     let tls_scheme = uri.scheme == AMQPScheme::AMQPS;
+    let tls_configured = [&config.broker.tls_ca_file, &config.broker.tls_cert_file, &config.broker.tls_key_file].iter().any(|f| f.is_some());
+    if tls_configured && !tls_scheme {
+        // Certificates set for a plain connection: the password would go in clear text.
+        return Err(TransportError::Url("broker.tls_* are set but the URL is amqp://, not amqps://".into()));
+    }
     let properties = ConnectionProperties::default()
         .with_executor(tokio_executor_trait::Tokio::current())
         .with_reactor(tokio_reactor_trait::Tokio)

@@ -17,13 +17,16 @@ pub struct Unreadable {
     pub reason: String,
 }
 
-/// Regular files under `paths`, sorted; symbolic links are reported, not followed.
+/// Regular files under `paths`, sorted; symbolic links are reported, not followed. A file
+/// reached twice (`docpipe process d d/sub`) is taken once: it is one job.
 pub fn walk(paths: &[PathBuf]) -> (Vec<Input>, Vec<Unreadable>) {
     let mut inputs = Vec::new();
     let mut unreadable = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for root in paths {
         for entry in walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name() {
             match entry {
+                Ok(entry) if entry.file_type().is_file() && !seen.insert(entry.path().to_path_buf()) => {}
                 Ok(entry) if entry.file_type().is_file() => match entry.metadata() {
                     Ok(meta) => inputs.push(Input { path: entry.into_path(), size: meta.len() }),
                     Err(e) => unreadable.push(Unreadable { path: entry.into_path(), reason: e.to_string() }),

@@ -141,8 +141,18 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
     if let Some(path) = &out_path {
         // Rewritten after every run, so a resumed collection ends with the manifest of all of it.
         let case_id = case_id.unwrap_or_default();
-        let manifest = crate::evidence::manifest::write_beside(path, &case_id, &args.batch, complete, signer.as_ref())?;
+        // A signing collector vouches only for results it could verify ([signing] trusted_keys
+        // and its own key).
+        let trusted = match &signer {
+            Some(_) => Some(crate::evidence::trusted_from(config)?),
+            None => None,
+        };
+        let (manifest, left_out) =
+            crate::evidence::manifest::write_beside(path, &case_id, &args.batch, complete, signer.as_ref(), trusted.as_ref())?;
         eprintln!("manifest in {}{}", manifest.display(), if signer.is_some() { " (signed)" } else { " (not signed: no [signing] key_file)" });
+        if left_out > 0 {
+            eprintln!("{left_out} results are left out of the manifest: not signed by a trusted key, or not results");
+        }
     }
     let expected = expected.map(|n| n + children.len() as u64);
     if complete && !args.keep {

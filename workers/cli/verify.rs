@@ -25,6 +25,13 @@ pub struct Args {
     /// Directory of the original files, to check each submitted document's sha256.
     #[arg(long)]
     pub originals: Option<PathBuf>,
+    /// Check signatures without a manifest (additions and removals then go unnoticed).
+    #[arg(long, conflicts_with = "manifest")]
+    pub no_manifest: bool,
+    /// Accept a manifest written before its batch was complete (`docpipe results` stopped by
+    /// its idle timeout).
+    #[arg(long)]
+    pub allow_incomplete: bool,
 }
 
 /// Exit status 0 when everything verifies, 1 when anything does not.
@@ -37,43 +44,71 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         Ok(value) if text.trim_end().contains('\n') => value.to_string(),
         _ => text,
     };
-    let manifest_path = args.manifest.clone().or_else(|| Some(path_beside(&args.results)).filter(|p| p.is_file()));
+    let manifest_path = match args.no_manifest {
+        true => None,
+        false => args.manifest.clone().or_else(|| Some(path_beside(&args.results)).filter(|p| p.is_file())),
+    };
     let manifest = match &manifest_path {
         Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?),
         None => None,
     };
-    let report = verify(Inputs { results: &results, manifest: manifest.as_deref(), trusted: &trusted, originals: args.originals.as_deref() });
+    let report = verify(Inputs {
+        results: &results,
+        manifest: manifest.as_deref(),
+        trusted: &trusted,
+        originals: args.originals.as_deref(),
+        without_manifest: args.no_manifest,
+        incomplete: args.allow_incomplete,
+    });
 
     let mut out = std::io::stdout().lock();
+    // Everything below comes from the files being checked: control characters could rewrite the
+    // report on a terminal, so they are shown as `?`.
     for d in &report.documents {
-        let id = d.job_id.as_deref().unwrap_or("-");
+        let id = printable(d.job_id.as_deref().unwrap_or("-"));
         let name = printable(&d.name);
         if d.ok() {
             let key = match &d.signature {
-                crate::evidence::SignatureCheck::Valid { key_id } => short(key_id).to_owned(),
+                crate::evidence::SignatureCheck::Valid { key_id } => printable(short(key_id)),
                 _ => String::new(),
             };
             writeln!(out, "OK       {id}  {name}  (key {key}; checked: {})", d.checked.join(", "))?;
         } else {
             for problem in &d.problems {
-                writeln!(out, "FAILED   {id}  {name}  line {}: {problem}", d.line)?;
+                writeln!(out, "FAILED   {id}  {name}  line {}: {}", d.line, printable(&problem.to_string()))?;
             }
         }
     }
     for entry in &report.missing {
-        writeln!(out, "MISSING  {}  input sha256 {}: in the manifest, no result for it (dropped)", entry.job_id, &entry.input_sha256)?;
+        writeln!(
+            out,
+            "MISSING  {}  input sha256 {}: in the manifest, no result for it (dropped)",
+            printable(&entry.job_id),
+            printable(&entry.input_sha256)
+        )?;
     }
     match (&report.manifest, &manifest_path) {
         (Some(m), Some(path)) => {
             for problem in &m.problems {
-                writeln!(out, "FAILED   manifest {}: {problem}", path.display())?;
+                writeln!(out, "FAILED   manifest {}: {}", path.display(), printable(problem))?;
             }
             if m.problems.is_empty() {
-                writeln!(out, "manifest {}: {}; Merkle root matches; {} entries{}", path.display(), m.signature, m.entries,
-                    if m.complete { "" } else { " (written before the batch was complete)" })?;
+                writeln!(
+                    out,
+                    "manifest {}: case {}, batch {}; {}; Merkle root matches; {} entries{}",
+                    path.display(),
+                    printable(&m.case_id),
+                    printable(&m.batch_id),
+                    printable(&m.signature.to_string()),
+                    m.entries,
+                    if m.complete { "" } else { " (written before the batch was complete)" }
+                )?;
             }
         }
-        _ => writeln!(out, "no manifest: additions and removals cannot be checked")?,
+        _ => writeln!(out, "no manifest: additions and removals were not checked")?,
+    }
+    for problem in &report.problems {
+        writeln!(out, "FAILED   {problem}")?;
     }
     let failed = report.documents.iter().filter(|d| !d.ok()).count();
     writeln!(

@@ -82,7 +82,8 @@ fn order(names: &[&str]) -> Vec<usize> {
 
 /// Numbers are IEEE doubles written as ECMAScript's Number.prototype.toString writes them.
 fn write_number(n: &serde_json::Number, out: &mut Vec<u8>) {
-    write_f64(n.as_f64().unwrap_or(0.0), out);
+    // Without serde_json's arbitrary_precision every number has an f64 value.
+    write_f64(n.as_f64().expect("a JSON number is a double"), out);
 }
 
 pub(super) fn write_f64(x: f64, out: &mut Vec<u8>) {
@@ -121,6 +122,73 @@ pub(super) fn write_string(s: &str, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(&bytes[run..]);
     out.push(b'"');
+}
+
+/// Parse JSON text as RFC 8785 requires (I-JSON): an object naming a member twice is refused.
+/// serde_json keeps the last of two; a reader that keeps the first would see other content
+/// under the same signature.
+pub fn parse_strict(text: &str) -> Result<Value, serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let value = Strict.deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
+struct Strict;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Strict {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Strict {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(Strict)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = serde_json::Map::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if members.contains_key(&name) {
+                return Err(serde::de::Error::custom("an object names a member twice (not I-JSON, RFC 7493)"));
+            }
+            let value = map.next_value_seed(Strict)?;
+            members.insert(name, value);
+        }
+        Ok(Value::Object(members))
+    }
 }
 
 #[cfg(test)]
@@ -172,6 +240,13 @@ mod tests {
         ] {
             assert_eq!(jcs(input), expected, "{input}");
         }
+    }
+
+    #[test]
+    fn strict_parse_refuses_a_member_named_twice() {
+        assert!(parse_strict(r#"{"a":1,"b":{"c":"x","c":"y"}}"#).is_err());
+        assert_eq!(parse_strict(r#"{"a":[1,2.5,"x"],"b":null}"#).unwrap(), serde_json::json!({"a":[1,2.5,"x"],"b":null}));
+        assert!(parse_strict(r#"{"a":1} trailing"#).is_err());
     }
 
     #[test]

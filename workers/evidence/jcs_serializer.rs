@@ -146,7 +146,7 @@ impl<'a> ser::Serializer for Writer<'a> {
     }
     fn serialize_seq(self, _: Option<usize>) -> Result<Seq<'a>, Error> {
         self.out.push(b'[');
-        Ok(Seq { out: self.out, first: true, variant: None })
+        Ok(Seq { out: self.out, first: true, variant: false })
     }
     fn serialize_tuple(self, len: usize) -> Result<Seq<'a>, Error> {
         self.serialize_seq(Some(len))
@@ -159,7 +159,7 @@ impl<'a> ser::Serializer for Writer<'a> {
         self.out.push(b'{');
         write_string(variant, self.out);
         self.out.extend_from_slice(b":[");
-        Ok(Seq { out: self.out, first: true, variant: Some(()) })
+        Ok(Seq { out: self.out, first: true, variant: true })
     }
     fn serialize_map(self, _: Option<usize>) -> Result<Object<'a>, Error> {
         Ok(Object::new(self.out, None))
@@ -175,7 +175,7 @@ impl<'a> ser::Serializer for Writer<'a> {
 pub struct Seq<'a> {
     out: &'a mut Vec<u8>,
     first: bool,
-    variant: Option<()>,
+    variant: bool,
 }
 
 impl Seq<'_> {
@@ -188,7 +188,7 @@ impl Seq<'_> {
     }
     fn close(self) -> Result<(), Error> {
         self.out.push(b']');
-        if self.variant.is_some() {
+        if self.variant {
             self.out.push(b'}');
         }
         Ok(())

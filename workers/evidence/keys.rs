@@ -85,16 +85,26 @@ pub fn generate(dir: &Path) -> Result<(String, PathBuf, PathBuf), EvidenceError>
         let path = path.to_owned();
         move |source| EvidenceError::KeyFile { path, source }
     };
-    // create_new: an existing key is someone's evidence trail; never replace it.
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&private_path)
-        .map_err(io(&private_path))?;
-    file.write_all(pem.as_bytes()).map_err(io(&private_path))?;
-    file.sync_all().map_err(io(&private_path))?;
-    std::fs::write(&public_path, public).map_err(io(&public_path))?;
+    // create_new, both files: an existing key is someone's evidence trail; never replace it, nor
+    // the public key that goes with it.
+    let create = |path: &Path, mode: u32, text: &str| -> Result<(), EvidenceError> {
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(io(path))?;
+        let written = file.write_all(text.as_bytes()).and_then(|()| file.sync_all());
+        if let Err(e) = written {
+            // A half-written key would block the next attempt and sign nothing.
+            let _ = std::fs::remove_file(path);
+            return Err(io(path)(e));
+        }
+        Ok(())
+    };
+    if public_path.exists() {
+        return Err(io(&public_path)(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already exists")));
+    }
+    create(&private_path, 0o600, &pem)?;
+    if let Err(e) = create(&public_path, 0o644, &public) {
+        let _ = std::fs::remove_file(&private_path);
+        return Err(e);
+    }
     Ok((key_id(&key.verifying_key()), private_path, public_path))
 }
 

@@ -11,7 +11,9 @@ use sha2::{Digest, Sha256};
 
 use super::canonical::canonical;
 use super::keys::Signer;
-use super::signature::{digest_of_value, sign_value};
+use super::canonical::parse_strict;
+use super::keys::TrustedKeys;
+use super::signature::{check_value, digest_of_value, sign_value};
 use super::EvidenceError;
 use crate::schema::Signature;
 
@@ -102,33 +104,46 @@ impl Manifest {
 }
 
 /// The entries of a JSON-lines results file, read a line at a time (batches of OCR'd scans make
-/// files of hundreds of megabytes). Lines that are not results are skipped: `verify` names them.
-pub fn entries_of_file(path: &Path) -> Result<Vec<Entry>, EvidenceError> {
+/// files of hundreds of megabytes). With `trusted`, only results whose signature checks against
+/// it are listed: a collector signs for what it verified, and `verify` then names the others as
+/// not in the manifest. Returns the entries and how many results were left out.
+pub fn entries_of_file(path: &Path, trusted: Option<&TrustedKeys>) -> Result<(Vec<Entry>, usize), EvidenceError> {
     use std::io::BufRead;
     let io = |source| EvidenceError::File { path: path.to_owned(), source };
     let file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
-    let mut entries = Vec::new();
+    let (mut entries, mut left_out) = (Vec::new(), 0);
     for line in file.split(b'\n') {
         let line = line.map_err(io)?;
-        if let Ok(value) = serde_json::from_slice::<Value>(&line) {
-            entries.extend(Entry::of(&value));
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let value = std::str::from_utf8(&line).ok().and_then(|text| parse_strict(text).ok());
+        match value {
+            Some(value) if trusted.is_none_or(|t| check_value(&value, t).is_valid()) => match Entry::of(&value) {
+                Some(entry) => entries.push(entry),
+                None => left_out += 1,
+            },
+            _ => left_out += 1,
         }
     }
-    Ok(entries)
+    Ok((entries, left_out))
 }
 
-/// Write the signed manifest of the results file `results` beside it (`X.manifest.json`).
+/// Write the signed manifest of the results file `results` beside it (`X.manifest.json`);
+/// returns its path and how many results were left out of it (see `entries_of_file`).
 pub fn write_beside(
     results: &Path,
     case_id: &str,
     batch_id: &str,
     complete: bool,
     signer: Option<&Signer>,
-) -> Result<PathBuf, EvidenceError> {
-    let manifest = Manifest::build(case_id, batch_id, complete, entries_of_file(results)?, signer);
+    trusted: Option<&TrustedKeys>,
+) -> Result<(PathBuf, usize), EvidenceError> {
+    let (entries, left_out) = entries_of_file(results, trusted)?;
+    let manifest = Manifest::build(case_id, batch_id, complete, entries, signer);
     let path = path_beside(results);
     manifest.write(&path)?;
-    Ok(path)
+    Ok((path, left_out))
 }
 
 /// The manifest beside a results file: `X.jsonl` → `X.manifest.json`.

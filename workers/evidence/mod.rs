@@ -32,7 +32,14 @@ pub enum EvidenceError {
 
 /// The signer the configuration names (`[signing] key_file`), if any.
 pub fn signer_from(config: &crate::config::Config) -> Result<Option<Signer>, EvidenceError> {
-    config.signing.key_file.as_deref().filter(|p| !p.as_os_str().is_empty()).map(Signer::load).transpose()
+    match config.signing.key_file.as_deref() {
+        // An empty setting is a mistake, not a choice to sign nothing.
+        Some(path) if path.as_os_str().is_empty() => {
+            Err(EvidenceError::BadKey { path: path.to_owned(), what: "signing.key_file is empty (unset it to sign nothing)" })
+        }
+        Some(path) => Signer::load(path).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Keys a reader of results trusts by configuration: `[signing] trusted_keys`, and the

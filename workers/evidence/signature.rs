@@ -67,7 +67,8 @@ impl std::fmt::Display for SignatureCheck {
 
 /// The first 16 hex digits of a key id, as people read it.
 pub fn short(key_id: &str) -> &str {
-    &key_id[..key_id.len().min(16)]
+    // By characters: a key id read from a file being checked need not be hex.
+    key_id.char_indices().nth(16).map_or(key_id, |(i, _)| &key_id[..i])
 }
 
 /// Sign a JSON object (its `signature` member, if any, is not part of what is signed).
@@ -132,6 +133,9 @@ pub fn check_result(result: &JobResult, trusted: &TrustedKeys) -> SignatureCheck
 fn check(signature: &Signature, digest: &[u8; 32], trusted: &TrustedKeys) -> SignatureCheck {
     if signature.scheme != SCHEME {
         return SignatureCheck::Malformed(format!("scheme `{}` (this docpipe checks `{SCHEME}`)", signature.scheme));
+    }
+    if signature.key_id.len() != 64 || !signature.key_id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return SignatureCheck::Malformed("key_id is not 64 lowercase hex digits".into());
     }
     let bytes = match base64::engine::general_purpose::STANDARD.decode(&signature.value) {
         Ok(b) => b,

@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde_json::Value;
 
+use super::canonical::parse_strict;
 use super::keys::TrustedKeys;
 use super::manifest::{root_of, Entry, Manifest, FORMAT};
 use super::signature::{check_value, SignatureCheck};
@@ -31,6 +32,8 @@ pub enum Problem {
     OriginalMissing,
     /// A child document whose parent's result does not list it with this sha256.
     NotListedByParent,
+    /// A result of another case or batch than the manifest's.
+    OtherBatch,
 }
 
 impl std::fmt::Display for Problem {
@@ -47,6 +50,7 @@ impl std::fmt::Display for Problem {
             }
             Problem::OriginalMissing => write!(f, "no original file with the recorded sha256"),
             Problem::NotListedByParent => write!(f, "its parent's result does not list this child with this sha256"),
+            Problem::OtherBatch => write!(f, "of another case or batch than the manifest's"),
         }
     }
 }
@@ -76,6 +80,8 @@ pub struct ManifestVerdict {
     pub signature: SignatureCheck,
     pub entries: usize,
     pub complete: bool,
+    pub case_id: String,
+    pub batch_id: String,
     pub problems: Vec<String>,
 }
 
@@ -85,11 +91,14 @@ pub struct Report {
     pub manifest: Option<ManifestVerdict>,
     /// Manifest entries no result answers: dropped results.
     pub missing: Vec<Entry>,
+    /// What fails the whole set: no results, no manifest where one is required.
+    pub problems: Vec<String>,
 }
 
 impl Report {
     pub fn ok(&self) -> bool {
-        self.documents.iter().all(DocumentVerdict::ok)
+        self.problems.is_empty()
+            && self.documents.iter().all(DocumentVerdict::ok)
             && self.missing.is_empty()
             && self.manifest.as_ref().is_none_or(|m| m.problems.is_empty())
     }
@@ -104,10 +113,19 @@ pub struct Inputs<'a> {
     pub trusted: &'a TrustedKeys,
     /// Directory of the original files, if they are to be checked.
     pub originals: Option<&'a Path>,
+    /// Accept results without a manifest (then additions and removals cannot be checked).
+    pub without_manifest: bool,
+    /// Accept a manifest written before its batch was complete.
+    pub incomplete: bool,
 }
 
 pub fn verify(inputs: Inputs<'_>) -> Report {
-    let manifest = inputs.manifest.map(|text| check_manifest(text, inputs.trusted));
+    let mut problems = Vec::new();
+    let manifest = inputs.manifest.map(|text| check_manifest(text, inputs.trusted, inputs.incomplete));
+    if manifest.is_none() && !inputs.without_manifest {
+        problems.push("no manifest: without it a dropped or added result cannot be detected (give --manifest, or --no-manifest to check signatures only)".to_owned());
+    }
+    let case_batch = manifest.as_ref().and_then(|(v, m)| m.as_ref().map(|_| (v.case_id.clone(), v.batch_id.clone())));
     let listed: HashMap<String, Entry> = manifest
         .as_ref()
         .and_then(|(_, m)| m.as_ref())
@@ -121,7 +139,7 @@ pub fn verify(inputs: Inputs<'_>) -> Report {
         if line.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<Value>(line) {
+        match parse_strict(line) {
             Ok(value) if value.is_object() => parsed.push((i + 1, value)),
             Ok(_) => documents.push(unreadable(i + 1, "not a JSON object".into())),
             Err(e) => documents.push(unreadable(i + 1, e.to_string())),
@@ -158,6 +176,12 @@ pub fn verify(inputs: Inputs<'_>) -> Report {
         if value.get("annotations_blob").is_some_and(|b| !b.is_null()) {
             verdict.problems.push(Problem::Stub);
         }
+        if let Some((case_id, batch_id)) = &case_batch {
+            let of = |k: &str| value.get(k).and_then(Value::as_str).unwrap_or_default();
+            if of("case_id") != case_id || of("batch_id") != batch_id {
+                verdict.problems.push(Problem::OtherBatch);
+            }
+        }
         if let Some(id) = &job_id {
             if !seen.insert(id.clone()) {
                 verdict.problems.push(Problem::Duplicate);
@@ -190,7 +214,10 @@ pub fn verify(inputs: Inputs<'_>) -> Report {
 
     let mut missing: Vec<Entry> = listed.into_values().filter(|e| !seen.contains(&e.job_id)).collect();
     missing.sort_by(|a, b| a.job_id.cmp(&b.job_id));
-    Report { documents, manifest: manifest.map(|(verdict, _)| verdict), missing }
+    if documents.is_empty() {
+        problems.push("no results to verify".to_owned());
+    }
+    Report { documents, manifest: manifest.map(|(verdict, _)| verdict), missing, problems }
 }
 
 fn unreadable(line: usize, why: String) -> DocumentVerdict {
@@ -204,13 +231,20 @@ fn unreadable(line: usize, why: String) -> DocumentVerdict {
     }
 }
 
-/// Check the manifest's own signature, format and Merkle root.
-fn check_manifest(text: &str, trusted: &TrustedKeys) -> (ManifestVerdict, Option<Manifest>) {
-    let mut verdict = ManifestVerdict { signature: SignatureCheck::Unsigned, entries: 0, complete: false, problems: Vec::new() };
-    let value: Value = match serde_json::from_str(text) {
+/// Check the manifest's own signature, format, entries and Merkle root.
+fn check_manifest(text: &str, trusted: &TrustedKeys, incomplete: bool) -> (ManifestVerdict, Option<Manifest>) {
+    let mut verdict = ManifestVerdict {
+        signature: SignatureCheck::Unsigned,
+        entries: 0,
+        complete: false,
+        case_id: String::new(),
+        batch_id: String::new(),
+        problems: Vec::new(),
+    };
+    let value: Value = match parse_strict(text) {
         Ok(v) => v,
         Err(e) => {
-            verdict.problems.push(format!("manifest is not JSON: {e}"));
+            verdict.problems.push(format!("manifest is not JSON (RFC 8785 needs I-JSON): {e}"));
             return (verdict, None);
         }
     };
@@ -228,11 +262,19 @@ fn check_manifest(text: &str, trusted: &TrustedKeys) -> (ManifestVerdict, Option
     if manifest.format != FORMAT {
         verdict.problems.push(format!("manifest format `{}` (this docpipe reads `{FORMAT}`)", manifest.format));
     }
+    if !manifest.documents.windows(2).all(|w| w[0].job_id < w[1].job_id) {
+        verdict.problems.push("manifest: entries are not in strictly increasing job id order (a job listed twice?)".into());
+    }
     if hex::encode(root_of(&manifest.documents)) != manifest.merkle_root {
         verdict.problems.push("manifest: the Merkle root does not match its entries".into());
     }
+    if !manifest.complete && !incomplete {
+        verdict.problems.push("manifest: written before the batch was complete (a later one lists more; --allow-incomplete accepts it)".into());
+    }
     verdict.entries = manifest.documents.len();
     verdict.complete = manifest.complete;
+    verdict.case_id = manifest.case_id.clone();
+    verdict.batch_id = manifest.batch_id.clone();
     (verdict, Some(manifest))
 }
 

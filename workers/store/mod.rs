@@ -534,7 +534,8 @@ pub fn full_result(result: JobResult, blobs: &dyn crate::blob::BlobStore) -> any
         None => Ok(result),
         Some(key) => {
             let bytes = blobs.get(key).map_err(|e| anyhow::anyhow!("result {}: {e}", result.idempotency_key))?;
-            Ok(serde_json::from_slice(&bytes)?)
+            // serde's message would quote the offending value, which can be document text.
+            serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("result {}: {}", result.idempotency_key, crate::logging::json_error(&e)))
         }
     }
 }
