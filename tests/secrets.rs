@@ -58,11 +58,19 @@ fn trace_logs_hold_no_password_and_no_document_text() {
     std::fs::write(inputs.join("one.txt"), format!("{}\n", sentences[0])).unwrap();
     std::fs::write(inputs.join("two.txt"), format!("{}\n", sentences[1])).unwrap();
     let prefix = format!("t-trace-{}", &id[..8]);
+    // The worker signs and `results` signs the manifest: the key must not leak either.
+    let (_, key_file, _) = docpipe::evidence::keys::generate(&dir.path().join("keys")).unwrap();
+    let key_pem = std::fs::read_to_string(&key_file).unwrap();
+    let seed = {
+        use ed25519_dalek::pkcs8::DecodePrivateKey;
+        ed25519_dalek::SigningKey::from_pkcs8_pem(&key_pem).unwrap().to_bytes()
+    };
     let env = [
         ("DOCPIPE_BROKER__URL", format!("amqp://{user}@127.0.0.1:5672/%2f")),
         ("DOCPIPE_BROKER_PASSWORD", password.clone()),
         ("DOCPIPE_BROKER__PREFIX", prefix.clone()),
         ("DOCPIPE_BLOBS__DIR", dir.path().join("blobs").display().to_string()),
+        ("DOCPIPE_SIGNING__KEY_FILE", key_file.display().to_string()),
     ];
     let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
 
@@ -106,6 +114,20 @@ fn trace_logs_hold_no_password_and_no_document_text() {
         }
     }
     assert!(!written.contains(&password));
+    assert!(written.contains("ed25519-sha256-jcs"), "the results are signed");
+    // The key: its PEM body lines and its 32-byte seed, in the logs, the results or the manifest.
+    let manifest = std::fs::read_to_string(out.join("trace.manifest.json")).unwrap();
+    let mut key_forms: Vec<String> = key_pem.lines().filter(|l| !l.starts_with("-----")).map(str::to_owned).collect();
+    key_forms.extend([
+        hex::encode(seed),
+        seed.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", "),
+        base64::engine::general_purpose::STANDARD.encode(seed).trim_end_matches('=').to_owned(),
+    ]);
+    for form in &key_forms {
+        for (what, text) in [("logs", &logs), ("results", &written), ("manifest", &manifest)] {
+            assert!(!text.contains(form.as_str()), "{what} contain the signing key as {form:?}");
+        }
+    }
 
     // Help output with the password in the environment.
     for args in [&["--help"][..], &["worker", "--help"], &["submit", "--help"]] {

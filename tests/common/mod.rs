@@ -197,6 +197,17 @@ pub async fn cleanup(config: &Config) {
 /// Run an in-process worker until the returned sender fires.
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    // Injected panics in stage threads print one line, no backtrace: with RUST_BACKTRACE=1,
+    // symbolizing a debug test binary took longer than the stage's time limit on a loaded
+    // machine, and the panic was reported as a timeout. The test thread's own panics keep theirs.
+    static QUIET_STAGES: std::sync::Once = std::sync::Once::new();
+    QUIET_STAGES.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| match std::thread::current().name() {
+            Some(name) if name.starts_with("stage-") => eprintln!("{name}: {info}"),
+            _ => default(info),
+        }));
+    });
 }
 
 pub fn spawn_worker(
