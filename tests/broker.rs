@@ -543,3 +543,61 @@ async fn resubmitted_documents_go_through_the_workers_as_the_same_jobs() {
     assert_eq!(store.audit(&failed.idempotency_key).await.unwrap()[0].after, "sent again (resubmission 1, broker)");
     common::finish(&config, stop, worker).await;
 }
+
+/// A plain HTTP GET on 127.0.0.1: status code and body.
+async fn http_get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// The worker's /metrics move as a batch runs; /healthz answers; /readyz says ready once the
+/// worker consumes, and not ready once it has stopped.
+#[tokio::test]
+async fn metrics_and_health_follow_what_the_worker_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(&common::prefix("metrics"), &dir.path().join("blobs"));
+    std::fs::create_dir_all(&config.blobs.dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    config.worker.metrics_bind = format!("127.0.0.1:{port}");
+    let (stop, worker) = common::spawn_worker(&config, common::catalog(0, Duration::ZERO), &["extract", "panics"]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() && http_get(port, "/readyz").await.0 == 200 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "worker never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(http_get(port, "/healthz").await.0, 200);
+
+    let good = common::job("a normal document", &["extract"], "m");
+    let panicking = common::job("this input makes a stage panic", &["extract", "panics"], "m");
+    common::publish_jobs(&config, &[good.clone(), panicking.clone()]).await;
+    let results = common::collect_results(&config, 2, Duration::from_secs(30)).await;
+    assert_eq!(results.len(), 2);
+
+    let (status, text) = http_get(port, "/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "docpipe_deliveries_total{stage=\"extract\"} 2",
+        "docpipe_deliveries_total{stage=\"panics\"} 1",
+        "docpipe_stage_runs_total{stage=\"extract\",outcome=\"ok\"} 2",
+        "docpipe_stage_runs_total{stage=\"panics\",outcome=\"panic\"} 1",
+        "docpipe_results_total{status=\"complete\"} 1",
+        "docpipe_results_total{status=\"partial\"} 1",
+        "docpipe_dead_letters_total{kind=\"panic\"} 1",
+        "docpipe_stage_seconds_count{stage=\"extract\"} 2",
+        "docpipe_broker_connected 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
+    }
+    common::finish(&config, stop, worker).await;
+    let (status, body) = http_get(port, "/readyz").await;
+    assert_eq!((status, body.trim()), (503, "broker not connected"));
+}

@@ -123,6 +123,9 @@ pub struct WorkerConfig {
     /// Identifier written into provenance; empty means host name and process id.
     #[serde(default)]
     pub id: String,
+    /// Address for `/metrics` (Prometheus), `/healthz` and `/readyz`; empty serves none.
+    #[serde(default)]
+    pub metrics_bind: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

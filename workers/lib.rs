@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod evidence;
 pub mod logging;
+pub mod metrics;
 pub mod pool;
 pub mod pypi;
 pub mod registry;

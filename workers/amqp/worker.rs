@@ -23,6 +23,8 @@ use crate::config::Config;
 use crate::error::{ErrorKind, StageError};
 use crate::retry::{self, Action, Attempted};
 use crate::runner::{next_stage, ChildJob, Outcome, Runner};
+use anyhow::Context as _;
+use crate::metrics::Metrics;
 use crate::schema::{check_version, Content, Job, JobResult, SCHEMA_VERSION};
 use crate::stages::StageCatalog;
 use base64::Engine as _;
@@ -64,6 +66,7 @@ struct Ctx {
     /// Per stage, `worker.concurrency` jobs handled at once; further prefetched deliveries wait
     /// for a slot.
     slots: HashMap<String, tokio::sync::Semaphore>,
+    metrics: Arc<Metrics>,
 }
 
 /// Run a worker for `stages` until `shutdown` resolves. Returns after in-flight jobs finished
@@ -85,7 +88,20 @@ pub async fn run(
         inline_max: config.blobs.inline_max_bytes,
         max_message: config.broker.max_message_bytes,
         slots: stages.iter().map(|s| (s.clone(), tokio::sync::Semaphore::new(config.worker.concurrency.max(1)))).collect(),
+        metrics: Arc::new(Metrics::default()),
     });
+    if !config.worker.metrics_bind.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&config.worker.metrics_bind)
+            .await
+            .with_context(|| format!("worker.metrics_bind {}", config.worker.metrics_bind))?;
+        tracing::info!(address = %listener.local_addr()?, "metrics and health checks served");
+        let (metrics, blobs) = (ctx.metrics.clone(), config.blobs.dir.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(listener, metrics, blobs).await {
+                tracing::error!(error = %e, "metrics endpoint stopped");
+            }
+        });
+    }
     tokio::pin!(shutdown);
     let mut backoff = Backoff::new(&config);
     tracing::info!(worker = %worker_id, stages = ?stages, "worker starting");
@@ -106,7 +122,9 @@ pub async fn run(
             }
         };
         let began = tokio::time::Instant::now();
-        match session(&ctx, &config, &connection, &stages, &mut shutdown).await {
+        let ended = session(&ctx, &config, &connection, &stages, &mut shutdown).await;
+        ctx.metrics.set_connected(false);
+        match ended {
             Ok(()) => {
                 let _ = connection.close(200, "shutdown").await;
                 tracing::info!("worker stopped");
@@ -114,6 +132,7 @@ pub async fn run(
             }
             Err(e) => {
                 let _ = connection.close(320, "reconnecting").await;
+                ctx.metrics.reconnect();
                 // A session that failed at once (e.g. a queue redeclared with other arguments)
                 // must not turn into a tight reconnect loop; a long healthy one starts afresh.
                 if began.elapsed() > Duration::from_secs(60) {
@@ -160,6 +179,7 @@ async fn session(
     }
     let mut deliveries = futures_util::stream::select_all(streams);
     let mut tasks = JoinSet::new();
+    ctx.metrics.set_connected(true);
     tracing::info!("consuming");
 
     loop {
@@ -211,6 +231,7 @@ async fn handle(ctx: &Ctx, stage: &str, channel: &Channel, delivery: Delivery) {
     let attempt = header_u32(delivery.properties.headers(), H_ATTEMPT).unwrap_or(1).max(1);
     let span = tracing::info_span!("job", stage, attempt, job_id = tracing::field::Empty);
     async {
+        let _in_flight = ctx.metrics.delivery(stage);
         // Jobs beyond `worker.concurrency` wait here, already prefetched, for a free slot.
         let _slot = match ctx.slots.get(stage) {
             Some(slots) => slots.acquire().await.ok(),
@@ -304,7 +325,16 @@ async fn process(ctx: &Ctx, stage: &str, channel: &Channel, delivery: &Delivery,
     };
     let plan = ctx.runner.plan(&job, &mut result);
     let job = Arc::new(job);
+    let started = std::time::Instant::now();
     let outcome = ctx.runner.run_stage(stage, &job, &mut result, attempt).await;
+    let label = match &outcome {
+        Outcome::Recorded(_) => match result.stages.last().filter(|r| r.stage == stage).and_then(|r| r.error.as_ref()) {
+            Some(error) => error.kind.as_str(),
+            None => "ok",
+        },
+        Outcome::Transient(e) | Outcome::Crashed(e) => e.kind.as_str(),
+    };
+    ctx.metrics.stage_run(stage, label, started.elapsed());
     match retry::decide(outcome.attempted(), attempt, &ctx.runner.config().retry.backoff_ms) {
         Action::Continue => {
             let children = match outcome {
@@ -335,6 +365,7 @@ async fn carry_out(
         Action::Continue => unreachable!("continuing is the caller's own path"),
         Action::Retry { next_attempt, step, delay } => {
             tracing::info!(retry_in_ms = delay.as_millis() as u64, "transient failure; retrying after delay");
+            ctx.metrics.retry();
             retry(ctx, channel, delivery, stage, next_attempt, step).await
         }
         Action::GiveUp { kind, reason } => {
@@ -488,6 +519,11 @@ async fn publish_result(ctx: &Ctx, channel: &Channel, delivery: &Delivery, mut r
     if let Some(reply_to) = delivery.properties.reply_to() {
         publish(channel, "", reply_to.as_str(), &body, properties, ctx.confirm_timeout).await?;
     }
+    ctx.metrics.result(match result.status {
+        crate::schema::JobStatus::Complete => "complete",
+        crate::schema::JobStatus::Partial => "partial",
+        crate::schema::JobStatus::Failed => "failed",
+    });
     tracing::info!(status = ?result.status, "result published");
     Ok(())
 }
@@ -519,7 +555,9 @@ async fn dead_letter(
     set_header(&mut headers, H_ATTEMPT, attempt.to_string());
     set_header(&mut headers, H_DEAD_AT, Utc::now().to_rfc3339());
     let properties = delivery.properties.clone().with_headers(headers);
-    publish(channel, &ctx.names.dead_exchange(), stage, &delivery.data, properties, ctx.confirm_timeout).await
+    publish(channel, &ctx.names.dead_exchange(), stage, &delivery.data, properties, ctx.confirm_timeout).await?;
+    ctx.metrics.dead_letter(kind.as_str());
+    Ok(())
 }
 
 /// Carry the case system's correlation id and reply address to the next message.
