@@ -13,7 +13,7 @@ use crate::blob::{child_sha256, key_for, BlobStore};
 use crate::config::Config;
 use crate::pool::StagePool;
 use crate::error::{ErrorKind, StageError};
-use crate::evidence::signature::{digest_of_result, sign_result};
+use crate::evidence::signature::sign_result;
 use crate::evidence::Signer;
 use crate::retry::Attempted;
 use crate::schema::{
@@ -89,13 +89,11 @@ impl Runner {
     }
 
     /// Settle the result's status and sign it: the last thing done to a result before it leaves.
-    /// Returns the result's digest (what a batch manifest records for it).
-    pub fn finish(&self, result: &mut JobResult) -> [u8; 32] {
+    /// Returns the result's digest (what a batch manifest records for it) when it was signed;
+    /// unsigned, nothing computes one that only the embedded mode's manifest would use.
+    pub fn finish(&self, result: &mut JobResult) -> Option<[u8; 32]> {
         result.settle();
-        match &self.signer {
-            Some(signer) => sign_result(result, signer),
-            None => digest_of_result(result),
-        }
+        self.signer.as_ref().map(|signer| sign_result(result, signer))
     }
 
     pub fn config(&self) -> &Config {

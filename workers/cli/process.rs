@@ -16,6 +16,7 @@ use crate::blob::{key_for, BlobStore, FileStore};
 use crate::config::Config;
 use crate::error::ErrorKind;
 use crate::evidence::manifest::{Entry, Manifest};
+use crate::evidence::signature::digest_of_result;
 use crate::retry::{self, Action};
 use crate::runner::{ChildJob, Outcome, Runner};
 use crate::schema::{BatchSpec, Content, DocumentRef, Job, JobResult, JobStatus};
@@ -258,7 +259,7 @@ async fn process_one(
             progress.line(&format!("  {stage:<11} {status:<11} {:>7.1} s  {name}", stage_started.elapsed().as_secs_f64()));
         }
     }
-    let digest = runner.finish(&mut result);
+    let digest = runner.finish(&mut result).unwrap_or_else(|| digest_of_result(&mut result));
     progress.line(&format!("{:<23} {:>7.1} s  {name}", format!("{:?}", result.status).to_lowercase(), started.elapsed().as_secs_f64()));
     tracing::debug!(job_id = %job.job_id, sha256 = %job.document.sha256, status = ?result.status, children = children.len(), "document processed");
     (Ok((result, digest)), children)

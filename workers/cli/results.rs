@@ -144,7 +144,7 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
         // A signing collector vouches only for results it could verify ([signing] trusted_keys
         // and its own key).
         let trusted = match &signer {
-            Some(_) => Some(crate::evidence::trusted_from(config)?),
+            Some(signer) => Some(crate::evidence::trusted_with(config, Some(signer))?),
             None => None,
         };
         let (manifest, left_out) =

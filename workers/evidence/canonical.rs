@@ -12,12 +12,22 @@ use serde_json::Value;
 /// `serde_json::to_value` from Rust structs: that widens `f32` fields to their `f64` expansion
 /// (0.93 becomes 0.9300000071525574), while the text, and every verifier reading it, has 0.93.
 pub fn canonical(value: &Value) -> Vec<u8> {
+    canonical_without(value, None)
+}
+
+/// The canonical bytes of `value` with its top-level member `left_out` left out (a signature
+/// over the rest), without copying the value.
+pub fn canonical_without(value: &Value, left_out: Option<&str>) -> Vec<u8> {
     let mut out = Vec::with_capacity(1024);
-    write(value, &mut out);
+    write_object_or_value(value, left_out, &mut out);
     out
 }
 
 fn write(value: &Value, out: &mut Vec<u8>) {
+    write_object_or_value(value, None, out)
+}
+
+fn write_object_or_value(value: &Value, left_out: Option<&str>, out: &mut Vec<u8>) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
@@ -35,8 +45,8 @@ fn write(value: &Value, out: &mut Vec<u8>) {
             out.push(b']');
         }
         Value::Object(members) => {
-            let names: Vec<&str> = members.keys().map(String::as_str).collect();
-            let values: Vec<&Value> = members.values().collect();
+            let kept = members.iter().filter(|(name, _)| Some(name.as_str()) != left_out);
+            let (names, values): (Vec<&str>, Vec<&Value>) = kept.map(|(name, value)| (name.as_str(), value)).unzip();
             out.push(b'{');
             for (n, i) in order(&names).into_iter().enumerate() {
                 if n > 0 {

@@ -9,10 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::canonical::canonical;
-use super::keys::Signer;
-use super::canonical::parse_strict;
-use super::keys::TrustedKeys;
+use super::canonical::{canonical, parse_strict};
+use super::keys::{Signer, TrustedKeys};
 use super::signature::{check_value, digest_of_value, sign_value};
 use super::EvidenceError;
 use crate::schema::Signature;

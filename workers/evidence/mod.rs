@@ -45,8 +45,13 @@ pub fn signer_from(config: &crate::config::Config) -> Result<Option<Signer>, Evi
 /// Keys a reader of results trusts by configuration: `[signing] trusted_keys`, and the
 /// configured signing key's own public key.
 pub fn trusted_from(config: &crate::config::Config) -> Result<TrustedKeys, EvidenceError> {
+    trusted_with(config, signer_from(config)?.as_ref())
+}
+
+/// The same, for a caller that has loaded the signing key already.
+pub fn trusted_with(config: &crate::config::Config, signer: Option<&Signer>) -> Result<TrustedKeys, EvidenceError> {
     let mut trusted = TrustedKeys::load(&config.signing.trusted_keys)?;
-    if let Some(signer) = signer_from(config)? {
+    if let Some(signer) = signer {
         trusted.add(signer.public());
     }
     Ok(trusted)

@@ -9,7 +9,7 @@ use ed25519_dalek::Verifier as _;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::canonical::canonical;
+use super::canonical::canonical_without;
 use super::jcs_serializer::to_canonical;
 use super::keys::{Signer, TrustedKeys};
 use crate::schema::{JobResult, Signature};
@@ -95,15 +95,7 @@ pub fn digest_of_result(result: &mut JobResult) -> [u8; 32] {
 
 /// The digest of a JSON object parsed from its text (what a verifier has).
 pub fn digest_of_value(value: &Value) -> [u8; 32] {
-    let bytes = match value {
-        Value::Object(members) if members.contains_key(MEMBER) => {
-            let mut unsigned = members.clone();
-            unsigned.remove(MEMBER);
-            canonical(&Value::Object(unsigned))
-        }
-        _ => canonical(value),
-    };
-    Sha256::digest(bytes).into()
+    Sha256::digest(canonical_without(value, Some(MEMBER))).into()
 }
 
 fn signature_over(digest: &[u8; 32], signer: &Signer) -> Signature {

@@ -293,7 +293,7 @@ impl Originals {
     fn check(&mut self, name: &str, sha256: &str) -> Result<(), Problem> {
         for candidate in self.candidates(name) {
             if candidate.is_file() {
-                let found = hash_file(&candidate).map_err(|e| Problem::Unreadable(format!("{}: {e}", candidate.display())))?;
+                let found = docpipe_models::sha256_file(&candidate).map_err(|e| Problem::Unreadable(format!("{}: {e}", candidate.display())))?;
                 return if found == sha256 { Ok(()) } else { Err(Problem::OriginalDiffers { path: candidate, sha256: found }) };
             }
         }
@@ -333,14 +333,6 @@ fn index(dir: &Path) -> HashMap<String, PathBuf> {
         .into_iter()
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_file())
-        .filter_map(|e| hash_file(e.path()).ok().map(|h| (h, e.path().to_owned())))
+        .filter_map(|e| docpipe_models::sha256_file(e.path()).ok().map(|h| (h, e.path().to_owned())))
         .collect()
-}
-
-fn hash_file(path: &Path) -> std::io::Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher)?;
-    Ok(hex::encode(hasher.finalize()))
 }
