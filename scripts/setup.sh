@@ -45,6 +45,10 @@ if [ "$need_broker" = 1 ]; then
   # font that has Chinese glyphs, for its screenshots).
   apt_install chromium chromium-driver fonts-wqy-zenhei
 
+  # The TLS test makes its CA and certificates with the openssl CLI and starts its own RabbitMQ
+  # node (scripts/rabbitmq-node.sh).
+  apt_install openssl
+
   # The evidence test checks docpipe's signatures with an independent implementation
   # (scripts/verify_offline.py: PyPI's rfc8785 and cryptography).
   python3 -c "import rfc8785, cryptography" 2>/dev/null || python3 -m pip install -q rfc8785 cryptography
