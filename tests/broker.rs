@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use docpipe::amqp::topology::{declare, Names};
@@ -600,4 +601,44 @@ async fn metrics_and_health_follow_what_the_worker_does() {
     common::finish(&config, stop, worker).await;
     let (status, body) = http_get(port, "/readyz").await;
     assert_eq!((status, body.trim()), (503, "broker not connected"));
+}
+
+#[tokio::test]
+async fn status_counts_a_batch_per_stage_from_the_progress_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(&common::prefix("status"), &dir.path().join("blobs"));
+    let (stop, worker) = common::spawn_worker(&config, common::catalog(0, Duration::from_millis(100)), &["extract", "slow", "panics"]);
+    // Ten documents through extract and a slow stage, one of them into a stage that panics.
+    let mut jobs: Vec<_> = (0..9).map(|i| {
+        let mut job = common::job(&format!("document {i}"), &["extract", "slow"], "st");
+        job.batch_total = Some(10);
+        job
+    }).collect();
+    let mut failing = common::job("this one breaks", &["extract", "panics"], "st");
+    failing.batch_total = Some(10);
+    jobs.push(failing);
+    common::publish_jobs(&config, &jobs).await;
+
+    // Part way: the first results are in; extract is ahead of the slow stage or level with it.
+    let first = common::collect_results(&config, 3, Duration::from_secs(60)).await;
+    assert!(first.len() >= 3);
+    let partway = docpipe::cli::status::status(&config, "st").await.unwrap();
+    assert_eq!(partway.total, 10);
+    let stage = |p: &docpipe::amqp::progress::Progress, name: &str| p.stages.iter().find(|s| s.stage == name).cloned().unwrap();
+    assert!(partway.finished() >= 3, "{partway:?}");
+    assert!(stage(&partway, "extract").done >= stage(&partway, "slow").done, "{partway:?}");
+
+    let mut all = first;
+    let want: HashSet<_> = jobs.iter().map(|j| j.job_id).collect();
+    common::collect_all(&config, &want, &mut all, Duration::from_secs(60)).await;
+    let done = docpipe::cli::status::status(&config, "st").await.unwrap();
+    assert_eq!(done.finished(), 10, "{done:?}");
+    assert_eq!(done.results.get("complete"), Some(&9));
+    assert_eq!(done.results.get("partial").or(done.results.get("failed")), Some(&1), "{done:?}");
+    assert_eq!((stage(&done, "extract").done, stage(&done, "extract").total), (10, 10));
+    assert_eq!((stage(&done, "slow").done, stage(&done, "slow").total), (9, 9));
+    assert!(stage(&done, "extract").per_minute.is_some());
+    // Another batch's status is its own: nothing of this one.
+    assert_eq!(docpipe::cli::status::status(&config, "other").await.unwrap().total, 0);
+    common::finish(&config, stop, worker).await;
 }

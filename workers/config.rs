@@ -63,6 +63,10 @@ pub struct Config {
 pub struct BrokerConfig {
     /// AMQP URL, normally without a password.
     pub url: String,
+    /// Other nodes of the same RabbitMQ cluster, tried in turn when the one in use cannot be
+    /// reached. Same form as `url` (user, vhost, scheme); the same password and TLS settings.
+    #[serde(default)]
+    pub failover_urls: Vec<String>,
     /// File holding the broker password; `DOCPIPE_BROKER_PASSWORD` wins over it.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
@@ -131,10 +135,96 @@ pub struct WorkerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BlobConfig {
+    /// Which store holds the blobs: a directory, or an S3-compatible bucket.
+    #[serde(default)]
+    pub kind: BlobKind,
     /// Directory of the content-addressed store; relative paths are relative to the working directory.
     pub dir: PathBuf,
     /// Documents up to this size travel inline in the job message; larger ones by claim check.
     pub inline_max_bytes: u64,
+    /// `[blobs.s3]`: the bucket, used when `kind = "s3"`.
+    #[serde(default)]
+    pub s3: S3Config,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobKind {
+    #[default]
+    Dir,
+    S3,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// Server URL; empty means AWS itself (the region picks the endpoint).
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    /// `http://host/bucket/key` requests rather than `http://bucket.host/key`: what most
+    /// self-hosted servers (MinIO, Ceph, s3s) expect.
+    pub path_style: bool,
+    /// Object names start with this (several pipelines can share one bucket).
+    pub prefix: String,
+    /// Plain HTTP endpoints are refused unless this is set (loopback or private test servers).
+    pub allow_http: bool,
+    /// How long one request keeps retrying a server that fails or cannot be reached (seconds).
+    pub retry_secs: u64,
+    /// File with the access key id and secret (AWS credentials-file lines `aws_access_key_id = ...`
+    /// and `aws_secret_access_key = ...`). The environment wins over it.
+    pub credentials_file: Option<PathBuf>,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            bucket: String::new(),
+            region: "us-east-1".into(),
+            path_style: true,
+            prefix: "blobs".into(),
+            allow_http: false,
+            retry_secs: 60,
+            credentials_file: None,
+        }
+    }
+}
+
+impl S3Config {
+    /// Access key id and secret: `DOCPIPE_S3_ACCESS_KEY_ID` and `DOCPIPE_S3_SECRET_ACCESS_KEY`,
+    /// else the usual `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, else `credentials_file`.
+    /// Never from pipeline.toml. Errors name what is missing, never a value.
+    pub fn credentials(&self) -> Result<(String, String), String> {
+        for (id, secret) in [("DOCPIPE_S3_ACCESS_KEY_ID", "DOCPIPE_S3_SECRET_ACCESS_KEY"), ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")] {
+            if let (Ok(id), Ok(secret)) = (std::env::var(id), std::env::var(secret)) {
+                return Ok((id, secret));
+            }
+        }
+        let Some(path) = &self.credentials_file else {
+            return Err("no S3 credentials: set DOCPIPE_S3_ACCESS_KEY_ID and DOCPIPE_S3_SECRET_ACCESS_KEY, or blobs.s3.credentials_file".into());
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path).map_err(|e| format!("blobs.s3.credentials_file {}: {e}", path.display()))?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(format!("blobs.s3.credentials_file {} is readable by group or others (mode {:o}); chmod 600 it", path.display(), mode & 0o777));
+            }
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| format!("blobs.s3.credentials_file {}: {e}", path.display()))?;
+        let value = |name: &str| {
+            text.lines().find_map(|line| {
+                let (key, value) = line.split_once('=')?;
+                let key = key.trim();
+                (key == name || key.strip_prefix("aws_") == Some(name)).then(|| value.trim().to_owned())
+            })
+        };
+        match (value("access_key_id"), value("secret_access_key")) {
+            (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => Ok((id, secret)),
+            _ => Err(format!("blobs.s3.credentials_file {}: needs aws_access_key_id and aws_secret_access_key lines", path.display())),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

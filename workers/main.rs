@@ -50,6 +50,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         },
         Command::Submit(args) => cli::submit::run(&config, args).await,
         Command::Results(args) => cli::results::run(&config, args).await,
+        Command::Status(args) => cli::status::run(&config, args).await,
         Command::Worker(args) => {
             if let Some(threads) = args.threads {
                 config.worker.threads = threads.max(1);

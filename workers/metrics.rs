@@ -31,6 +31,12 @@ pub struct Metrics {
     results: Mutex<BTreeMap<String, u64>>,
     dead_letters: Mutex<BTreeMap<String, u64>>,
     latency: Mutex<BTreeMap<String, Histogram>>,
+    /// Pages read by OCR, and sentences by what translation made of them (translated, unverified,
+    /// unsupported, ...), from the annotations stages add.
+    pages_ocr: AtomicU64,
+    segments: Mutex<BTreeMap<String, u64>>,
+    /// Characters of source text that came back translated.
+    translated_chars: AtomicU64,
     retries: AtomicU64,
     reconnects: AtomicU64,
     in_flight: AtomicI64,
@@ -62,6 +68,30 @@ impl Metrics {
         }
         histogram.count += 1;
         histogram.sum += seconds;
+    }
+
+    /// Count the work in annotations a stage just added: OCR'd pages, translated sentences.
+    pub fn annotations(&self, added: &[crate::schema::Annotation]) {
+        use crate::schema::{AnnotationBody, TextSource, TranslationStatus};
+        for annotation in added {
+            match &annotation.body {
+                AnnotationBody::Text { segments, .. } => {
+                    let ocr = segments.iter().filter(|s| s.source == TextSource::Ocr).map(|s| s.page).collect::<std::collections::BTreeSet<_>>();
+                    self.pages_ocr.fetch_add(ocr.len() as u64, Ordering::Relaxed);
+                }
+                AnnotationBody::Translation { segments, .. } => {
+                    let mut counts = self.segments.lock().expect("metrics lock");
+                    for segment in segments {
+                        let status = serde_json::to_value(segment.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+                        *counts.entry(status).or_default() += 1;
+                        if segment.status == TranslationStatus::Translated {
+                            self.translated_chars.fetch_add(segment.end.saturating_sub(segment.start), Ordering::Relaxed);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     pub fn result(&self, status: &str) {
@@ -114,7 +144,11 @@ impl Metrics {
             let _ = writeln!(out, "docpipe_stage_seconds_sum{{stage=\"{stage}\"}} {}", h.sum);
             let _ = writeln!(out, "docpipe_stage_seconds_count{{stage=\"{stage}\"}} {}", h.count);
         }
+        counter(&mut out, "docpipe_translation_segments_total", "Sentences through translation, by outcome.", "status", &self.segments.lock().expect("metrics lock"));
+        render_loads(&mut out);
         let scalars = [
+            ("docpipe_pages_ocr_total", "counter", "Pages read by OCR.", self.pages_ocr.load(Ordering::Relaxed) as i64),
+            ("docpipe_translated_chars_total", "counter", "Characters of source text translated.", self.translated_chars.load(Ordering::Relaxed) as i64),
             ("docpipe_retries_total", "counter", "Deliveries sent to a delay queue to be tried again.", self.retries.load(Ordering::Relaxed) as i64),
             ("docpipe_broker_reconnects_total", "counter", "Connections to the broker lost and made again.", self.reconnects.load(Ordering::Relaxed) as i64),
             ("docpipe_in_flight", "gauge", "Deliveries being worked on.", self.in_flight.load(Ordering::Relaxed)),
@@ -124,6 +158,78 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         }
         out
+    }
+}
+
+/// Loads that happen in stage threads and model pools, which serve `process` as well as workers:
+/// kept per process, shown by every worker's `/metrics`.
+#[derive(Debug, Default)]
+struct Loads {
+    /// Per stage: engines built (Tesseract, language id, tokenizers), and seconds spent.
+    engines: BTreeMap<String, (u64, f64)>,
+    /// Stages whose engines could not be built, with how often.
+    engine_failures: BTreeMap<String, u64>,
+    /// Per model id: loads and seconds spent (weights read, hashed, prepared).
+    models: BTreeMap<String, (u64, f64)>,
+    model_failures: BTreeMap<String, u64>,
+}
+
+static LOADS: Mutex<Loads> = Mutex::new(Loads { engines: BTreeMap::new(), engine_failures: BTreeMap::new(), models: BTreeMap::new(), model_failures: BTreeMap::new() });
+
+fn loads() -> std::sync::MutexGuard<'static, Loads> {
+    LOADS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A stage thread built its engines (`ok`) or could not, after `took`.
+pub fn engine_built(stage: &str, ok: bool, took: Duration) {
+    let mut loads = loads();
+    match ok {
+        true => {
+            let entry = loads.engines.entry(stage.to_owned()).or_default();
+            entry.0 += 1;
+            entry.1 += took.as_secs_f64();
+        }
+        false => *loads.engine_failures.entry(stage.to_owned()).or_default() += 1,
+    }
+}
+
+/// A translation or summary model was loaded (`ok`) or refused, after `took`.
+pub fn model_loaded(model: &str, ok: bool, took: Duration) {
+    let mut loads = loads();
+    match ok {
+        true => {
+            let entry = loads.models.entry(model.to_owned()).or_default();
+            entry.0 += 1;
+            entry.1 += took.as_secs_f64();
+        }
+        false => *loads.model_failures.entry(model.to_owned()).or_default() += 1,
+    }
+}
+
+/// Stages whose engines failed to build in this process (for `/readyz`).
+fn failed_engines() -> Vec<String> {
+    loads().engine_failures.keys().cloned().collect()
+}
+
+fn render_loads(out: &mut String) {
+    let loads = loads();
+    for (name, help, label, map) in [
+        ("docpipe_engine_load_seconds", "Time stage threads spent building their engines.", "stage", &loads.engines),
+        ("docpipe_model_load_seconds", "Time spent loading translation and summary models.", "model", &loads.models),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
+        for (value, (count, sum)) in map {
+            let _ = writeln!(out, "{name}_sum{{{label}=\"{}\"}} {sum}\n{name}_count{{{label}=\"{}\"}} {count}", escape(value), escape(value));
+        }
+    }
+    for (name, help, label, map) in [
+        ("docpipe_engine_failures_total", "Stage threads that could not build their engines.", "stage", &loads.engine_failures),
+        ("docpipe_model_failures_total", "Models refused (missing, wrong hash, unreadable).", "model", &loads.model_failures),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (value, n) in map {
+            let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {n}", escape(value));
+        }
     }
 }
 
@@ -144,11 +250,11 @@ impl Drop for InFlight {
 #[derive(Clone)]
 struct Health {
     metrics: Arc<Metrics>,
-    blobs: std::path::PathBuf,
+    blobs: Arc<dyn crate::blob::BlobStore>,
 }
 
 /// Serve `/metrics`, `/healthz` and `/readyz` on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, blobs: std::path::PathBuf) -> std::io::Result<()> {
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, blobs: Arc<dyn crate::blob::BlobStore>) -> std::io::Result<()> {
     let app = axum::Router::new()
         .route("/metrics", get(|State(h): State<Health>| async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.metrics.render()) }))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -162,8 +268,12 @@ async fn ready(State(h): State<Health>) -> impl IntoResponse {
     if !h.metrics.connected() {
         missing.push("broker not connected");
     }
-    if !tokio::fs::metadata(&h.blobs).await.is_ok_and(|m| m.is_dir()) {
-        missing.push("blob store directory not reachable");
+    let failed = failed_engines();
+    let failed = failed.iter().map(|stage| format!("stage {stage} cannot build its engines")).collect::<Vec<_>>();
+    missing.extend(failed.iter().map(String::as_str));
+    let blobs = h.blobs.clone();
+    if !tokio::task::spawn_blocking(move || blobs.check()).await.is_ok_and(|checked| checked.is_ok()) {
+        missing.push("blob store not reachable");
     }
     match missing.is_empty() {
         true => (StatusCode::OK, "ready\n".to_owned()),
@@ -174,6 +284,25 @@ async fn ready(State(h): State<Health>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every series the shipped Grafana dashboard queries is one the worker exports.
+    #[test]
+    fn the_dashboard_asks_only_for_exported_metrics() {
+        let dashboard: serde_json::Value = serde_json::from_str(include_str!("../docker/grafana/docpipe-dashboard.json")).unwrap();
+        let text = Metrics::default().render();
+        let exported: std::collections::HashSet<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+        let panels = dashboard["panels"].as_array().unwrap();
+        assert!(panels.len() >= 10);
+        for panel in panels {
+            let expr = panel["targets"][0]["expr"].as_str().unwrap();
+            let names: Vec<&str> = expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("docpipe_")).collect();
+            assert!(!names.is_empty(), "{expr}");
+            for name in names {
+                let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+                assert!(exported.contains(base), "dashboard panel {:?} asks for {name}, which no worker exports", panel["title"]);
+            }
+        }
+    }
 
     #[test]
     fn render_counts_and_buckets() {

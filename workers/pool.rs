@@ -59,10 +59,10 @@ impl StagePool {
     }
 
     fn spawn_thread(&self) {
-        let (rx, factory, store) = (self.rx.clone(), self.factory.clone(), self.store.clone());
+        let (rx, factory, store, name) = (self.rx.clone(), self.factory.clone(), self.store.clone(), self.stage.clone());
         std::thread::Builder::new()
             .name(format!("stage-{}", self.stage))
-            .spawn(move || stage_loop(rx, factory, store))
+            .spawn(move || stage_loop(&name, rx, factory, store))
             .expect("spawn stage thread");
     }
 
@@ -100,7 +100,7 @@ impl StagePool {
     }
 }
 
-fn stage_loop(rx: flume::Receiver<Task>, factory: StageFactory, store: Arc<dyn BlobStore>) {
+fn stage_loop(name: &str, rx: flume::Receiver<Task>, factory: StageFactory, store: Arc<dyn BlobStore>) {
     let mut stage: Option<Box<dyn Stage>> = None;
     while let Ok(mut task) = rx.recv() {
         let _enter = task.span.enter();
@@ -111,7 +111,7 @@ fn stage_loop(rx: flume::Receiver<Task>, factory: StageFactory, store: Arc<dyn B
             let _ = started.send(());
         }
         let mut detected = None;
-        let outcome = catch_unwind(AssertUnwindSafe(|| run_one(&mut stage, &factory, store.as_ref(), &task, &mut detected)))
+        let outcome = catch_unwind(AssertUnwindSafe(|| run_one(name, &mut stage, &factory, store.as_ref(), &task, &mut detected)))
             .unwrap_or_else(|payload| {
                 stage = None; // its state is suspect after a panic: rebuild before the next task
                 Err(StageError::new(ErrorKind::Panic, format!("stage panicked: {}", panic_message(&*payload))))
@@ -126,6 +126,7 @@ fn stage_loop(rx: flume::Receiver<Task>, factory: StageFactory, store: Arc<dyn B
 }
 
 fn run_one(
+    name: &str,
     stage: &mut Option<Box<dyn Stage>>,
     factory: &StageFactory,
     store: &dyn BlobStore,
@@ -133,7 +134,10 @@ fn run_one(
     detected: &mut Option<String>,
 ) -> Result<StageOutput, StageError> {
     if stage.is_none() {
-        *stage = Some(factory()?);
+        let started = std::time::Instant::now();
+        let built = factory();
+        crate::metrics::engine_built(name, built.is_ok(), started.elapsed());
+        *stage = Some(built?);
     }
     let stage = stage.as_mut().expect("stage built above");
     let content = if stage.needs_content() { Some(load_content(&task.job, store)?) } else { None };
@@ -152,7 +156,9 @@ pub fn load_content(job: &Job, store: &dyn BlobStore) -> Result<Vec<u8>, StageEr
         Content::Blob { key } => store.get(key).map_err(|e| match e {
             BlobError::Mismatch { .. } => StageError::new(ErrorKind::Integrity, e.to_string()),
             BlobError::BadKey(_) => StageError::new(ErrorKind::Corrupt, e.to_string()),
-            BlobError::NotFound { .. } | BlobError::Io { .. } => StageError::new(ErrorKind::Unavailable, e.to_string()),
+            BlobError::NotFound { .. } | BlobError::Io { .. } | BlobError::Remote { .. } | BlobError::Config(_) => {
+                StageError::new(ErrorKind::Unavailable, e.to_string())
+            }
         })?,
     };
     // A blob stored under the job's own digest was verified by the store as it was read; only

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::blob::{key_for, FileStore};
+use crate::blob::{key_for, BlobStore};
 use crate::cli::process::{run_embedded, Sink, Tally, Work};
 use crate::config::Config;
 use crate::error::ErrorKind;
@@ -88,7 +88,7 @@ pub fn job_again(result: &JobResult) -> Job {
 /// by `user_name`; documents whose original the blob store lacks are listed, not sent.
 pub async fn prepare(
     store: &dyn ResultStore,
-    blobs: &FileStore,
+    blobs: &dyn BlobStore,
     selection: &Selection,
     user_name: &str,
     via: Via,
@@ -101,7 +101,7 @@ pub async fn prepare(
         }
         let Some(result) = store.get(&document.key).await? else { continue };
         let key = key_for(&result.document.sha256);
-        if !blobs.has(&key) {
+        if !blobs.has(&key)? {
             outcome.not_sent.push((document.filename, format!("the original ({key}) is not in the blob store")));
             continue;
         }
@@ -127,8 +127,8 @@ pub async fn resubmit(
     user_name: &str,
     via: Via,
 ) -> anyhow::Result<Resubmitted> {
-    let blobs = FileStore::new(config.blobs.dir.clone());
-    let (jobs, mut outcome) = prepare(store, &blobs, selection, user_name, via).await?;
+    let blobs = crate::blob::open(&config.blobs)?;
+    let (jobs, mut outcome) = prepare(store, blobs.as_ref(), selection, user_name, via).await?;
     if jobs.is_empty() {
         return Ok(outcome);
     }

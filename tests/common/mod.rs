@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod results;
+pub mod s3;
 pub mod webdriver;
 
 use std::collections::HashSet;
@@ -184,11 +185,11 @@ pub async fn cleanup(config: &Config) {
     let Ok(channel) = connection.create_channel().await else { return };
     let mut queues: Vec<String> = config.stages.iter().map(|s| names.stage_queue(&s.name)).collect();
     queues.extend((0..config.retry.backoff_ms.len()).map(|i| names.retry_queue(i)));
-    queues.extend([names.dead_queue(), names.results_queue()]);
+    queues.extend([names.dead_queue(), names.results_queue(), names.progress_queue()]);
     for q in queues {
         let _ = channel.queue_delete(&q, QueueDeleteOptions::default()).await;
     }
-    for e in [names.jobs_exchange(), names.work_exchange(), names.retry_exchange(), names.dead_exchange(), names.results_exchange()] {
+    for e in [names.jobs_exchange(), names.work_exchange(), names.retry_exchange(), names.dead_exchange(), names.results_exchange(), names.progress_exchange()] {
         let _ = channel.exchange_delete(&e, ExchangeDeleteOptions::default()).await;
     }
     connection.close(200, "").await.ok();

@@ -1,5 +1,6 @@
 //! RabbitMQ transport: connection, topology, confirmed publishing.
 
+pub mod progress;
 pub mod tls;
 pub mod topology;
 pub mod worker;
@@ -22,6 +23,8 @@ pub enum TransportError {
     Nacked { exchange: String, routing_key: String },
     #[error("no confirm from the broker within {0:?}")]
     ConfirmTimeout(Duration),
+    #[error("the broker did not accept a connection within {0:?}")]
+    ConnectTimeout(Duration),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("blob store: {0}")]
@@ -48,11 +51,48 @@ pub const H_ERROR_KIND: &str = "x-docpipe-error-kind";
 pub const H_REASON: &str = "x-docpipe-reason";
 pub const H_DEAD_AT: &str = "x-docpipe-dead-lettered-at";
 
+/// Index into the broker addresses of the one that last accepted a connection: reconnection
+/// starts there, so a node that is gone costs one refused attempt only until another answers.
+static LAST_GOOD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Longest wait for one node to accept a connection: a host that drops packets would otherwise
+/// hold the failover to the next node for the operating system's TCP timeout (minutes).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Connect to the broker: `broker.url`, else each of `broker.failover_urls` in turn, starting
+/// from the address that worked last. The error is the last address's.
 pub async fn connect(config: &Config) -> Result<Connection, TransportError> {
+    let urls: Vec<&str> = std::iter::once(config.broker.url.as_str()).chain(config.broker.failover_urls.iter().map(String::as_str)).collect();
+    let first = LAST_GOOD.load(std::sync::atomic::Ordering::Relaxed) % urls.len();
+    let mut last_error = None;
+    for index in (0..urls.len()).map(|i| (first + i) % urls.len()) {
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, connect_to(config, urls[index])).await;
+        match attempt.unwrap_or(Err(TransportError::ConnectTimeout(CONNECT_TIMEOUT))) {
+            Ok(connection) => {
+                if index != first {
+                    tracing::info!(node = index, "connected to another broker node");
+                }
+                LAST_GOOD.store(index, std::sync::atomic::Ordering::Relaxed);
+                return Ok(connection);
+            }
+            // Configuration errors are the same for every node: no use trying the others.
+            Err(e @ (TransportError::Url(_) | TransportError::Config(_))) => return Err(e),
+            Err(e) => {
+                if urls.len() > 1 {
+                    tracing::warn!(node = index, error = %e, "broker node unreachable");
+                }
+                last_error = Some(e);
+            }
+        }
+    }
+    Err(last_error.expect("at least broker.url was tried"))
+}
+
+async fn connect_to(config: &Config, url: &str) -> Result<Connection, TransportError> {
     // Parsed before the password is added, so a parse error quoting the URL cannot quote that
     // password (and one wrongly written into the URL is not repeated: the message is dropped).
-    let mut uri: AMQPUri = config.broker.url.parse().map_err(|e: String| {
-        TransportError::Url(if e.contains(&config.broker.url) { "not an AMQP URL with a host".into() } else { e })
+    let mut uri: AMQPUri = url.parse().map_err(|e: String| {
+        TransportError::Url(if e.contains(url) { "not an AMQP URL with a host".into() } else { e })
     })?;
     // Without a password: the URL's own, else RabbitMQ's `guest` (admitted from localhost only).
     if let Some(password) = config.broker_password()? {

@@ -6,6 +6,7 @@
 //! <p>.retry (headers, step = i) ──► <p>.retry.<i>          quorum, TTL = backoff[i], DLX <p>.work
 //! <p>.dead (fanout) ──► <p>.dead                            quorum
 //! <p>.results (topic, key = <case>.<batch>) ──► <p>.results (#), <p>.results.batch.<id> (*.<id>)
+//! <p>.progress (fanout) ──► <p>.progress                   stream, 7 days / 1 GB
 //! ```
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
@@ -51,6 +52,13 @@ impl Names {
     }
     pub fn results_queue(&self) -> String {
         format!("{}.results", self.prefix)
+    }
+    pub fn progress_exchange(&self) -> String {
+        format!("{}.progress", self.prefix)
+    }
+    /// A stream: read from the start by every `docpipe status`, trimmed by age and size.
+    pub fn progress_queue(&self) -> String {
+        format!("{}.progress", self.prefix)
     }
     pub fn batch_queue(&self, batch_id: &str) -> String {
         format!("{}.results.batch.{}", self.prefix, routing_word(batch_id))
@@ -125,6 +133,14 @@ pub async fn declare(channel: &Channel, config: &Config) -> Result<(), Transport
         let binding = table(&[("x-match", s("all")), (super::H_RETRY_STEP, s(&step.to_string()))]);
         channel.queue_bind(&queue, &names.retry_exchange(), "", QueueBindOptions::default(), binding).await?;
     }
+
+    // Progress events: a stream, so every reader reads from the start and nothing is consumed
+    // away; old events age out (a week) or are trimmed at 1 GB (about 3 million events).
+    exchange(channel, &names.progress_exchange(), ExchangeKind::Fanout).await?;
+    let progress = names.progress_queue();
+    let args = table(&[("x-queue-type", s("stream")), ("x-max-age", s("7D")), ("x-max-length-bytes", AMQPValue::LongLongInt(1 << 30))]);
+    channel.queue_declare(&progress, durable(), args).await?;
+    channel.queue_bind(&progress, &names.progress_exchange(), "", QueueBindOptions::default(), FieldTable::default()).await?;
 
     let results = names.results_queue();
     channel.queue_declare(&results, durable(), table(&[quorum])).await?;

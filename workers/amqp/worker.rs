@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use super::topology::{declare, Names};
 use super::*;
-use crate::blob::{BlobError, BlobStore, FileStore};
+use crate::blob::{BlobError, BlobStore};
 use crate::config::Config;
 use crate::error::{ErrorKind, StageError};
 use crate::retry::{self, Action, Attempted};
@@ -60,7 +60,7 @@ struct Ctx {
     runner: Runner,
     names: Names,
     confirm_timeout: Duration,
-    store: Arc<FileStore>,
+    store: Arc<dyn BlobStore>,
     inline_max: u64,
     max_message: u64,
     /// Per stage, `worker.concurrency` jobs handled at once; further prefetched deliveries wait
@@ -77,7 +77,7 @@ pub async fn run(
     stages: Vec<String>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let store = Arc::new(FileStore::new(config.blobs.dir.clone()));
+    let store = crate::blob::open(&config.blobs)?;
     let worker_id = crate::runner::worker_id(&config);
     let runner = Runner::start(config.clone(), &catalog, &stages, store.clone(), worker_id.clone())?;
     let ctx = Arc::new(Ctx {
@@ -95,7 +95,7 @@ pub async fn run(
             .await
             .with_context(|| format!("worker.metrics_bind {}", config.worker.metrics_bind))?;
         tracing::info!(address = %listener.local_addr()?, "metrics and health checks served");
-        let (metrics, blobs) = (ctx.metrics.clone(), config.blobs.dir.clone());
+        let (metrics, blobs) = (ctx.metrics.clone(), ctx.store.clone());
         tokio::spawn(async move {
             if let Err(e) = crate::metrics::serve(listener, metrics, blobs).await {
                 tracing::error!(error = %e, "metrics endpoint stopped");
@@ -326,7 +326,9 @@ async fn process(ctx: &Ctx, stage: &str, channel: &Channel, delivery: &Delivery,
     let plan = ctx.runner.plan(&job, &mut result);
     let job = Arc::new(job);
     let started = std::time::Instant::now();
+    let annotated = result.annotations.len();
     let outcome = ctx.runner.run_stage(stage, &job, &mut result, attempt).await;
+    ctx.metrics.annotations(result.annotations.get(annotated..).unwrap_or_default());
     let label = match &outcome {
         Outcome::Recorded(_) => match result.stages.last().filter(|r| r.stage == stage).and_then(|r| r.error.as_ref()) {
             Some(error) => error.kind.as_str(),
@@ -344,7 +346,9 @@ async fn process(ctx: &Ctx, stage: &str, channel: &Channel, delivery: &Delivery,
             if let Some(report) = result.stages.last().filter(|r| r.stage == stage) {
                 tracing::info!(status = ?report.status, error_kind = report.error.as_ref().map(|e| e.kind.as_str()), children = children.len(), "stage done");
             }
+            let found = children.len() as u64;
             publish_children(ctx, channel, children).await?;
+            progress(ctx, channel, progress::Event::new(&result, stage, label, found, started.elapsed())).await;
             forward(ctx, channel, delivery, &plan, &job, result).await
         }
         action => carry_out(ctx, channel, delivery, stage, attempt, action, result).await,
@@ -481,7 +485,7 @@ async fn load_handoff(ctx: &Ctx, delivery: &Delivery, job: &Job) -> Result<JobRe
         .map_err(|e| StageError::new(ErrorKind::Internal, format!("blob read task: {e}")))?
         .map_err(|e| {
             let kind = match e {
-                BlobError::Io { .. } => ErrorKind::Unavailable,
+                BlobError::Io { .. } | BlobError::Remote { .. } | BlobError::Config(_) => ErrorKind::Unavailable,
                 BlobError::NotFound { .. } | BlobError::Mismatch { .. } | BlobError::BadKey(_) => ErrorKind::Integrity,
             };
             StageError::new(kind, format!("hand-off from the previous stage: {e}"))
@@ -525,7 +529,16 @@ async fn publish_result(ctx: &Ctx, channel: &Channel, delivery: &Delivery, mut r
         crate::schema::JobStatus::Failed => "failed",
     });
     tracing::info!(status = ?result.status, "result published");
+    let status = serde_json::to_value(result.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    progress(ctx, channel, progress::Event::new(&result, "result", &status, 0, Duration::ZERO)).await;
     Ok(())
+}
+
+/// Tell `docpipe status` about a job's step. Never holds the job up: a failure is logged.
+async fn progress(ctx: &Ctx, channel: &Channel, event: progress::Event) {
+    if let Err(e) = progress::publish(channel, &ctx.names, &event).await {
+        tracing::warn!(error = %e, "progress event not sent");
+    }
 }
 
 /// Send the same message through the delay queue `step`; it comes back to the stage queue as

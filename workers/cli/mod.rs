@@ -8,6 +8,7 @@ pub mod process;
 pub mod resubmit;
 pub mod results;
 pub mod serve;
+pub mod status;
 pub mod store;
 pub mod submit;
 pub mod verify;
@@ -42,6 +43,8 @@ pub enum Command {
     Submit(submit::Args),
     /// Collect a batch's results into JSON lines; exits when the batch is complete.
     Results(results::Args),
+    /// How far a batch is: done/total per stage and an ETA, from the workers' progress reports.
+    Status(status::Args),
     /// Run a worker that consumes stage queues from RabbitMQ.
     Worker(WorkerArgs),
     /// Declare exchanges and queues (idempotent).

@@ -12,7 +12,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 
 use super::inputs::{self, Input};
-use crate::blob::{key_for, BlobStore, FileStore};
+use crate::blob::{key_for, BlobStore};
 use crate::config::Config;
 use crate::error::ErrorKind;
 use crate::evidence::manifest::{Entry, Manifest};
@@ -167,7 +167,7 @@ pub async fn run_embedded(
     work: VecDeque<Work>,
     sink: &mut Sink<'_>,
 ) -> anyhow::Result<Tally> {
-    let blobs = Arc::new(FileStore::new(config.blobs.dir.clone()));
+    let blobs = crate::blob::open(&config.blobs)?;
     let runner = Runner::start(config.clone(), catalog, stages, blobs.clone(), crate::runner::worker_id(&config))?;
     let mut tally = Tally::default();
     let progress = inputs::Progress::new(work.len() as u64, "process");
@@ -208,7 +208,7 @@ pub async fn run_embedded(
 
 async fn process_one(
     runner: &Runner,
-    blobs: &Arc<FileStore>,
+    blobs: &Arc<dyn BlobStore>,
     batch: &BatchSpec,
     progress: &inputs::Progress,
     work: Work,

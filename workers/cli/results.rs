@@ -13,7 +13,6 @@ use lapin::types::FieldTable;
 use super::inputs;
 use crate::amqp::topology::{declare, declare_batch_queue};
 use crate::amqp::connect;
-use crate::blob::BlobStore;
 use crate::config::Config;
 use crate::schema::JobResult;
 
@@ -54,7 +53,7 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
     channel.basic_qos(256, BasicQosOptions::default()).await?;
     let mut consumer = channel.basic_consume(&queue, "", BasicConsumeOptions::default(), FieldTable::default()).await?;
 
-    let store = crate::blob::FileStore::new(config.blobs.dir.clone());
+    let store = crate::blob::open(&config.blobs)?;
     // Loaded before collecting: a bad key should stop us before results are taken off the queue.
     let signer = crate::evidence::signer_from(config)?;
     let mut earlier = Vec::new();

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::blob::FileStore;
 use crate::config::Config;
 use crate::web::{self, auth, AppState};
 
@@ -33,7 +32,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<std::process::Ex
             Arc::new(config.clone()),
             if args.consume { crate::resubmit::Via::Broker } else { crate::resubmit::Via::Embedded },
         ))),
-        ..AppState::new(store.clone(), Arc::new(FileStore::new(config.blobs.dir.clone())))
+        ..AppState::new(store.clone(), crate::blob::open(&config.blobs)?)
     };
     println!("review workspace on http://{}/ (sign in with an account from `docpipe users add`)", args.bind);
     if args.consume {

@@ -10,7 +10,6 @@ use lapin::types::FieldTable;
 
 use crate::amqp::topology::{declare, Names};
 use crate::amqp::{connect, Backoff};
-use crate::blob::FileStore;
 use crate::config::Config;
 use crate::schema::JobResult;
 use crate::store::{self, full_result, Ingested, ResultStore, Search};
@@ -50,8 +49,8 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<std::process::Ex
     match args.command {
         StoreCommand::Import { paths } => {
             let files = jsonl_files(&paths)?;
-            let blobs = FileStore::new(config.blobs.dir.clone());
-            let tally = store::import(store.as_ref(), &files, &blobs).await?;
+            let blobs = crate::blob::open(&config.blobs)?;
+            let tally = store::import(store.as_ref(), &files, blobs.as_ref()).await?;
             println!(
                 "{} files: {} results stored, {} replaced a worse one, {} already stored; {} lines unreadable",
                 files.len(),
@@ -117,7 +116,7 @@ pub async fn consume(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Consumed> {
     tokio::pin!(shutdown);
-    let blobs = FileStore::new(config.blobs.dir.clone());
+    let blobs = crate::blob::open(&config.blobs)?;
     let queue = Names::new(config).results_queue();
     let mut backoff = Backoff::new(config);
     let consumed = std::sync::Mutex::new(Consumed::default());
@@ -133,7 +132,7 @@ pub async fn consume(
             while let Some(delivery) = deliveries.next().await {
                 let delivery = delivery?;
                 let result = match serde_json::from_slice::<JobResult>(&delivery.data) {
-                    Ok(result) => full_result(result, &blobs),
+                    Ok(result) => full_result(result, blobs.as_ref()),
                     Err(e) => Err(anyhow::anyhow!("not a result: {}", crate::logging::json_error(&e))),
                 };
                 let result = match result {

@@ -1,7 +1,6 @@
 //! `docpipe submit`: hash on arrival, keep a content-addressed copy, publish one job per file.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use base64::Engine as _;
@@ -9,7 +8,7 @@ use base64::Engine as _;
 use super::inputs;
 use crate::amqp::topology::declare_batch_queue;
 use crate::amqp::{connect, JobPublisher};
-use crate::blob::{key_for, BlobStore, FileStore};
+use crate::blob::key_for;
 use crate::config::Config;
 use crate::schema::{BatchSpec, Content, DocumentRef, Job};
 
@@ -57,7 +56,7 @@ struct Stored {
 pub async fn submit(config: &Config, args: Args) -> anyhow::Result<Submitted> {
     let (stages, options) = args.job.resolve(config)?;
     let batch_id = args.batch.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let store = Arc::new(FileStore::new(config.blobs.dir.clone()));
+    let store = crate::blob::open(&config.blobs)?;
 
     // Pass 1: hash and keep a verified copy of everything, so the batch size is known before
     // the first job leaves and a file changing afterwards cannot change what was submitted.

@@ -64,6 +64,7 @@ impl ModelPool {
                 ModelKind::Marian | ModelKind::T5 => Seq2Seq::load(path, Some(sha256)).map(|m| LoadedModel::Seq2Seq(Arc::new(m))).map_err(|e| e.to_string()),
             }
             .map_err(|e| format!("{id}: {e}"));
+            crate::metrics::model_loaded(id, model.is_ok(), started.elapsed());
             match &model {
                 Ok(_) => tracing::info!(model = %id, ms = started.elapsed().as_millis() as u64, "model loaded"),
                 Err(e) => tracing::error!(model = %id, error = %e, "model refused"),

@@ -13,7 +13,6 @@ use serde::Deserialize;
 use super::auth::{self, Analyst};
 use super::views::{enc, not_found};
 use super::{internal, AppState};
-use crate::blob::FileStore;
 use crate::config::Config;
 use crate::error::ErrorKind;
 use crate::resubmit::{prepare, publish, run, Selection, Via};
@@ -65,9 +64,8 @@ pub async fn resubmit(
         },
     };
     let selection = Selection { case_id, batch_id, partial: form.partial, kind };
-    let blobs = FileStore::new(resubmitter.config.blobs.dir.clone());
-    let via = resubmitter.via;
-    let (jobs, outcome) = match prepare(state.store.as_ref(), &blobs, &selection, &analyst.user.name, via).await {
+        let via = resubmitter.via;
+    let (jobs, outcome) = match prepare(state.store.as_ref(), state.blobs.as_ref(), &selection, &analyst.user.name, via).await {
         Ok(prepared) => prepared,
         Err(e) => return internal(e),
     };
