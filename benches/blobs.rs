@@ -38,8 +38,14 @@ fn measure(store: &dyn BlobStore, dir: &std::path::Path, size: usize, rounds: us
     (median(put), median(get))
 }
 
-fn main() {
+/// The bench table for one server: as s3s-fs ships, or with `preload` (the TCP_NODELAY shim).
+fn table(preload: Option<&std::path::Path>) {
+    match preload {
+        Some(shim) => std::env::set_var("LD_PRELOAD", shim),
+        None => std::env::remove_var("LD_PRELOAD"),
+    }
     let server = s3::S3Server::start();
+    std::env::remove_var("LD_PRELOAD");
     for (key, value) in server.env() {
         if key.starts_with("DOCPIPE_S3_") {
             std::env::set_var(key, value);
@@ -49,14 +55,27 @@ fn main() {
     let remote = S3Store::new(&config.blobs.s3).unwrap();
     let work = tempfile::tempdir().unwrap();
     let local = FileStore::new(work.path().join("blobs"));
-    println!("| input | directory: store / read (ms) | S3: store / read (ms) | S3 extra per document (ms) |");
-    println!("|---|---:|---:|---:|");
+    let server_name = if preload.is_some() { "s3s-fs with TCP_NODELAY" } else { "s3s-fs as shipped" };
     for (label, size, rounds) in [("1 KB", 1 << 10, 21), ("1 MB", 1 << 20, 11), ("100 MB", 100 << 20, 3)] {
         let (dir_put, dir_get) = measure(&local, work.path(), size, rounds);
         let (s3_put, s3_get) = measure(&remote, work.path(), size, rounds);
         println!(
-            "| {label} | {dir_put:.2} / {dir_get:.2} | {s3_put:.2} / {s3_get:.2} | {:.2} |",
+            "| {label} | {server_name} | {dir_put:.2} / {dir_get:.2} | {s3_put:.2} / {s3_get:.2} | {:.2} |",
             (s3_put + s3_get) - (dir_put + dir_get)
         );
+    }
+}
+
+fn main() {
+    println!("| input | S3 server | directory: store / read (ms) | S3: store / read (ms) | S3 extra per document (ms) |");
+    println!("|---|---|---:|---:|---:|");
+    table(None);
+    // The shim, built here with the machine's C compiler; without one, the first table only.
+    let shim = std::env::temp_dir().join(format!("docpipe-nodelay-{}.so", std::process::id()));
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/nodelay.c");
+    let built = std::process::Command::new("cc").args(["-shared", "-fPIC", "-O2", "-o"]).arg(&shim).arg(&source).arg("-ldl").status();
+    if built.is_ok_and(|s| s.success()) {
+        table(Some(&shim));
+        let _ = std::fs::remove_file(&shim);
     }
 }

@@ -166,6 +166,7 @@ impl Drop for Host {
 #[test]
 fn two_hosts_share_only_the_broker_and_the_s3_store() {
     let server = S3Server::start();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let prefix = common::prefix("two-hosts");
     let mut env = server.env();
     env.extend([
@@ -175,6 +176,9 @@ fn two_hosts_share_only_the_broker_and_the_s3_store() {
         ("DOCPIPE_BLOBS__INLINE_MAX_BYTES".to_owned(), "64".to_owned()),
         ("DOCPIPE_BROKER__MAX_MESSAGE_BYTES".to_owned(), "2048".to_owned()),
         ("DOCPIPE_WORKER__THREADS".to_owned(), "1".to_owned()),
+        // Each host has its own models installed; here both use the repository's.
+        ("DOCPIPE_MODELS__DIR".to_owned(), format!("\"{}\"", root.join("var/models").display())),
+        ("DOCPIPE_LANGID__MODEL".to_owned(), format!("\"{}\"", root.join("var/models/lid.176.ftz").display())),
     ]);
     let (host_a, host_b, desk) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -189,7 +193,7 @@ fn two_hosts_share_only_the_broker_and_the_s3_store() {
     );
     let language = Host(docpipe(host_b.path(), &env).args(["worker", "--stages", "langid,summarize"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
 
-    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/batch");
+    let samples = root.join("samples/batch");
     let files: Vec<_> = ["easychair.txt", "flores-rus.txt", "flores-zho.txt", "russian.cp866.txt", "testEmailWithPNGAtt.eml", "testTXT_win-1252.txt", "scansmpl.pdf"]
         .iter()
         .map(|name| samples.join(name))
