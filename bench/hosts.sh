@@ -34,7 +34,8 @@ sleep 1
 
 export OMP_THREAD_LIMIT=1 DOCPIPE_BLOBS__KIND=s3 DOCPIPE_BLOBS__S3__ENDPOINT="http://127.0.0.1:$port" \
   DOCPIPE_BLOBS__S3__BUCKET=bench DOCPIPE_BLOBS__S3__ALLOW_HTTP=true \
-  DOCPIPE_S3_ACCESS_KEY_ID=bench DOCPIPE_S3_SECRET_ACCESS_KEY=bench-secret
+  DOCPIPE_S3_ACCESS_KEY_ID=bench DOCPIPE_S3_SECRET_ACCESS_KEY=bench-secret \
+  DOCPIPE_MODELS__DIR="\"$PWD/var/models\"" DOCPIPE_LANGID__MODEL="\"$PWD/var/models/lid.176.ftz\""
 
 echo "| worker processes per stage group | documents | seconds | documents/min |"
 echo "|---:|---:|---:|---:|"
@@ -45,7 +46,7 @@ for per_group in 1 2; do
     for stages in extract langid,summarize; do
       dir="$work/host-$per_group-$i-${stages%%,*}"
       mkdir -p "$dir"
-      (cd "$dir" && exec "$binary" worker --stages "$stages" >/dev/null 2>&1) &
+      (cd "$dir" && exec "$binary" worker --stages "$stages" >worker.log 2>&1) &
       pids+=($!)
     done
   done
