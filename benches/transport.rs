@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use docpipe::amqp::short;
 use docpipe::amqp::topology::{declare, declare_batch_queue, Names};
 use docpipe::amqp::{confirm_channel, connect};
 use docpipe::cli::{process, results, submit};
@@ -32,10 +33,10 @@ async fn cleanup(config: &Config, batch: &str) {
     let mut queues = vec![names.stage_queue("extract"), names.dead_queue(), names.results_queue(), names.batch_queue(batch)];
     queues.extend((0..config.retry.backoff_ms.len()).map(|i| names.retry_queue(i)));
     for q in queues {
-        let _ = channel.queue_delete(&q, QueueDeleteOptions::default()).await;
+        let _ = channel.queue_delete(short(&q), QueueDeleteOptions::default()).await;
     }
     for e in [names.jobs_exchange(), names.work_exchange(), names.retry_exchange(), names.dead_exchange(), names.results_exchange()] {
-        let _ = channel.exchange_delete(&e, ExchangeDeleteOptions::default()).await;
+        let _ = channel.exchange_delete(short(&e), ExchangeDeleteOptions::default()).await;
     }
 }
 

@@ -5,6 +5,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use docpipe::amqp::short;
 use docpipe::amqp::topology::{declare, Names};
 use docpipe::amqp::{confirm_channel, connect, json_properties, JOB_TYPE};
 use docpipe::blob::sha256_hex;
@@ -180,7 +181,7 @@ async fn exhausted_retries_end_in_the_dead_letter_queue_and_replay_works() {
     let connection = connect(&config).await.unwrap();
     let channel = confirm_channel(&connection).await.unwrap();
     assert_eq!(dlq::replay(&channel, &config, Some(docpipe::error::ErrorKind::RetriesExhausted), 10).await.unwrap(), 1);
-    connection.close(200, "").await.unwrap();
+    connection.close(200, short("")).await.unwrap();
     let results = common::collect_results(&config, 1, Duration::from_secs(30)).await;
     assert_eq!(results[0].job_id, job.job_id);
     assert_eq!(results[0].status, JobStatus::Complete);
@@ -215,9 +216,9 @@ async fn reply_to_and_correlation_id_are_honoured() {
     declare(&channel, &config).await.unwrap();
     let reply_queue = format!("{}.reply", config.broker.prefix);
     let options = QueueDeclareOptions { auto_delete: true, ..Default::default() };
-    channel.queue_declare(&reply_queue, options, FieldTable::default()).await.unwrap();
+    channel.queue_declare(short(&reply_queue), options, FieldTable::default()).await.unwrap();
     let mut consumer =
-        channel.basic_consume(&reply_queue, "", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+        channel.basic_consume(short(&reply_queue), short(""), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default()).await.unwrap();
 
     let job = common::job("reply to me", &["extract"], "rt");
     let properties = json_properties(JOB_TYPE)
@@ -230,7 +231,7 @@ async fn reply_to_and_correlation_id_are_honoured() {
     assert_eq!(delivery.properties.correlation_id().as_ref().unwrap().as_str(), "case-system-123");
     let result: JobResult = serde_json::from_slice(&delivery.data).unwrap();
     assert_eq!(result.job_id, job.job_id);
-    connection.close(200, "").await.unwrap();
+    connection.close(200, short("")).await.unwrap();
     common::finish(&config, stop, worker).await;
 }
 
@@ -428,7 +429,7 @@ async fn a_hand_off_reference_that_cannot_be_read_gets_a_failed_result_at_once()
     }
     // A reference that is not one at all: parked as unreadable, with the reason.
     publish(&channel, &work, "counts", br#"{"schema_version":1,"key":"sha256:x"}"#, json_properties(HANDOFF_REF_TYPE), Duration::from_secs(10)).await.unwrap();
-    connection.close(200, "").await.ok();
+    connection.close(200, short("")).await.ok();
 
     let results = common::collect_results(&config, 2, Duration::from_secs(30)).await;
     assert_eq!(results.len(), 2, "one result each, no redelivery: {results:?}");

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::results::{result, TestDatabase};
+use docpipe::amqp::short;
 use docpipe::schema::{JobStatus, StageReport, StageStatus};
 use docpipe::store::{Field, Ingested, PostgresStore, ResultStore, Search, SqliteStore};
 
@@ -215,7 +216,7 @@ async fn the_results_consumer_acks_only_what_the_store_committed() {
     let queue = Names::new(&config).results_queue();
     while tokio::time::Instant::now() < deadline {
         let declared = channel
-            .queue_declare(&queue, lapin::options::QueueDeclareOptions { passive: true, ..Default::default() }, Default::default())
+            .queue_declare(short(&queue), lapin::options::QueueDeclareOptions { passive: true, ..Default::default() }, Default::default())
             .await
             .unwrap();
         if declared.message_count() == 0 {
@@ -233,11 +234,11 @@ async fn the_results_consumer_acks_only_what_the_store_committed() {
     assert_eq!((counts.complete, counts.failed), (2, 0), "the replayed good result replaced the failed one");
     // Nothing left unacked or waiting: every result was stored before its ack.
     let declared = channel
-        .queue_declare(&queue, lapin::options::QueueDeclareOptions { passive: true, ..Default::default() }, Default::default())
+        .queue_declare(short(&queue), lapin::options::QueueDeclareOptions { passive: true, ..Default::default() }, Default::default())
         .await
         .unwrap();
     assert_eq!(declared.message_count(), 0);
-    connection.close(200, "").await.ok();
+    connection.close(200, short("")).await.ok();
     common::cleanup(&config).await;
 }
 

@@ -6,6 +6,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use docpipe::amqp::short;
 use docpipe::amqp::{connect, TransportError};
 use docpipe::config::{Config, EMBEDDED};
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
@@ -97,18 +98,18 @@ fn amqps_verifies_the_broker_presents_a_client_certificate_and_refuses_a_wrong_c
         // The right CA and a client certificate: a real round trip over TLS.
         let connection = connect(&config(&url, &certs.join("ca.pem"), Some((&client.0, &client.1)))).await.expect("TLS connection");
         let channel = connection.create_channel().await.unwrap();
-        let queue = channel.queue_declare("", QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()).await.unwrap();
-        channel.basic_publish("", queue.name().as_str(), BasicPublishOptions::default(), b"over tls", BasicProperties::default()).await.unwrap().await.unwrap();
+        let queue = channel.queue_declare(short(""), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+        channel.basic_publish(short(""), short(queue.name().as_str()), BasicPublishOptions::default(), b"over tls", BasicProperties::default()).await.unwrap().await.unwrap();
         let mut got = None;
         for _ in 0..50 {
-            got = channel.basic_get(queue.name().as_str(), BasicGetOptions { no_ack: true }).await.unwrap();
+            got = channel.basic_get(short(queue.name().as_str()), BasicGetOptions { no_ack: true }).await.unwrap();
             if got.is_some() {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         assert_eq!(got.expect("message back").delivery.data, b"over tls");
-        connection.close(200, "").await.ok();
+        connection.close(200, short("")).await.ok();
 
         // A CA that did not sign the broker's certificate: refused, and said so.
         let err = connect(&config(&url, &certs.join("other-ca.pem"), Some((&client.0, &client.1)))).await.expect_err("wrong CA refused");

@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use docpipe::amqp::short;
 use docpipe::cli::{self, Cli, Command};
 use docpipe::config::{Config, LogFormat};
 use docpipe::stages::StageCatalog;
@@ -67,7 +68,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let connection = docpipe::amqp::connect(&config).await.context("connecting to the broker")?;
             let channel = connection.create_channel().await?;
             docpipe::amqp::topology::declare(&channel, &config).await?;
-            connection.close(200, "declared").await?;
+            connection.close(200, short("declared")).await?;
             println!("declared exchanges and queues with prefix `{}`", config.broker.prefix);
             Ok(ok)
         }

@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::amqp::short;
 use crate::blob::{key_for, BlobStore};
 use crate::cli::process::{run_embedded, Sink, Tally, Work};
 use crate::config::Config;
@@ -147,7 +148,7 @@ pub async fn publish(config: &Config, jobs: &[Job]) -> anyhow::Result<()> {
         publisher.publish(job).await?;
     }
     publisher.wait().await?;
-    connection.close(200, "resubmitted").await?;
+    connection.close(200, short("resubmitted")).await?;
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use docpipe::amqp::short;
 use docpipe::amqp::topology::{declare, Names};
 use docpipe::amqp::{confirm_channel, connect, json_properties, publish, JOB_TYPE};
 use docpipe::blob::sha256_hex;
@@ -133,7 +134,7 @@ pub async fn publish_raw(config: &Config, bodies: &[(Vec<u8>, BasicProperties)])
     for (body, properties) in bodies {
         publish(&channel, &exchange, "", body, properties.clone(), Duration::from_secs(10)).await.expect("publish");
     }
-    connection.close(200, "").await.ok();
+    connection.close(200, short("")).await.ok();
 }
 
 pub async fn publish_jobs(config: &Config, jobs: &[Job]) {
@@ -159,7 +160,7 @@ pub async fn collect_results(config: &Config, want: usize, limit: Duration) -> V
         }
         let queue = Names::new(config).results_queue();
         let Ok(mut consumer) =
-            channel.basic_consume(&queue, "", BasicConsumeOptions::default(), FieldTable::default()).await
+            channel.basic_consume(short(&queue), short(""), BasicConsumeOptions::default(), FieldTable::default()).await
         else {
             continue;
         };
@@ -173,7 +174,7 @@ pub async fn collect_results(config: &Config, want: usize, limit: Duration) -> V
                 break;
             }
         }
-        connection.close(200, "").await.ok();
+        connection.close(200, short("")).await.ok();
     }
     all
 }
@@ -187,12 +188,12 @@ pub async fn cleanup(config: &Config) {
     queues.extend((0..config.retry.backoff_ms.len()).map(|i| names.retry_queue(i)));
     queues.extend([names.dead_queue(), names.results_queue(), names.progress_queue()]);
     for q in queues {
-        let _ = channel.queue_delete(&q, QueueDeleteOptions::default()).await;
+        let _ = channel.queue_delete(short(&q), QueueDeleteOptions::default()).await;
     }
     for e in [names.jobs_exchange(), names.work_exchange(), names.retry_exchange(), names.dead_exchange(), names.results_exchange(), names.progress_exchange()] {
-        let _ = channel.exchange_delete(&e, ExchangeDeleteOptions::default()).await;
+        let _ = channel.exchange_delete(short(&e), ExchangeDeleteOptions::default()).await;
     }
-    connection.close(200, "").await.ok();
+    connection.close(200, short("")).await.ok();
 }
 
 /// Run an in-process worker until the returned sender fires.
@@ -262,7 +263,7 @@ pub async fn dead_letters(config: &Config) -> Vec<docpipe::cli::dlq::Parked> {
     let connection = connect(config).await.expect("connect");
     let channel = confirm_channel(&connection).await.expect("channel");
     let parked = docpipe::cli::dlq::list(&channel, config, 100).await.expect("dlq list");
-    connection.close(200, "").await.ok();
+    connection.close(200, short("")).await.ok();
     parked
 }
 

@@ -8,7 +8,7 @@ pub mod worker;
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
+use lapin::{Confirmation, PublisherConfirm};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -25,6 +25,8 @@ pub enum TransportError {
     ConfirmTimeout(Duration),
     #[error("the broker did not accept a connection within {0:?}")]
     ConnectTimeout(Duration),
+    #[error("the broker ended every consumer of this connection")]
+    ConsumersEnded,
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("blob store: {0}")]
@@ -33,6 +35,12 @@ pub enum TransportError {
     Url(String),
     #[error("TLS connection to the broker failed: {0} (the broker's certificate must chain to broker.tls_ca_file or the system's roots and name the URL's host)")]
     Tls(String),
+}
+
+/// An exchange, queue, routing key or reason as the protocol's short string, the form lapin's
+/// calls take.
+pub fn short(s: &str) -> ShortString {
+    ShortString::from(s)
 }
 
 /// Message `type` property of jobs, stage-to-stage hand-offs and results.
@@ -104,15 +112,13 @@ async fn connect_to(config: &Config, url: &str) -> Result<Connection, TransportE
         // Certificates set for a plain connection: the password would go in clear text.
         return Err(TransportError::Url("broker.tls_* are set but the URL is amqp://, not amqps://".into()));
     }
-    let properties = ConnectionProperties::default()
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio)
-        .with_connection_name(format!("docpipe-{}", std::process::id()).into());
+    let properties = ConnectionProperties::default().with_connection_name(LongString::from(format!("docpipe-{}", std::process::id())));
     let tls = tls::tls_config(&config.broker)?;
-    match Connection::connect_uri_with_config(uri, properties, tls).await {
+    let runtime = lapin::runtime::default_runtime()?;
+    match Connection::connect_uri_with_config(uri, properties, tls, runtime).await {
         Ok(connection) => Ok(connection),
         // Over amqps an I/O error at connection time is the handshake: say so.
-        Err(lapin::Error::IOError(e)) if tls_scheme => Err(TransportError::Tls(e.to_string())),
+        Err(e) if tls_scheme && matches!(e.kind(), lapin::ErrorKind::IOError(_)) => Err(TransportError::Tls(e.to_string())),
         Err(e) => Err(e.into()),
     }
 }
@@ -134,7 +140,7 @@ pub async fn publish(
     timeout: Duration,
 ) -> Result<(), TransportError> {
     let confirm = channel
-        .basic_publish(exchange, routing_key, BasicPublishOptions::default(), body, properties.with_delivery_mode(2))
+        .basic_publish(short(exchange), short(routing_key), BasicPublishOptions::default(), body, properties.with_delivery_mode(2))
         .await?;
     confirmed(confirm, timeout, exchange, routing_key).await
 }
@@ -189,7 +195,7 @@ impl JobPublisher {
         let body = serde_json::to_vec(job).expect("jobs serialize");
         let properties =
             json_properties(JOB_TYPE).with_message_id(ShortString::from(job.job_id.to_string())).with_delivery_mode(2);
-        let confirm = self.channel.basic_publish(&self.exchange, "", BasicPublishOptions::default(), &body, properties).await?;
+        let confirm = self.channel.basic_publish(short(&self.exchange), short(""), BasicPublishOptions::default(), &body, properties).await?;
         self.pending.push(confirm);
         if self.pending.len() >= Self::WINDOW {
             self.wait().await?;

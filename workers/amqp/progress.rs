@@ -15,7 +15,7 @@ use lapin::Channel;
 use serde::{Deserialize, Serialize};
 
 use super::topology::Names;
-use super::{json_properties, TransportError};
+use super::{json_properties, short, TransportError};
 use crate::config::Config;
 use crate::schema::JobResult;
 
@@ -67,7 +67,7 @@ pub async fn publish(channel: &Channel, names: &Names, event: &Event) -> Result<
     let body = serde_json::to_vec(event).expect("events serialize");
     // Dropping the confirm is deliberate (see above); the channel stays in confirm mode for the rest.
     let _unawaited = channel
-        .basic_publish(&names.progress_exchange(), "", BasicPublishOptions::default(), &body, json_properties(PROGRESS_TYPE).with_delivery_mode(2))
+        .basic_publish(short(&names.progress_exchange()), short(""), BasicPublishOptions::default(), &body, json_properties(PROGRESS_TYPE).with_delivery_mode(2))
         .await?;
     Ok(())
 }
@@ -169,7 +169,7 @@ pub async fn read_all(channel: &Channel, config: &Config, quiet: Duration, limit
     channel.basic_qos(1000, BasicQosOptions::default()).await?;
     let mut args = FieldTable::default();
     args.insert(ShortString::from("x-stream-offset"), AMQPValue::LongString(LongString::from("first")));
-    let mut consumer = channel.basic_consume(&names.progress_queue(), "", BasicConsumeOptions::default(), args).await?;
+    let mut consumer = channel.basic_consume(short(&names.progress_queue()), short(""), BasicConsumeOptions::default(), args).await?;
     let deadline = tokio::time::Instant::now() + limit;
     let mut events = Vec::new();
     loop {

@@ -55,5 +55,5 @@ fn identity(cert_path: &Path, key_path: &Path) -> Result<OwnedIdentity, ConfigEr
     store.add_entry("docpipe", KeyStoreEntry::PrivateKeyChain(PrivateKeyChain::new(key, b"docpipe", chain)));
     let password = hex::encode(uuid::Uuid::new_v4().as_bytes());
     let der = store.writer(&password).write().map_err(|e| tls_error(cert_path, e.to_string()))?;
-    Ok(OwnedIdentity { der, password })
+    Ok(OwnedIdentity::PKCS12 { der, password })
 }

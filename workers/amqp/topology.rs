@@ -14,6 +14,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
 
 use super::{routing_word, TransportError};
+use super::short;
 use crate::config::Config;
 
 /// Names derived from the configured prefix.
@@ -83,7 +84,7 @@ fn durable() -> QueueDeclareOptions {
 
 async fn exchange(channel: &Channel, name: &str, kind: ExchangeKind) -> Result<(), TransportError> {
     let options = ExchangeDeclareOptions { durable: true, ..Default::default() };
-    channel.exchange_declare(name, kind, options, FieldTable::default()).await?;
+    channel.exchange_declare(short(name), kind, options, FieldTable::default()).await?;
     Ok(())
 }
 
@@ -98,8 +99,8 @@ pub async fn declare(channel: &Channel, config: &Config) -> Result<(), Transport
 
     let quorum = ("x-queue-type", s("quorum"));
     let dead = names.dead_queue();
-    channel.queue_declare(&dead, durable(), table(std::slice::from_ref(&quorum))).await?;
-    channel.queue_bind(&dead, &names.dead_exchange(), "", QueueBindOptions::default(), FieldTable::default()).await?;
+    channel.queue_declare(short(&dead), durable(), table(std::slice::from_ref(&quorum))).await?;
+    channel.queue_bind(short(&dead), short(&names.dead_exchange()), short(""), QueueBindOptions::default(), FieldTable::default()).await?;
 
     for (i, stage) in config.stages.iter().enumerate() {
         let queue = names.stage_queue(&stage.name);
@@ -108,13 +109,13 @@ pub async fn declare(channel: &Channel, config: &Config) -> Result<(), Transport
             ("x-delivery-limit", AMQPValue::LongInt(config.broker.delivery_limit as i32)),
             ("x-dead-letter-exchange", s(&names.dead_exchange())),
         ]);
-        channel.queue_declare(&queue, durable(), args).await?;
+        channel.queue_declare(short(&queue), durable(), args).await?;
         channel
-            .queue_bind(&queue, &names.work_exchange(), &stage.name, QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(short(&queue), short(&names.work_exchange()), short(&stage.name), QueueBindOptions::default(), FieldTable::default())
             .await?;
         if i == 0 {
             channel
-                .queue_bind(&queue, &names.jobs_exchange(), "", QueueBindOptions::default(), FieldTable::default())
+                .queue_bind(short(&queue), short(&names.jobs_exchange()), short(""), QueueBindOptions::default(), FieldTable::default())
                 .await?;
         }
     }
@@ -129,9 +130,9 @@ pub async fn declare(channel: &Channel, config: &Config) -> Result<(), Transport
             ("x-dead-letter-strategy", s("at-least-once")),
             ("x-overflow", s("reject-publish")),
         ]);
-        channel.queue_declare(&queue, durable(), args).await?;
+        channel.queue_declare(short(&queue), durable(), args).await?;
         let binding = table(&[("x-match", s("all")), (super::H_RETRY_STEP, s(&step.to_string()))]);
-        channel.queue_bind(&queue, &names.retry_exchange(), "", QueueBindOptions::default(), binding).await?;
+        channel.queue_bind(short(&queue), short(&names.retry_exchange()), short(""), QueueBindOptions::default(), binding).await?;
     }
 
     // Progress events: a stream, so every reader reads from the start and nothing is consumed
@@ -139,13 +140,13 @@ pub async fn declare(channel: &Channel, config: &Config) -> Result<(), Transport
     exchange(channel, &names.progress_exchange(), ExchangeKind::Fanout).await?;
     let progress = names.progress_queue();
     let args = table(&[("x-queue-type", s("stream")), ("x-max-age", s("7D")), ("x-max-length-bytes", AMQPValue::LongLongInt(1 << 30))]);
-    channel.queue_declare(&progress, durable(), args).await?;
-    channel.queue_bind(&progress, &names.progress_exchange(), "", QueueBindOptions::default(), FieldTable::default()).await?;
+    channel.queue_declare(short(&progress), durable(), args).await?;
+    channel.queue_bind(short(&progress), short(&names.progress_exchange()), short(""), QueueBindOptions::default(), FieldTable::default()).await?;
 
     let results = names.results_queue();
-    channel.queue_declare(&results, durable(), table(&[quorum])).await?;
+    channel.queue_declare(short(&results), durable(), table(&[quorum])).await?;
     channel
-        .queue_bind(&results, &names.results_exchange(), "#", QueueBindOptions::default(), FieldTable::default())
+        .queue_bind(short(&results), short(&names.results_exchange()), short("#"), QueueBindOptions::default(), FieldTable::default())
         .await?;
     Ok(())
 }
@@ -154,8 +155,8 @@ pub async fn declare(channel: &Channel, config: &Config) -> Result<(), Transport
 pub async fn declare_batch_queue(channel: &Channel, config: &Config, batch_id: &str) -> Result<String, TransportError> {
     let names = Names::new(config);
     let queue = names.batch_queue(batch_id);
-    channel.queue_declare(&queue, durable(), table(&[("x-queue-type", s("quorum"))])).await?;
+    channel.queue_declare(short(&queue), durable(), table(&[("x-queue-type", s("quorum"))])).await?;
     let key = format!("*.{}", routing_word(batch_id));
-    channel.queue_bind(&queue, &names.results_exchange(), &key, QueueBindOptions::default(), FieldTable::default()).await?;
+    channel.queue_bind(short(&queue), short(&names.results_exchange()), short(&key), QueueBindOptions::default(), FieldTable::default()).await?;
     Ok(queue)
 }

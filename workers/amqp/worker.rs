@@ -126,12 +126,12 @@ pub async fn run(
         ctx.metrics.set_connected(false);
         match ended {
             Ok(()) => {
-                let _ = connection.close(200, "shutdown").await;
+                let _ = connection.close(200, short("shutdown")).await;
                 tracing::info!("worker stopped");
                 return Ok(());
             }
             Err(e) => {
-                let _ = connection.close(320, "reconnecting").await;
+                let _ = connection.close(320, short("reconnecting")).await;
                 ctx.metrics.reconnect();
                 // A session that failed at once (e.g. a queue redeclared with other arguments)
                 // must not turn into a tight reconnect loop; a long healthy one starts afresh.
@@ -157,13 +157,11 @@ async fn session(
     stages: &[String],
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<(), TransportError> {
-    let (lost_tx, mut lost_rx) = tokio::sync::mpsc::unbounded_channel();
-    connection.on_error(move |e| {
-        let _ = lost_tx.send(e);
-    });
+    // Connection-level errors (heartbeat lost, socket closed, broker closing) arrive as events.
+    let mut events = connection.events_listener();
     let setup = connection.create_channel().await?;
     declare(&setup, config).await?;
-    let _ = setup.close(200, "declared").await;
+    let _ = setup.close(200, short("declared")).await;
 
     let mut consumers = Vec::new();
     let mut streams = Vec::new();
@@ -171,7 +169,7 @@ async fn session(
         let channel = confirm_channel(connection).await?;
         channel.basic_qos(config.broker.prefetch, BasicQosOptions::default()).await?;
         let consumer = channel
-            .basic_consume(&ctx.names.stage_queue(stage), "", BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(short(&ctx.names.stage_queue(stage)), short(""), BasicConsumeOptions::default(), FieldTable::default())
             .await?;
         consumers.push((channel.clone(), consumer.tag()));
         let stage = stage.clone();
@@ -185,9 +183,11 @@ async fn session(
     loop {
         tokio::select! {
             _ = shutdown.as_mut() => break,
-            Some(error) = lost_rx.recv() => {
-                tasks.abort_all();
-                return Err(error.into());
+            Some(event) = events.next() => {
+                if let lapin::Event::Error(error) = event {
+                    tasks.abort_all();
+                    return Err(error.into());
+                }
             }
             next = deliveries.next() => match next {
                 Some((stage, channel, Ok(delivery))) => {
@@ -200,7 +200,7 @@ async fn session(
                 }
                 None => {
                     tasks.abort_all();
-                    return Err(TransportError::Amqp(lapin::Error::InvalidConnectionState(connection.status().state())));
+                    return Err(TransportError::ConsumersEnded);
                 }
             },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -210,7 +210,7 @@ async fn session(
     // Shutdown: take no more deliveries, let in-flight jobs finish within the grace period.
     tracing::info!(in_flight = tasks.len(), "shutdown requested: draining");
     for (channel, tag) in &consumers {
-        let _ = channel.basic_cancel(tag.as_str(), BasicCancelOptions::default()).await;
+        let _ = channel.basic_cancel(short(tag.as_str()), BasicCancelOptions::default()).await;
     }
     let grace = Duration::from_secs(config.worker.shutdown_grace_secs);
     let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
@@ -219,7 +219,7 @@ async fn session(
         tasks.abort_all();
     }
     for (channel, _) in &consumers {
-        let _ = channel.close(200, "shutdown").await; // unacked deliveries are requeued by the broker
+        let _ = channel.close(200, short("shutdown")).await; // unacked deliveries are requeued by the broker
     }
     Ok(())
 }

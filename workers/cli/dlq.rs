@@ -4,6 +4,7 @@ use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::Channel;
 
+use crate::amqp::short;
 use crate::amqp::topology::{declare, Names};
 use crate::amqp::*;
 use crate::config::Config;
@@ -60,7 +61,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<std::process::Ex
             println!("replayed {n} messages");
         }
     }
-    connection.close(200, "done").await?;
+    connection.close(200, short("done")).await?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 
@@ -69,7 +70,7 @@ pub async fn list(channel: &Channel, config: &Config, limit: usize) -> anyhow::R
     let queue = Names::new(config).dead_queue();
     let mut parked = Vec::new();
     while parked.len() < limit {
-        let Some(message) = channel.basic_get(&queue, BasicGetOptions::default()).await? else { break };
+        let Some(message) = channel.basic_get(short(&queue), BasicGetOptions::default()).await? else { break };
         let headers = message.delivery.properties.headers();
         let job_id = serde_json::from_slice::<serde_json::Value>(&message.delivery.data).ok().and_then(|v| {
             v.get("job_id").or_else(|| v.get("job").and_then(|j| j.get("job_id"))).and_then(|id| id.as_str()).map(String::from)
@@ -92,7 +93,7 @@ pub async fn replay(channel: &Channel, config: &Config, kind: Option<ErrorKind>,
     let timeout = std::time::Duration::from_secs(config.broker.confirm_timeout_secs);
     let mut replayed = 0;
     while replayed < limit {
-        let Some(message) = channel.basic_get(&names.dead_queue(), BasicGetOptions::default()).await? else { break };
+        let Some(message) = channel.basic_get(short(&names.dead_queue()), BasicGetOptions::default()).await? else { break };
         let delivery = message.delivery;
         let headers = delivery.properties.headers();
         let this_kind = header_str(headers, H_ERROR_KIND).or_else(|| death_reason(headers));

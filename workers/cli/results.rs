@@ -11,6 +11,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, Queu
 use lapin::types::FieldTable;
 
 use super::inputs;
+use crate::amqp::short;
 use crate::amqp::topology::{declare, declare_batch_queue};
 use crate::amqp::connect;
 use crate::config::Config;
@@ -51,7 +52,7 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
     declare(&channel, config).await?;
     let queue = declare_batch_queue(&channel, config, &args.batch).await?;
     channel.basic_qos(256, BasicQosOptions::default()).await?;
-    let mut consumer = channel.basic_consume(&queue, "", BasicConsumeOptions::default(), FieldTable::default()).await?;
+    let mut consumer = channel.basic_consume(short(&queue), short(""), BasicConsumeOptions::default(), FieldTable::default()).await?;
 
     let store = crate::blob::open(&config.blobs)?;
     // Loaded before collecting: a bad key should stop us before results are taken off the queue.
@@ -155,9 +156,9 @@ pub async fn collect(config: &Config, args: Args) -> anyhow::Result<(u64, Option
     }
     let expected = expected.map(|n| n + children.len() as u64);
     if complete && !args.keep {
-        channel.queue_delete(&queue, QueueDeleteOptions::default()).await?;
+        channel.queue_delete(short(&queue), QueueDeleteOptions::default()).await?;
     }
-    connection.close(200, "collected").await?;
+    connection.close(200, short("collected")).await?;
     Ok((seen.len() as u64, expected))
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::amqp::short;
 use crate::amqp::progress::{self, Progress};
 use crate::amqp::topology::declare;
 use crate::amqp::connect;
@@ -26,7 +27,7 @@ pub async fn status(config: &Config, batch: &str) -> anyhow::Result<Progress> {
     let channel = connection.create_channel().await?;
     declare(&channel, config).await?;
     let events = progress::read_all(&channel, config, Duration::from_millis(700), Duration::from_secs(120)).await?;
-    let _ = connection.close(200, "status read").await;
+    let _ = connection.close(200, short("status read")).await;
     let order: Vec<String> = config.stages.iter().map(|s| s.name.clone()).collect();
     Ok(Progress::of(batch, &order, &events))
 }

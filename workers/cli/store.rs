@@ -8,6 +8,7 @@ use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions};
 use lapin::types::FieldTable;
 
+use crate::amqp::short;
 use crate::amqp::topology::{declare, Names};
 use crate::amqp::{connect, Backoff};
 use crate::config::Config;
@@ -127,7 +128,7 @@ pub async fn consume(
             declare(&channel, config).await?;
             channel.basic_qos(config.broker.prefetch, BasicQosOptions::default()).await?;
             let mut deliveries =
-                channel.basic_consume(&queue, "", BasicConsumeOptions::default(), FieldTable::default()).await?;
+                channel.basic_consume(short(&queue), short(""), BasicConsumeOptions::default(), FieldTable::default()).await?;
             tracing::info!(queue = %queue, "storing results");
             while let Some(delivery) = deliveries.next().await {
                 let delivery = delivery?;

@@ -6,6 +6,7 @@ use anyhow::Context;
 use base64::Engine as _;
 
 use super::inputs;
+use crate::amqp::short;
 use crate::amqp::topology::declare_batch_queue;
 use crate::amqp::{connect, JobPublisher};
 use crate::blob::key_for;
@@ -116,6 +117,6 @@ pub async fn submit(config: &Config, args: Args) -> anyhow::Result<Submitted> {
     }
     publisher.wait().await.context("publishing a job")?;
     bar.finish_and_clear();
-    connection.close(200, "submitted").await?;
+    connection.close(200, short("submitted")).await?;
     Ok(Submitted { batch_id, published: total as usize, not_submitted })
 }
