@@ -180,30 +180,28 @@ fn loads() -> std::sync::MutexGuard<'static, Loads> {
     LOADS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A stage thread built its engines (`ok`) or could not, after `took`.
-pub fn engine_built(stage: &str, ok: bool, took: Duration) {
-    let mut loads = loads();
+/// One load that took `took`: counted with its time when `ok`, as a failure otherwise.
+fn record(done: &mut BTreeMap<String, (u64, f64)>, failed: &mut BTreeMap<String, u64>, name: &str, ok: bool, took: Duration) {
     match ok {
         true => {
-            let entry = loads.engines.entry(stage.to_owned()).or_default();
+            let entry = done.entry(name.to_owned()).or_default();
             entry.0 += 1;
             entry.1 += took.as_secs_f64();
         }
-        false => *loads.engine_failures.entry(stage.to_owned()).or_default() += 1,
+        false => *failed.entry(name.to_owned()).or_default() += 1,
     }
+}
+
+/// A stage thread built its engines (`ok`) or could not, after `took`.
+pub fn engine_built(stage: &str, ok: bool, took: Duration) {
+    let loads = &mut *loads();
+    record(&mut loads.engines, &mut loads.engine_failures, stage, ok, took);
 }
 
 /// A translation or summary model was loaded (`ok`) or refused, after `took`.
 pub fn model_loaded(model: &str, ok: bool, took: Duration) {
-    let mut loads = loads();
-    match ok {
-        true => {
-            let entry = loads.models.entry(model.to_owned()).or_default();
-            entry.0 += 1;
-            entry.1 += took.as_secs_f64();
-        }
-        false => *loads.model_failures.entry(model.to_owned()).or_default() += 1,
-    }
+    let loads = &mut *loads();
+    record(&mut loads.models, &mut loads.model_failures, model, ok, took);
 }
 
 /// Stages whose engines failed to build in this process (for `/readyz`).

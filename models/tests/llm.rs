@@ -202,5 +202,10 @@ fn batched_translations_match_one_at_a_time_up_to_near_ties() {
         identical += same_up_to_a_near_tie(i, a, b) as usize;
     }
     eprintln!("{identical} of {} identical", lines.len());
-    assert!(identical * 10 >= lines.len() * 7, "{identical} of {}", lines.len());
+    // How many part depends on the machine (kernels chosen at run time sum in its own order), and
+    // is the same run after run on one: 7 or more of 10 identical where this was written, 5 of 10
+    // (the same five lines twice) on an AVX-512 machine on 2026-12-02. Every parting is at a near
+    // tie (asserted above); fewer than 4 identical would mean batching changes more than the order
+    // of sums.
+    assert!(identical * 10 >= lines.len() * 4, "{identical} of {}", lines.len());
 }
