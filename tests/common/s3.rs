@@ -1,5 +1,7 @@
 //! A real S3 server for tests: `s3s-fs` (crates.io, installed by `scripts/setup.sh --broker`)
-//! serving a temporary directory on 127.0.0.1, one per test, stopped when dropped.
+//! serving a temporary directory on 127.0.0.1, one per test, stopped when dropped. The blobs
+//! bench includes it too and uses only part of it.
+#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
