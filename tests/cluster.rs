@@ -1,6 +1,6 @@
-//! A 3-node RabbitMQ cluster (scripts/rabbitmq-cluster.sh) that loses nodes while a batch runs:
-//! stopped, killed with SIGKILL, and two at once. The worker follows `broker.failover_urls`;
-//! quorum queues keep every job; nothing is lost, and after dedupe nothing is doubled.
+//! A 3-node RabbitMQ cluster (scripts/rabbitmq-cluster.sh) that loses a node while a batch runs:
+//! stopped, then killed with SIGKILL. The worker follows `broker.failover_urls`; quorum queues
+//! keep every job; nothing is lost, and after dedupe nothing is doubled.
 
 mod common;
 
@@ -115,15 +115,9 @@ async fn a_batch_survives_losing_cluster_nodes() {
     cluster.restart(0);
     // Node 2 (where the worker went next) killed with SIGKILL mid-batch: no goodbye to clients.
     batch_through(&config, "killed", 120, 25, || cluster.kill(1)).await;
-    // Two of three nodes down: no majority, so the queues stand still. The worker waits and
-    // retries; once a node is back the batch completes.
-    batch_through(&config, "two-down", 60, 10, || {
-        cluster.stop(2);
-        std::thread::sleep(Duration::from_secs(10));
-        cluster.restart(1);
-        cluster.restart(2);
-    })
-    .await;
-
+    // Not here: two of three nodes down at once. In one of four runs (the fresh-clone CI run),
+    // 6 of 60 jobs had no result 300 s after both nodes were back; the worker had stayed connected
+    // to the surviving node throughout. Until that is understood and fixed, the case is not
+    // claimed (README, issue 16).
     common::finish(&config, stop, worker).await;
 }
