@@ -82,8 +82,7 @@ impl Metrics {
                 AnnotationBody::Translation { segments, .. } => {
                     let mut counts = self.segments.lock().expect("metrics lock");
                     for segment in segments {
-                        let status = serde_json::to_value(segment.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-                        *counts.entry(status).or_default() += 1;
+                        *counts.entry(segment.status.as_str().to_owned()).or_default() += 1;
                         if segment.status == TranslationStatus::Translated {
                             self.translated_chars.fetch_add(segment.end.saturating_sub(segment.start), Ordering::Relaxed);
                         }

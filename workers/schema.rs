@@ -431,6 +431,21 @@ pub enum TranslationStatus {
     Limit,
 }
 
+impl TranslationStatus {
+    /// The name serde writes, for labels that must match the results' JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TranslationStatus::Translated => "translated",
+            TranslationStatus::Unverified => "unverified",
+            TranslationStatus::SourceIsTarget => "source_is_target",
+            TranslationStatus::Undetermined => "undetermined",
+            TranslationStatus::Unsupported => "unsupported",
+            TranslationStatus::ModelError => "model_error",
+            TranslationStatus::Limit => "limit",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TranslationSegment {

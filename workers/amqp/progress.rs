@@ -83,7 +83,6 @@ pub struct Progress {
     pub stages: Vec<StageProgress>,
     /// Results published, by status.
     pub results: BTreeMap<String, u64>,
-    pub first_at: Option<DateTime<Utc>>,
     pub last_at: Option<DateTime<Utc>>,
 }
 
@@ -117,7 +116,6 @@ impl Progress {
             progress.case_id.get_or_insert_with(|| event.case_id.clone());
             jobs.insert(event.job_id, &event.stages);
             submitted = submitted.or(event.batch_total);
-            progress.first_at = Some(progress.first_at.map_or(event.at, |t| t.min(event.at)));
             progress.last_at = Some(progress.last_at.map_or(event.at, |t| t.max(event.at)));
             if event.point == "result" {
                 // A redelivered job can publish its result twice: the last word counts once.

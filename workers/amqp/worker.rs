@@ -523,14 +523,10 @@ async fn publish_result(ctx: &Ctx, channel: &Channel, delivery: &Delivery, mut r
     if let Some(reply_to) = delivery.properties.reply_to() {
         publish(channel, "", reply_to.as_str(), &body, properties, ctx.confirm_timeout).await?;
     }
-    ctx.metrics.result(match result.status {
-        crate::schema::JobStatus::Complete => "complete",
-        crate::schema::JobStatus::Partial => "partial",
-        crate::schema::JobStatus::Failed => "failed",
-    });
+    let status = crate::store::status_str(result.status);
+    ctx.metrics.result(status);
     tracing::info!(status = ?result.status, "result published");
-    let status = serde_json::to_value(result.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-    progress(ctx, channel, progress::Event::new(&result, "result", &status, 0, Duration::ZERO)).await;
+    progress(ctx, channel, progress::Event::new(&result, "result", status, 0, Duration::ZERO)).await;
     Ok(())
 }
 

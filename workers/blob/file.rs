@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::{checked_key, digest_of, io, BlobError, BlobStore, HashingWriter};
+use super::{checked_key, digest_of, io, verified, BlobError, BlobStore, HashingWriter};
 
 /// Copy buffer: large enough that a 2 GB file is a few thousand reads.
 const PIECE: usize = 1 << 20;
@@ -105,11 +105,7 @@ impl BlobStore for FileStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(BlobError::NotFound { key: key.to_owned() }),
             Err(e) => return Err(BlobError::Io { path, source: e }),
         };
-        let actual = super::sha256_hex(&bytes);
-        if actual != digest {
-            return Err(BlobError::Mismatch { key: key.to_owned(), actual });
-        }
-        Ok(bytes)
+        verified(key, digest, bytes)
     }
 
     fn has(&self, key: &str) -> Result<bool, BlobError> {

@@ -115,6 +115,15 @@ fn digest_of(key: &str) -> Result<&str, BlobError> {
     }
 }
 
+/// `bytes` if they hash to `digest`, else a mismatch naming `key`.
+fn verified(key: &str, digest: &str, bytes: Vec<u8>) -> Result<Vec<u8>, BlobError> {
+    let actual = sha256_hex(&bytes);
+    if actual != digest {
+        return Err(BlobError::Mismatch { key: key.to_owned(), actual });
+    }
+    Ok(bytes)
+}
+
 /// `sha256` checked to be a well-formed digest of `bytes`; returns the key.
 fn checked_key(sha256: &str, bytes: &[u8]) -> Result<String, BlobError> {
     let key = key_for(sha256);

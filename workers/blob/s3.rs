@@ -21,7 +21,7 @@ use object_store::{GetOptions, ObjectStore, PutMultipartOptions, PutOptions, Put
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
-use super::{checked_key, digest_of, BlobError, BlobStore, HashingWriter};
+use super::{checked_key, digest_of, verified, BlobError, BlobStore, HashingWriter};
 use crate::config::S3Config;
 
 /// Files up to this size go up in one request; larger ones in parts of this size.
@@ -259,11 +259,7 @@ impl BlobStore for S3Store {
                 Ok(bytes)
             })
             .map_err(|e| self.not_found_or_remote(key, e))?;
-        let actual = super::sha256_hex(&bytes);
-        if actual != digest {
-            return Err(BlobError::Mismatch { key: key.to_owned(), actual });
-        }
-        Ok(bytes)
+        verified(key, digest, bytes)
     }
 
     fn has(&self, key: &str) -> Result<bool, BlobError> {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::schema::{AnnotationBody, Faithfulness, JobResult, TranslationStatus};
+use crate::schema::{AnnotationBody, Faithfulness, JobResult};
 
 /// One row of the side-by-side view.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,7 +172,7 @@ pub fn view(result: &JobResult) -> DocumentView {
                     original: slice(s.start, s.end),
                     language: s.source_language.clone(),
                     translation: s.text.clone(),
-                    status: status_label(s.status).to_owned(),
+                    status: s.status.as_str().to_owned(),
                     confidence: s.confidence.map(|c| format!("{c:.2}")),
                     check: s.check.clone(),
                 });
@@ -252,18 +252,6 @@ pub fn view(result: &JobResult) -> DocumentView {
         .filter_map(|s| s.error.as_ref().map(|e| (s.stage.clone(), e.kind.as_str().to_owned(), e.reason.clone())))
         .collect();
     view
-}
-
-fn status_label(status: TranslationStatus) -> &'static str {
-    match status {
-        TranslationStatus::Translated => "translated",
-        TranslationStatus::Unverified => "unverified",
-        TranslationStatus::SourceIsTarget => "source_is_target",
-        TranslationStatus::Undetermined => "undetermined",
-        TranslationStatus::Unsupported => "unsupported",
-        TranslationStatus::ModelError => "model_error",
-        TranslationStatus::Limit => "limit",
-    }
 }
 
 /// `text` cut so that every occurrence of a span is a piece of its own, marked unverified.
