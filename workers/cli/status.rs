@@ -61,14 +61,15 @@ fn render(batch: &str, p: &Progress) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     if p.total == 0 {
-        let _ = writeln!(out, "batch {batch}: no progress reported yet (no worker has finished a stage of it)");
+        let _ = writeln!(out, "batch {}: no progress reported yet (no worker has finished a stage of it)", super::inputs::printable(batch));
         return out;
     }
-    let results: Vec<String> = p.results.iter().map(|(status, n)| format!("{n} {status}")).collect();
+    let results: Vec<String> = p.results.iter().map(|(status, n)| format!("{n} {}", super::inputs::printable(status))).collect();
     let _ = writeln!(
         out,
-        "batch {batch} (case {}): {} of {} documents finished{}",
-        p.case_id.as_deref().unwrap_or("?"),
+        "batch {} (case {}): {} of {} documents finished{}",
+        super::inputs::printable(batch),
+        super::inputs::printable(p.case_id.as_deref().unwrap_or("?")),
         p.finished(),
         p.total,
         if results.is_empty() { String::new() } else { format!(" ({})", results.join(", ")) }
