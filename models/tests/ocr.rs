@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use docpipe_models::eval::{character_error_rate, tiff_pages};
-use docpipe_models::ocr::{installed_languages, tiff_page_count, OcrEngine, OcrError, OcrOptions, OcrPage};
+use docpipe_models::ocr::{debian_package, installed_languages, installed_traineddata, tiff_page_count, OcrEngine, OcrError, OcrOptions, OcrPage};
 
 fn data(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data").join(relative)
@@ -296,4 +296,52 @@ fn engine_moves_to_worker_threads() {
         .expect("no panic")
         .expect("recognised");
     assert!(text.contains("lazy fox"));
+}
+
+#[test]
+fn blank_pages_are_found_blank_without_being_read() {
+    let mut engine = engine();
+    for options in [english(), automatic()] {
+        let blank = ocr(&mut engine, "ocr/blank.png", &options);
+        assert_eq!(blank.blank_dark_ppm, Some(0), "{blank:?}");
+        assert!(blank.text.is_empty() && blank.words.is_empty() && blank.languages.is_empty());
+        // The same page with only a page number on it (72 dark pixels per million) is read.
+        let numbered = ocr(&mut engine, "ocr/page-number.png", &options);
+        assert_eq!(numbered.blank_dark_ppm, None);
+        assert_eq!(numbered.text.trim(), "12");
+    }
+}
+
+/// An engine over a tessdata directory with only English and orientation detection, as a
+/// machine with Debian's default packages has.
+fn english_and_osd_only() -> (tempfile::TempDir, OcrEngine) {
+    let (Some(system), _) = installed_traineddata(None) else { panic!("traineddata installed") };
+    let dir = tempfile::tempdir().unwrap();
+    for code in ["eng", "osd"] {
+        std::os::unix::fs::symlink(system.join(format!("{code}.traineddata")), dir.path().join(format!("{code}.traineddata"))).unwrap();
+    }
+    let engine = OcrEngine::new(Some(dir.path())).unwrap();
+    (dir, engine)
+}
+
+#[test]
+fn a_script_without_traineddata_names_its_package_instead_of_guessing() {
+    let (_dir, mut engine) = english_and_osd_only();
+    for (image, script, package) in [("ocr/greek.png", "Greek", "tesseract-ocr-ell"), ("ocr/hebrew.png", "Hebrew", "tesseract-ocr-heb")] {
+        match engine.recognize(&read(image), &automatic()) {
+            Err(e @ OcrError::MissingScript { .. }) => {
+                let OcrError::MissingScript { script: detected, language, confidence } = &e else { unreachable!() };
+                assert_eq!(detected, script);
+                assert_eq!(debian_package(language), package);
+                assert!(*confidence < 0.6, "{image}: English read it at {confidence}");
+                assert!(e.to_string().contains(package), "{e}");
+            }
+            other => panic!("{image}: expected MissingScript, got {other:?}"),
+        }
+    }
+    // A Latin page in the same engine reads as before.
+    let page = ocr(&mut engine, "ocr/phototest.tif", &automatic());
+    assert_eq!(page.script.as_deref(), Some("Latin"));
+    assert!(character_error_rate(&truth("phototest"), &page.text) < 0.02, "{}", page.text);
+    assert_eq!(debian_package("chi_sim"), "tesseract-ocr-chi-sim");
 }

@@ -37,6 +37,14 @@ pub enum TransportError {
     Tls(String),
 }
 
+impl TransportError {
+    /// The broker (or the connection to it) failed, as opposed to docpipe's own configuration
+    /// or the blob store: the connection is no longer trusted to settle deliveries.
+    pub fn is_broker_fault(&self) -> bool {
+        matches!(self, Self::Amqp(_) | Self::ConfirmTimeout(_) | Self::ConnectTimeout(_) | Self::ConsumersEnded)
+    }
+}
+
 /// An exchange, queue, routing key or reason as the protocol's short string, the form lapin's
 /// calls take.
 pub fn short(s: &str) -> ShortString {

@@ -116,6 +116,14 @@ impl S3Store {
         }
     }
 
+    /// One PUT of a small object whose digest was checked and which is not stored yet.
+    fn upload(&self, digest: &str, bytes: Vec<u8>) -> Result<(), BlobError> {
+        let (client, location) = (self.client.clone(), self.location(digest));
+        let payload = PutPayload::from(bytes);
+        self.run(async move { client.put_opts(&location, payload, PutOptions::default()).await }).map_err(|e| self.remote(e))?;
+        Ok(())
+    }
+
     fn head(&self, digest: &str) -> Result<bool, object_store::Error> {
         let (client, location) = (self.client.clone(), self.location(digest));
         match self.run(async move { client.get_opts(&location, GetOptions::new().with_head(true)).await }) {
@@ -141,9 +149,7 @@ impl BlobStore for S3Store {
         if self.head(sha256).map_err(|e| self.remote(e))? {
             return Ok(key);
         }
-        let (client, location) = (self.client.clone(), self.location(sha256));
-        let payload = PutPayload::from(bytes.to_vec());
-        self.run(async move { client.put_opts(&location, payload, PutOptions::default()).await }).map_err(|e| self.remote(e))?;
+        self.upload(sha256, bytes.to_vec())?;
         Ok(key)
     }
 
@@ -162,8 +168,11 @@ impl BlobStore for S3Store {
         }
         if size <= PART as u64 {
             let bytes = std::fs::read(source).map_err(io)?;
-            self.put(&digest, &bytes)?;
-            return Ok((digest, bytes.len() as u64));
+            // Hashed again: a file that changed since is refused, not stored under the old name.
+            checked_key(&digest, &bytes)?;
+            let size = bytes.len() as u64;
+            self.upload(&digest, bytes)?;
+            return Ok((digest, size));
         }
         let (client, location, path, expected) = (self.client.clone(), self.location(&digest), source.to_owned(), digest.clone());
         let uploaded = self.run(async move {

@@ -4,6 +4,7 @@ pub mod dlq;
 pub mod inputs;
 pub mod keys;
 pub mod models;
+pub mod ocr;
 pub mod process;
 pub mod resubmit;
 pub mod results;
@@ -53,6 +54,8 @@ pub enum Command {
     Dlq(dlq::Args),
     /// List, install (from a directory or archive, hashed) and verify local models.
     Models(models::Args),
+    /// What OCR can read here: installed traineddata, and the package each script would need.
+    Ocr(ocr::Args),
     /// Write the JSON Schema files of the message contract.
     Schema(SchemaArgs),
     /// Send a batch's failed documents again, as the same jobs (results replace the failed ones).

@@ -26,6 +26,7 @@ pub fn kind(kind: extract::ExtractErrorKind) -> ErrorKind {
         extract::ExtractErrorKind::TooLarge => ErrorKind::TooLarge,
         extract::ExtractErrorKind::Timeout => ErrorKind::Timeout,
         extract::ExtractErrorKind::Empty => ErrorKind::Empty,
+        extract::ExtractErrorKind::MissingLanguage => ErrorKind::MissingLanguage,
     }
 }
 

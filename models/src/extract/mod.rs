@@ -48,9 +48,17 @@ pub struct Limits {
     pub ocr_page_timeout: Duration,
     /// Resolution for rasterizing PDF pages that need OCR.
     pub ocr_dpi: u32,
+    /// OCR engines one long document's pages are spread over (each thread's own Tesseract,
+    /// loaded on its first such document); rendering runs beside them, a page ahead.
+    #[serde(default = "one")]
+    pub ocr_page_threads: usize,
     /// Time limit for external converters (poppler).
     #[serde(rename = "tool_timeout_secs", deserialize_with = "whole_seconds")]
     pub tool_timeout: Duration,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -68,6 +76,7 @@ impl Default for Limits {
             ocr_max_megapixels: 60.0,
             ocr_page_timeout: Duration::from_secs(120),
             ocr_dpi: 300,
+            ocr_page_threads: 1,
             tool_timeout: Duration::from_secs(300),
         }
     }
@@ -110,6 +119,8 @@ pub enum ExtractErrorKind {
     Timeout,
     /// Nothing readable: a blank page, a picture without text.
     Empty,
+    /// OCR traineddata for the page's script or the requested language is not installed.
+    MissingLanguage,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -195,15 +206,21 @@ pub struct Extracted {
     pub condition: Option<ExtractError>,
 }
 
-/// Owns the OCR engine for the thread it runs on.
+/// Owns the OCR engine for the thread it runs on, and the engines one document's pages are
+/// spread over.
 pub struct Extractor {
     limits: Limits,
     ocr: Option<OcrEngine>,
+    page_engines: Vec<OcrEngine>,
 }
+
+/// Rendered pages waiting for an OCR engine: enough to keep the engines busy, few enough that a
+/// long document's pages (8.7 MB each at 300 dpi) do not pile up.
+const RENDERED_AHEAD: usize = 2;
 
 impl Extractor {
     pub fn new(limits: Limits) -> Self {
-        Self { limits, ocr: None }
+        Self { limits, ocr: None, page_engines: Vec::new() }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -249,6 +266,7 @@ impl Extractor {
             extracted.media_type = media.to_owned();
         }
         within_budget(&mut extracted, request, &limits);
+        missing_languages(&mut extracted);
         let no_text = extracted.pages.iter().all(|p| p.text.trim().is_empty());
         if no_text && extracted.children.is_empty() && extracted.condition.is_none() {
             // Never a silent empty result: say that nothing readable was found.
@@ -259,59 +277,72 @@ impl Extractor {
     }
 
     fn ocr_page(&mut self, number: u32, image: &[u8], request: &Request) -> Page {
-        self.ocr(number, Image::Encoded(image), request)
+        self.ocr(number, Image::Encoded(image, None), request)
     }
 
     /// OCR one page image; failures become the page's problem, not the document's.
     fn ocr(&mut self, number: u32, image: Image<'_>, request: &Request) -> Page {
-        let options = OcrOptions {
-            languages: request.ocr_languages.clone(),
-            max_megapixels: self.limits.ocr_max_megapixels,
-            dpi_hint: None,
-            deadline: Some(self.limits.ocr_page_timeout),
-        };
         let engine = match &mut self.ocr {
             Some(engine) => engine,
             None => match OcrEngine::new(None) {
                 Ok(engine) => self.ocr.insert(engine),
-                Err(e) => return Page::failed(number, ExtractError::new(ExtractErrorKind::Unsupported, format!("OCR engine unavailable: {e}"))),
+                Err(e) => return engine_unavailable(number, e),
             },
         };
-        let recognized = match image {
-            Image::Encoded(bytes) => engine.recognize(bytes, &options),
-            Image::TiffPage(bytes, n) => engine.recognize_tiff_page(bytes, n, &options),
-        };
-        match recognized {
-            Ok(ocr) if ocr.text.trim().is_empty() => Page {
-                width: Some(ocr.width),
-                height: Some(ocr.height),
-                confidence: Some(ocr.confidence),
-                ocr: Some(ocr),
-                ..Page::failed(number, ExtractError::new(ExtractErrorKind::Empty, "no text recognised on this page (blank, a picture, or unreadable)"))
-            },
-            Ok(ocr) => {
-                Page {
-                    number,
-                    text: ocr.text.clone(),
-                    source: Source::Ocr,
-                    confidence: Some(ocr.confidence),
-                    width: Some(ocr.width),
-                    height: Some(ocr.height),
-                    ocr: Some(ocr),
-                    problem: None,
-                }
+        ocr_with(engine, &self.limits, number, image, request)
+    }
+
+    /// OCR pages that `render` produces, in page order, on up to `limits.ocr_page_threads`
+    /// engines at once while the next pages are rendered. Stops taking pages when the job is
+    /// cancelled (the caller checks).
+    fn ocr_rendered<R>(&mut self, numbers: Vec<u32>, render: R, request: &Request) -> Vec<Page>
+    where
+        R: Fn(u32) -> Result<(Vec<u8>, Option<u32>), ExtractError> + Sync,
+    {
+        let threads = self.limits.ocr_page_threads.clamp(1, numbers.len().max(1));
+        if self.ocr.is_none() {
+            match OcrEngine::new(None) {
+                Ok(engine) => self.ocr = Some(engine),
+                Err(e) => return numbers.into_iter().map(|n| engine_unavailable(n, &e)).collect(),
             }
-            Err(OcrError::TooLarge { megapixels, limit }) => Page::failed(
-                number,
-                ExtractError::new(ExtractErrorKind::TooLarge, format!("page is {megapixels:.1} megapixels, over the {limit} limit")),
-            ),
-            Err(OcrError::Timeout(limit)) => Page::failed(
-                number,
-                ExtractError::new(ExtractErrorKind::Timeout, format!("OCR stopped at the {}s page limit (extract.ocr_page_timeout_secs)", limit.as_secs())),
-            ),
-            Err(e @ OcrError::MissingLanguage(_)) => Page::failed(number, ExtractError::new(ExtractErrorKind::Unsupported, e.to_string())),
-            Err(e) => Page::failed(number, ExtractError::new(ExtractErrorKind::Corrupt, format!("OCR failed: {e}"))),
         }
+        while self.page_engines.len() + 1 < threads {
+            match OcrEngine::new(None) {
+                Ok(engine) => self.page_engines.push(engine),
+                Err(_) => break, // the main engine loaded: fewer threads, same pages
+            }
+        }
+        let limits = &self.limits;
+        let engines = self.ocr.iter_mut().chain(self.page_engines.iter_mut()).take(threads);
+        let (rendered, queue) = std::sync::mpsc::sync_channel::<(u32, Result<(Vec<u8>, Option<u32>), ExtractError>)>(RENDERED_AHEAD);
+        let queue = std::sync::Mutex::new(queue);
+        let pages = std::sync::Mutex::new(Vec::with_capacity(numbers.len()));
+        std::thread::scope(|scope| {
+            let render = &render;
+            scope.spawn(move || {
+                for number in numbers {
+                    if request.check_cancelled().is_err() || rendered.send((number, render(number))).is_err() {
+                        break;
+                    }
+                }
+            });
+            for engine in engines {
+                let (queue, pages) = (&queue, &pages);
+                scope.spawn(move || loop {
+                    // The lock is held only while waiting for the next rendered page.
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((number, image)) = next else { break };
+                    let page = match image {
+                        Ok((image, dpi)) => ocr_with(engine, limits, number, Image::Encoded(&image, dpi), request),
+                        Err(e) => Page::failed(number, e),
+                    };
+                    pages.lock().unwrap_or_else(|e| e.into_inner()).push(page);
+                });
+            }
+        });
+        let mut pages = pages.into_inner().unwrap_or_else(|e| e.into_inner());
+        pages.sort_by_key(|page| page.number);
+        pages
     }
 
     fn tiff(&mut self, bytes: &[u8], request: &Request) -> Result<Extracted, ExtractError> {
@@ -332,13 +363,92 @@ impl Extractor {
     }
 }
 
+/// OCR one page image on `engine`; failures become the page's problem, not the document's.
+fn ocr_with(engine: &mut OcrEngine, limits: &Limits, number: u32, image: Image<'_>, request: &Request) -> Page {
+    let options = OcrOptions {
+        languages: request.ocr_languages.clone(),
+        max_megapixels: limits.ocr_max_megapixels,
+        dpi_hint: None,
+        deadline: Some(limits.ocr_page_timeout),
+    };
+    let recognized = match image {
+        Image::Encoded(bytes, dpi) => engine.recognize(bytes, &OcrOptions { dpi_hint: dpi, ..options }),
+        Image::TiffPage(bytes, n) => engine.recognize_tiff_page(bytes, n, &options),
+    };
+    match recognized {
+        Ok(ocr) if ocr.blank_dark_ppm.is_some() => Page {
+            width: Some(ocr.width),
+            height: Some(ocr.height),
+            ..Page::failed(
+                number,
+                ExtractError::new(
+                    ExtractErrorKind::Empty,
+                    format!("blank page ({} dark pixels per million): not sent to OCR", ocr.blank_dark_ppm.unwrap_or_default()),
+                ),
+            )
+        },
+        Ok(ocr) if ocr.text.trim().is_empty() => Page {
+            width: Some(ocr.width),
+            height: Some(ocr.height),
+            confidence: Some(ocr.confidence),
+            ocr: Some(ocr),
+            ..Page::failed(number, ExtractError::new(ExtractErrorKind::Empty, "no text recognised on this page (blank, a picture, or unreadable)"))
+        },
+        Ok(ocr) => {
+            Page {
+                number,
+                text: ocr.text.clone(),
+                source: Source::Ocr,
+                confidence: Some(ocr.confidence),
+                width: Some(ocr.width),
+                height: Some(ocr.height),
+                ocr: Some(ocr),
+                problem: None,
+            }
+        }
+        Err(OcrError::TooLarge { megapixels, limit }) => Page::failed(
+            number,
+            ExtractError::new(ExtractErrorKind::TooLarge, format!("page is {megapixels:.1} megapixels, over the {limit} limit")),
+        ),
+        Err(OcrError::Timeout(limit)) => Page::failed(
+            number,
+            ExtractError::new(ExtractErrorKind::Timeout, format!("OCR stopped at the {}s page limit (extract.ocr_page_timeout_secs)", limit.as_secs())),
+        ),
+        Err(e @ (OcrError::MissingLanguage(_) | OcrError::MissingScript { .. })) => {
+            Page::failed(number, ExtractError::new(ExtractErrorKind::MissingLanguage, e.to_string()))
+        }
+        Err(e) => Page::failed(number, ExtractError::new(ExtractErrorKind::Corrupt, format!("OCR failed: {e}"))),
+    }
+}
+
+fn engine_unavailable(number: u32, e: impl std::fmt::Display) -> Page {
+    Page::failed(number, ExtractError::new(ExtractErrorKind::Unsupported, format!("OCR engine unavailable: {e}")))
+}
+
 enum Image<'a> {
-    Encoded(&'a [u8]),
+    /// An encoded image, and the resolution it was rendered at when it cannot say (a PDF page
+    /// rendered to PGM).
+    Encoded(&'a [u8], Option<u32>),
     TiffPage(&'a [u8], usize),
 }
 
 fn too_many_pages(limit: u32) -> ExtractError {
     ExtractError::new(ExtractErrorKind::TooLarge, format!("past limits.max_pages ({limit}): not read"))
+}
+
+/// Pages left unread for want of traineddata make the document's condition: the text is
+/// incomplete until a package is installed, which whoever runs docpipe can do (and then resubmit).
+fn missing_languages(extracted: &mut Extracted) {
+    if extracted.condition.is_some() {
+        return;
+    }
+    let total = extracted.pages.len();
+    let mut missing = extracted.pages.iter().filter_map(|p| Some((p.number, p.problem.as_ref()?))).filter(|(_, e)| e.kind == ExtractErrorKind::MissingLanguage);
+    if let Some((number, first)) = missing.next() {
+        let count = 1 + missing.count();
+        let reason = format!("{count} of {total} pages not read for want of OCR traineddata; page {number}: {}", first.reason);
+        extracted.condition = Some(ExtractError::new(ExtractErrorKind::MissingLanguage, reason));
+    }
 }
 
 /// Whatever format found them, children count against the tree's budget: attachments of a

@@ -140,25 +140,40 @@ impl Pix {
         Pix::from_raw(raw).ok_or_else(|| OcrError::BadImage("cannot remove the alpha channel".to_string()))
     }
 
+    /// The page in black and white for the searches below: itself when it is 1 bpp already,
+    /// else thresholded at mid-grey (dark pixels become foreground).
+    fn with_bilevel<T>(&self, search: impl FnOnce(&Pix) -> Option<T>) -> Option<T> {
+        if self.depth() == 1 {
+            return search(self);
+        }
+        // SAFETY: returns a new pix (or null) and leaves ours alone.
+        let binary = Pix::from_raw(unsafe { sys::pixConvertTo1(self.ptr(), 130) })?;
+        search(&binary)
+    }
+
     /// Leptonica's skew search on the page (binarized first when it is not 1 bpp): the angle in
     /// degrees that [`Pix::rotated`] undoes, and its confidence. Searches up to `max_degrees`
     /// either way; Leptonica's default reductions and steps (sweep at 1/4 size in 1 degree steps,
     /// refine at 1/2 size).
     pub(super) fn find_skew(&self, max_degrees: f32) -> Option<(f32, f32)> {
-        let binary;
-        let bilevel = if self.depth() == 1 {
-            self
-        } else {
-            // SAFETY: returns a new pix (or null) and leaves ours alone.
-            binary = Pix::from_raw(unsafe { sys::pixConvertTo1(self.ptr(), 130) })?;
-            &binary
-        };
-        let (mut angle, mut confidence) = (0f32, 0f32);
-        // SAFETY: valid 1 bpp pix and live out-pointers.
-        let failed = unsafe {
-            sys::pixFindSkewSweepAndSearch(bilevel.ptr(), &mut angle, &mut confidence, 4, 2, max_degrees, 1.0, 0.01)
-        } != 0;
-        (!failed).then_some((angle, confidence))
+        self.with_bilevel(|bilevel| {
+            let (mut angle, mut confidence) = (0f32, 0f32);
+            // SAFETY: valid 1 bpp pix and live out-pointers.
+            let failed = unsafe {
+                sys::pixFindSkewSweepAndSearch(bilevel.ptr(), &mut angle, &mut confidence, 4, 2, max_degrees, 1.0, 0.01)
+            } != 0;
+            (!failed).then_some((angle, confidence))
+        })
+    }
+
+    /// How many pixels are dark (foreground once binarized as for the skew search).
+    pub(super) fn dark_pixels(&self) -> Option<u64> {
+        self.with_bilevel(|bilevel| {
+            let mut count = 0;
+            // SAFETY: valid 1 bpp pix, a live out-pointer; a null table makes Leptonica build its own.
+            let failed = unsafe { sys::pixCountPixels(bilevel.ptr(), &mut count, std::ptr::null_mut()) } != 0;
+            (!failed).then_some(count.max(0) as u64)
+        })
     }
 
     /// The page rotated by `degrees` (as [`Pix::find_skew`] measures them), white brought in at

@@ -17,14 +17,17 @@
 //! # What happens to a page
 //!
 //! 1. The size is checked against [`OcrOptions::max_megapixels`] from the header, before decoding.
-//! 2. Transparency is flattened onto white, and a page skewed by 1 to 15 degrees is straightened
-//!    (Tesseract loses whole lines from about 3 degrees on).
-//! 3. With no languages given, Tesseract's orientation and script detection (`osd.traineddata`)
+//! 2. Transparency is flattened onto white. A page with almost no dark pixels is blank: it is
+//!    reported as such and not read.
+//! 3. A page skewed by 1 to 15 degrees is straightened (Tesseract loses whole lines from about 3
+//!    degrees on).
+//! 4. With no languages given, Tesseract's orientation and script detection (`osd.traineddata`)
 //!    runs: the page is turned upright and the traineddata for the detected script is chosen
 //!    among the installed ones. When OSD finds too little text, the page is read as it is, in
 //!    English. A turned page that reads poorly is read as it was too, and the better reading
-//!    kept. With languages given, OSD is skipped.
-//! 4. Tesseract reads the page with automatic layout analysis (as the CLI does); text, word boxes
+//!    kept. A script with no traineddata installed is read in English and, unless that reads
+//!    well, refused with the package to install. With languages given, OSD is skipped.
+//! 5. Tesseract reads the page with automatic layout analysis (as the CLI does); text, word boxes
 //!    and confidences come from the same recognition.
 //!
 //! Every page is read on its own: nothing learnt from one page carries over to the next.
@@ -48,6 +51,7 @@ use leptess::capi as sys;
 
 use ffi::{Pix, TessApi};
 use policy::Detected;
+pub use policy::script_coverage;
 pub use tiff::tiff_page_count;
 #[cfg(feature = "eval")]
 pub(crate) use ffi::decode_tiff_pages;
@@ -106,14 +110,23 @@ pub struct OcrPage {
     pub width: u32,
     pub height: u32,
     pub words: Vec<Word>,
+    /// Dark pixels per million when the page was found blank and not read (no text, no words).
+    pub blank_dark_ppm: Option<u64>,
+}
+
+/// The Debian package that installs traineddata `code` (`chi_sim` → `tesseract-ocr-chi-sim`).
+pub fn debian_package(code: &str) -> String {
+    format!("tesseract-ocr-{}", code.to_ascii_lowercase().replace('_', "-"))
 }
 
 #[derive(thiserror::Error, Debug)]
 pub enum OcrError {
     #[error("cannot initialise Tesseract: {0}")]
     Init(String),
-    #[error("traineddata for language {0:?} is not installed")]
+    #[error("traineddata for language {0:?} is not installed (Debian package {pkg})", pkg = debian_package(.0))]
     MissingLanguage(String),
+    #[error("the page is in {script} script and no traineddata for it is installed: reading it as English gave mean word confidence {confidence:.2}, not kept (install {language}: Debian package {pkg})", pkg = debian_package(.language))]
+    MissingScript { script: String, language: String, confidence: f32 },
     #[error("cannot decode image: {0}")]
     BadImage(String),
     #[error("image has {megapixels:.1} megapixels, more than the limit of {limit:.1}")]
@@ -228,6 +241,11 @@ impl OcrEngine {
     fn recognize_pix(&mut self, pix: Pix, options: &OcrOptions) -> Result<OcrPage, OcrError> {
         // Tesseract drops whole lines from about 3 degrees of skew on, and OSD misjudges skewed
         // pages (tests/data/docs/testRotated+10.png, 10 degrees, came out "upside down").
+        // A blank page is said to be blank, not read: OSD and layout analysis of an empty page
+        // were most of the time of a long run of blank scans.
+        if let Some(ppm) = policy::blank(&pix) {
+            return Ok(OcrPage { blank_dark_ppm: Some(ppm), ..OcrPage::empty(pix.width(), pix.height()) });
+        }
         let (pix, skew) = policy::deskew(pix);
         let mut page = if options.languages.is_empty() {
             self.read_automatic(&pix, options)?
@@ -259,6 +277,13 @@ impl OcrEngine {
             }
             turned
         };
+        // A script OSD is sure of with no traineddata installed: the fallback's reading is
+        // kept only when it is good (OSD misjudged a Latin page), else the page says what to install.
+        if let Some(language) = script.as_deref().and_then(|s| policy::missing_for_script(&self.installed, s)) {
+            if policy::wrong_alphabet(page.confidence) {
+                return Err(OcrError::MissingScript { script: script.unwrap_or_default(), language: language.to_owned(), confidence: page.confidence });
+            }
+        }
         page.script = script;
         Ok(page)
     }
@@ -331,26 +356,42 @@ impl OcrEngine {
         api.clear();
         api.forget_document();
         let (text, words) = result?;
-        Ok(OcrPage {
-            text,
-            confidence: mean_confidence(&words),
+        Ok(OcrPage { text, confidence: mean_confidence(&words), words, ..OcrPage::empty(width, height) })
+    }
+}
+
+impl OcrPage {
+    /// A page of this size with nothing read yet.
+    fn empty(width: u32, height: u32) -> Self {
+        OcrPage {
+            text: String::new(),
+            confidence: 0.0,
             rotation_degrees: 0,
             deskew_degrees: 0.0,
             script: None,
             languages: Vec::new(),
             width,
             height,
-            words,
-        })
+            words: Vec::new(),
+            blank_dark_ppm: None,
+        }
     }
 }
 
 /// Installed traineddata codes in the tessdata directory (given, else found like
 /// [`OcrEngine::new`] does), sorted; `osd` is not a language and is left out.
 pub fn installed_languages(tessdata_dir: Option<&Path>) -> Vec<String> {
-    let mut codes = resolve_tessdata(tessdata_dir).as_deref().map(list_traineddata).unwrap_or_default();
+    let mut codes = installed_traineddata(tessdata_dir).1;
     codes.retain(|code| code != "osd");
     codes
+}
+
+/// The tessdata directory [`OcrEngine::new`] would use and every traineddata in it, `osd`
+/// (orientation and script detection, which automatic mode needs) included.
+pub fn installed_traineddata(tessdata_dir: Option<&Path>) -> (Option<PathBuf>, Vec<String>) {
+    let dir = resolve_tessdata(tessdata_dir);
+    let codes = dir.as_deref().map(list_traineddata).unwrap_or_default();
+    (dir, codes)
 }
 
 fn mean_confidence(words: &[Word]) -> f32 {

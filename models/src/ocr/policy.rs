@@ -80,6 +80,13 @@ const SCRIPT_LANGUAGES: &[(&str, &[&str])] = &[
     ("Fraktur", &["frk", "deu"]),
 ];
 
+/// Dark pixels per million below which a page is blank and is not read at all. On 300 dpi pages
+/// a lone page number ("12", 12 pt) is 64 per million, one line of signature 480, the text pages
+/// of tests/data/ocr 95,000 to 184,000, a white page 0: under this a page holds at most a
+/// character or a few specks, which OCR reads as nothing or as noise, after its costliest work
+/// (orientation and layout analysis of an empty page).
+const BLANK_DARK_PPM: u64 = 50;
+
 /// Cap on traineddata loaded together: every extra model costs memory and time on uncertain
 /// words, and a wrong one can swap a right word for a wrong one.
 const MAX_AUTO_LANGUAGES: usize = 4;
@@ -117,6 +124,41 @@ impl Detected {
 /// poorly anyway.
 pub(super) fn recheck_turn(trusted: bool, turned_confidence: f32) -> bool {
     !trusted && turned_confidence < POOR_PAGE_CONFIDENCE
+}
+
+/// Dark pixels per million when the page is blank by [`BLANK_DARK_PPM`], else `None`.
+pub(super) fn blank(pix: &Pix) -> Option<u64> {
+    let area = u64::from(pix.width()) * u64::from(pix.height());
+    let dark = pix.dark_pixels()?;
+    let ppm = dark.saturating_mul(1_000_000) / area.max(1);
+    (ppm < BLANK_DARK_PPM).then_some(ppm)
+}
+
+/// The language whose traineddata a page in `script` needs, when the script is one docpipe
+/// knows and nothing installed covers it (no language of it, no `script/` model).
+pub(super) fn missing_for_script(installed: &[String], script: &str) -> Option<&'static str> {
+    let (_, candidates) = SCRIPT_LANGUAGES.iter().find(|(name, _)| *name == script)?;
+    let covered = candidates.iter().any(|code| installed.iter().any(|i| i == code)) || installed.iter().any(|i| *i == format!("script/{script}"));
+    (!covered).then(|| candidates[0])
+}
+
+/// Whether a page read with the fallback language, for want of its script's traineddata, read
+/// so poorly that the text is the wrong alphabet's guesses (Greek read as English: 0.50, Hebrew
+/// 0.36) rather than a page OSD misjudged (which reads well in English).
+pub(super) fn wrong_alphabet(confidence: f32) -> bool {
+    confidence < POOR_PAGE_CONFIDENCE
+}
+
+/// For every script docpipe maps, the traineddata automatic OCR reads it with among
+/// `installed`, or (as the error) the language to install for it.
+pub fn script_coverage(installed: &[String]) -> Vec<(&'static str, Result<Vec<String>, &'static str>)> {
+    SCRIPT_LANGUAGES
+        .iter()
+        .map(|(script, _)| match missing_for_script(installed, script) {
+            Some(language) => (*script, Err(language)),
+            None => (*script, Ok(languages_for_script(installed, Some(script)))),
+        })
+        .collect()
 }
 
 /// Installed traineddata for a script; English when the script is unknown or not covered.
@@ -203,5 +245,9 @@ mod tests {
         assert_eq!(languages_for_script(&installed, Some("Greek")), ["script/Greek"], "the script model when no language is installed");
         assert_eq!(languages_for_script(&installed, Some("Arabic")), ["eng"]);
         assert_eq!(languages_for_script(&installed, None), ["eng"]);
+        assert_eq!(missing_for_script(&installed, "Hebrew"), Some("heb"));
+        assert_eq!(missing_for_script(&installed, "Cyrillic"), None);
+        assert_eq!(missing_for_script(&installed, "Greek"), None, "the script model covers it");
+        assert_eq!(missing_for_script(&installed, "Klingon"), None, "not a script docpipe knows");
     }
 }
