@@ -155,3 +155,21 @@ fn summaries_quote_the_document_in_chinese_and_english() {
     let all = summarize(&Input { sentences: &found, pages: &pages }, &Options { length: Length::Sentences(10), ..Default::default() });
     assert_eq!(all.sentences.len(), 3);
 }
+
+#[test]
+fn short_ukrainian_without_its_own_letters_is_told_from_russian_by_its_words() {
+    let model = model();
+    // None of і, ї, є, ґ (nor ы, э, ъ, ё): only words that one language alone writes decide.
+    for (text, code) in [
+        // fastText alone takes these four for Russian.
+        ("Ти де?", "ukr"),
+        ("Мабуть, так.", "ukr"),
+        ("Хто це?", "ukr"),
+        ("Де мама?", "ukr"),
+        ("Где мама?", "rus"),
+        ("Меня не пригласили?", "rus"),
+        ("Они скажут: «Ага!»", "rus"),
+    ] {
+        assert_eq!(model.detect(text).code, code, "{text}");
+    }
+}

@@ -79,7 +79,7 @@ impl LanguageId {
             .collect();
         merge_duplicates(&mut ranked);
         second_opinion(&mut ranked, &line);
-        let (code, confidence) = decide(&ranked, &stats);
+        let (code, confidence) = decide(&ranked, &stats, &line);
         if confidence < self.min_confidence {
             return Guess::undetermined(script);
         }
@@ -132,7 +132,7 @@ fn second_opinion(ranked: &mut [(String, f32)], line: &str) {
 }
 
 /// fastText's ranking, overruled where the letters themselves decide.
-fn decide(ranked: &[(String, f32)], s: &ScriptStats) -> (String, f32) {
+fn decide(ranked: &[(String, f32)], s: &ScriptStats, line: &str) -> (String, f32) {
     let top = ranked.first().cloned().unwrap_or_else(|| ("und".into(), 0.0));
     let prob = |code: &str| ranked.iter().find(|(c, _)| c == code).map_or(0.0, |(_, p)| *p);
     // Script-exclusive writing systems.
@@ -160,6 +160,17 @@ fn decide(ranked: &[(String, f32)], s: &ScriptStats) -> (String, f32) {
         }
         if s.russian_only > 0 && s.ukrainian_only == 0 && top.0 == "ukr" {
             return ("rus".into(), top.1.max(prob("rus")));
+        }
+        // Neither's letters: the words one of them alone writes. Short Ukrainian without і, ї,
+        // є or ґ is what fastText most often takes for Russian.
+        if s.ukrainian_only == 0 && s.russian_only == 0 && matches!(top.0.as_str(), "rus" | "ukr") {
+            let (ukrainian, russian) = word_votes(line);
+            if ukrainian > russian && top.0 == "rus" {
+                return ("ukr".into(), top.1.max(prob("ukr")));
+            }
+            if russian > ukrainian && top.0 == "ukr" {
+                return ("rus".into(), top.1.max(prob("rus")));
+            }
         }
     }
     if s.arabic * 2 >= s.letters && s.arabic > 0 {
@@ -189,6 +200,23 @@ fn decide(ranked: &[(String, f32)], s: &ScriptStats) -> (String, f32) {
         }
     }
     top
+}
+
+/// Words of lower-cased `line` that only Ukrainian writes (or with an apostrophe inside, where
+/// Russian writes ъ), and words that only Russian writes.
+fn word_votes(line: &str) -> (usize, usize) {
+    let apostrophe = |c: char| matches!(c, '\'' | '’' | 'ʼ');
+    let (mut ukrainian, mut russian) = (0, 0);
+    for word in line.split(|c: char| !(c.is_alphabetic() || apostrophe(c))) {
+        let word = word.trim_matches(apostrophe);
+        let cyrillic_with_apostrophe = word.contains(apostrophe) && word.chars().all(|c| apostrophe(c) || ('\u{0400}'..='\u{04FF}').contains(&c));
+        if cyrillic_with_apostrophe || UKRAINIAN_WORDS.contains(&word) {
+            ukrainian += 1;
+        } else if RUSSIAN_WORDS.contains(&word) {
+            russian += 1;
+        }
+    }
+    (ukrainian, russian)
 }
 
 /// Most words look Indonesian/Malay: affixes, or a reduplicated word (`anak-anak`).
@@ -241,6 +269,21 @@ struct ScriptStats {
     /// Lower-case words of Latin-script text, for morphology checks.
     words: Vec<String>,
 }
+
+// Common words that one of the pair spells without its own letters and the other does not write
+// (words both write, such as `та`, `тебе`, `тому`, `зараз`, are left out):
+// `що`/`что`, `це`/`это`, `як`/`как`, `мене`/`меня`, and the one-letter conjunctions and
+// prepositions (`з`, `й` against `с`, `и`). From the languages' grammar, not from test sentences.
+const UKRAINIAN_WORDS: &[&str] = &[
+    "що", "щоб", "щось", "це", "цей", "ця", "цю", "чи", "як", "який", "яка", "яке", "якщо", "але", "або", "ще", "вже",
+    "був", "була", "було", "бути", "вони", "воно", "вона", "мене", "ти", "ми", "ви", "дуже", "чому", "тепер", "трохи",
+    "можна", "треба", "завжди", "разом", "мабуть", "кожен", "кожна", "хто", "де", "дякую", "з", "й", "нього", "зробити",
+];
+const RUSSIAN_WORDS: &[&str] = &[
+    "что", "чтобы", "это", "как", "какой", "какая", "какое", "если", "или", "но", "еще", "уже", "был", "была", "было",
+    "они", "оно", "она", "меня", "очень", "когда", "почему", "потому", "теперь", "сейчас", "немного", "можно", "нужно",
+    "всегда", "вместе", "наверное", "кто", "где", "спасибо", "его", "него", "ее", "и", "с", "сделать", "совсем",
+];
 
 // A few very common characters that differ between Simplified and Traditional Chinese.
 const SIMPLIFIED: &str = "这们个说时为国会对来过还发后经样学长门开问进关点见东车书间听话应与将让从电该号务产业";
