@@ -214,8 +214,9 @@ pub struct Extractor {
     page_engines: Vec<OcrEngine>,
 }
 
-/// Rendered pages waiting for an OCR engine: enough to keep the engines busy, few enough that a
-/// long document's pages (8.7 MB each at 300 dpi) do not pile up.
+/// Rendered pages waiting for an OCR engine (one more may be held by the renderer while it waits
+/// to hand it over): enough to keep the engines busy, few enough that a long document's pages
+/// (8.7 MB each at 300 dpi) do not pile up.
 const RENDERED_AHEAD: usize = 2;
 
 impl Extractor {
@@ -315,8 +316,13 @@ impl Extractor {
         let limits = &self.limits;
         let engines = self.ocr.iter_mut().chain(self.page_engines.iter_mut()).take(threads);
         let (rendered, queue) = std::sync::mpsc::sync_channel::<(u32, Result<(Vec<u8>, Option<u32>), ExtractError>)>(RENDERED_AHEAD);
-        let queue = std::sync::Mutex::new(queue);
+        // Only the OCR threads hold the receiving end: once they have all stopped (a panic
+        // included), the renderer's next send fails and it stops too, instead of waiting forever.
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
         let pages = std::sync::Mutex::new(Vec::with_capacity(numbers.len()));
+        // A panic while reading a page stops that thread; the first one is raised again once all
+        // threads are done, so the stage reports it as a panic, as it did with one engine.
+        let panicked = std::sync::Mutex::new(None);
         std::thread::scope(|scope| {
             let render = &render;
             scope.spawn(move || {
@@ -327,19 +333,29 @@ impl Extractor {
                 }
             });
             for engine in engines {
-                let (queue, pages) = (&queue, &pages);
+                let (queue, pages, panicked) = (queue.clone(), &pages, &panicked);
                 scope.spawn(move || loop {
                     // The lock is held only while waiting for the next rendered page.
                     let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
                     let Ok((number, image)) = next else { break };
-                    let page = match image {
+                    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match image {
                         Ok((image, dpi)) => ocr_with(engine, limits, number, Image::Encoded(&image, dpi), request),
                         Err(e) => Page::failed(number, e),
-                    };
-                    pages.lock().unwrap_or_else(|e| e.into_inner()).push(page);
+                    }));
+                    match read {
+                        Ok(page) => pages.lock().unwrap_or_else(|e| e.into_inner()).push(page),
+                        Err(payload) => {
+                            panicked.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(payload);
+                            break;
+                        }
+                    }
                 });
             }
+            drop(queue);
         });
+        if let Some(payload) = panicked.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            std::panic::resume_unwind(payload);
+        }
         let mut pages = pages.into_inner().unwrap_or_else(|e| e.into_inner());
         pages.sort_by_key(|page| page.number);
         pages

@@ -141,13 +141,13 @@ impl Pix {
     }
 
     /// The page in black and white for the searches below: itself when it is 1 bpp already,
-    /// else thresholded at mid-grey (dark pixels become foreground).
-    fn with_bilevel<T>(&self, search: impl FnOnce(&Pix) -> Option<T>) -> Option<T> {
+    /// else pixels darker than `threshold` (0-255 grey) become foreground.
+    fn with_bilevel<T>(&self, threshold: i32, search: impl FnOnce(&Pix) -> Option<T>) -> Option<T> {
         if self.depth() == 1 {
             return search(self);
         }
         // SAFETY: returns a new pix (or null) and leaves ours alone.
-        let binary = Pix::from_raw(unsafe { sys::pixConvertTo1(self.ptr(), 130) })?;
+        let binary = Pix::from_raw(unsafe { sys::pixConvertTo1(self.ptr(), threshold) })?;
         search(&binary)
     }
 
@@ -156,7 +156,7 @@ impl Pix {
     /// either way; Leptonica's default reductions and steps (sweep at 1/4 size in 1 degree steps,
     /// refine at 1/2 size).
     pub(super) fn find_skew(&self, max_degrees: f32) -> Option<(f32, f32)> {
-        self.with_bilevel(|bilevel| {
+        self.with_bilevel(130, |bilevel| {
             let (mut angle, mut confidence) = (0f32, 0f32);
             // SAFETY: valid 1 bpp pix and live out-pointers.
             let failed = unsafe {
@@ -166,9 +166,9 @@ impl Pix {
         })
     }
 
-    /// How many pixels are dark (foreground once binarized as for the skew search).
-    pub(super) fn dark_pixels(&self) -> Option<u64> {
-        self.with_bilevel(|bilevel| {
+    /// How many pixels are darker than `threshold` (0-255 grey; foreground of a 1 bpp page).
+    pub(super) fn dark_pixels(&self, threshold: i32) -> Option<u64> {
+        self.with_bilevel(threshold, |bilevel| {
             let mut count = 0;
             // SAFETY: valid 1 bpp pix, a live out-pointer; a null table makes Leptonica build its own.
             let failed = unsafe { sys::pixCountPixels(bilevel.ptr(), &mut count, std::ptr::null_mut()) } != 0;

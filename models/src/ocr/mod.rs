@@ -115,8 +115,13 @@ pub struct OcrPage {
 }
 
 /// The Debian package that installs traineddata `code` (`chi_sim` → `tesseract-ocr-chi-sim`).
+/// Script models are named by ISO 15924 codes there (`script/Cyrillic` is in
+/// `tesseract-ocr-script-cyrl`), which docpipe does not map: it says which family to look in.
 pub fn debian_package(code: &str) -> String {
-    format!("tesseract-ocr-{}", code.to_ascii_lowercase().replace('_', "-"))
+    match code.strip_prefix("script/") {
+        Some(script) => format!("tesseract-ocr-script-* (the one for {script})"),
+        None => format!("tesseract-ocr-{}", code.to_ascii_lowercase().replace('_', "-")),
+    }
 }
 
 #[derive(thiserror::Error, Debug)]

@@ -81,11 +81,16 @@ const SCRIPT_LANGUAGES: &[(&str, &[&str])] = &[
 ];
 
 /// Dark pixels per million below which a page is blank and is not read at all. On 300 dpi pages
-/// a lone page number ("12", 12 pt) is 64 per million, one line of signature 480, the text pages
-/// of tests/data/ocr 95,000 to 184,000, a white page 0: under this a page holds at most a
-/// character or a few specks, which OCR reads as nothing or as noise, after its costliest work
-/// (orientation and layout analysis of an empty page).
+/// a lone page number ("12", 12 pt) is 64 per million below mid-grey, one line of signature 480,
+/// the text pages of tests/data/ocr 95,000 to 184,000, a white page 0: under this a page holds at
+/// most a character or a few specks, which OCR reads as nothing or as noise, after its costliest
+/// work (orientation and layout analysis of an empty page).
 const BLANK_DARK_PPM: u64 = 50;
+
+/// Grey level below which a pixel counts as dark for [`BLANK_DARK_PPM`]: well above mid-grey, so
+/// that faint writing (pencil, a faded fax, light print), which Tesseract's own adaptive
+/// thresholding can still read, keeps a page from being called blank. Doubt goes to OCR.
+const BLANK_DARK_BELOW: i32 = 200;
 
 /// Cap on traineddata loaded together: every extra model costs memory and time on uncertain
 /// words, and a wrong one can swap a right word for a wrong one.
@@ -129,7 +134,7 @@ pub(super) fn recheck_turn(trusted: bool, turned_confidence: f32) -> bool {
 /// Dark pixels per million when the page is blank by [`BLANK_DARK_PPM`], else `None`.
 pub(super) fn blank(pix: &Pix) -> Option<u64> {
     let area = u64::from(pix.width()) * u64::from(pix.height());
-    let dark = pix.dark_pixels()?;
+    let dark = pix.dark_pixels(BLANK_DARK_BELOW)?;
     let ppm = dark.saturating_mul(1_000_000) / area.max(1);
     (ppm < BLANK_DARK_PPM).then_some(ppm)
 }

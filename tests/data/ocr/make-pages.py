@@ -2,7 +2,8 @@
 """Makes the synthetic OCR test pages (Pillow, DejaVu Sans from Debian's fonts-dejavu-core):
 greek.png and hebrew.png (scripts whose traineddata setup.sh does not install by default; the
 sentences are docpipe's own, plain statements of fact), blank.png (a white A4 page at 300 dpi)
-and page-number.png (the same page with only "12" at the foot). Hebrew is drawn left to right
+page-number.png (the same page with only "12" at the foot) and faint-page-number.png (that "12"
+in light grey, 170 of 255, as pencil or a faded fax: no pixel below mid-grey). Hebrew is drawn left to right
 (Pillow without libraqm has no bidi): enough for orientation and script detection."""
 from PIL import Image, ImageDraw, ImageFont
 
@@ -18,10 +19,10 @@ def lines_page(lines, out):
     img.save(out, dpi=(300, 300), optimize=True)
 
 
-def a4(out, text=None):
-    img = Image.new("1", (2480, 3508), 1)
+def a4(out, text=None, grey=None):
+    img = Image.new("1", (2480, 3508), 1) if grey is None else Image.new("L", (2480, 3508), 255)
     if text:
-        ImageDraw.Draw(img).text((1200, 3300), text, font=ImageFont.truetype(FONT, 50), fill=0)
+        ImageDraw.Draw(img).text((1200, 3300), text, font=ImageFont.truetype(FONT, 50), fill=0 if grey is None else grey)
     img.save(out, dpi=(300, 300), optimize=True)
 
 
@@ -40,3 +41,4 @@ lines_page([
 ], "hebrew.png")
 a4("blank.png")
 a4("page-number.png", "12")
+a4("faint-page-number.png", "12", grey=170)
