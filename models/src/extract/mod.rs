@@ -283,14 +283,10 @@ impl Extractor {
 
     /// OCR one page image; failures become the page's problem, not the document's.
     fn ocr(&mut self, number: u32, image: Image<'_>, request: &Request) -> Page {
-        let engine = match &mut self.ocr {
-            Some(engine) => engine,
-            None => match OcrEngine::new(None) {
-                Ok(engine) => self.ocr.insert(engine),
-                Err(e) => return engine_unavailable(number, e),
-            },
-        };
-        ocr_with(engine, &self.limits, number, image, request)
+        match loaded(&mut self.ocr) {
+            Ok(engine) => ocr_with(engine, &self.limits, number, image, request),
+            Err(e) => engine_unavailable(number, e),
+        }
     }
 
     /// OCR pages that `render` produces, in page order, on up to `limits.ocr_page_threads`
@@ -301,11 +297,8 @@ impl Extractor {
         R: Fn(u32) -> Result<(Vec<u8>, Option<u32>), ExtractError> + Sync,
     {
         let threads = self.limits.ocr_page_threads.clamp(1, numbers.len().max(1));
-        if self.ocr.is_none() {
-            match OcrEngine::new(None) {
-                Ok(engine) => self.ocr = Some(engine),
-                Err(e) => return numbers.into_iter().map(|n| engine_unavailable(n, &e)).collect(),
-            }
+        if let Err(e) = loaded(&mut self.ocr) {
+            return numbers.into_iter().map(|n| engine_unavailable(n, &e)).collect();
         }
         while self.page_engines.len() + 1 < threads {
             match OcrEngine::new(None) {
@@ -392,16 +385,10 @@ fn ocr_with(engine: &mut OcrEngine, limits: &Limits, number: u32, image: Image<'
         Image::TiffPage(bytes, n) => engine.recognize_tiff_page(bytes, n, &options),
     };
     match recognized {
-        Ok(ocr) if ocr.blank_dark_ppm.is_some() => Page {
-            width: Some(ocr.width),
-            height: Some(ocr.height),
-            ..Page::failed(
-                number,
-                ExtractError::new(
-                    ExtractErrorKind::Empty,
-                    format!("blank page ({} dark pixels per million): not sent to OCR", ocr.blank_dark_ppm.unwrap_or_default()),
-                ),
-            )
+        Ok(OcrPage { blank_dark_ppm: Some(ppm), width, height, .. }) => Page {
+            width: Some(width),
+            height: Some(height),
+            ..Page::failed(number, ExtractError::new(ExtractErrorKind::Empty, format!("blank page ({ppm} dark pixels per million): not sent to OCR")))
         },
         Ok(ocr) if ocr.text.trim().is_empty() => Page {
             width: Some(ocr.width),
@@ -435,6 +422,14 @@ fn ocr_with(engine: &mut OcrEngine, limits: &Limits, number: u32, image: Image<'
         }
         Err(e) => Page::failed(number, ExtractError::new(ExtractErrorKind::Corrupt, format!("OCR failed: {e}"))),
     }
+}
+
+/// The thread's OCR engine, loaded on first use.
+fn loaded(slot: &mut Option<OcrEngine>) -> Result<&mut OcrEngine, OcrError> {
+    if slot.is_none() {
+        *slot = Some(OcrEngine::new(None)?);
+    }
+    Ok(slot.as_mut().expect("loaded above"))
 }
 
 fn engine_unavailable(number: u32, e: impl std::fmt::Display) -> Page {

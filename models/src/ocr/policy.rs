@@ -143,8 +143,7 @@ pub(super) fn blank(pix: &Pix) -> Option<u64> {
 /// knows and nothing installed covers it (no language of it, no `script/` model).
 pub(super) fn missing_for_script(installed: &[String], script: &str) -> Option<&'static str> {
     let (_, candidates) = SCRIPT_LANGUAGES.iter().find(|(name, _)| *name == script)?;
-    let covered = candidates.iter().any(|code| installed.iter().any(|i| i == code)) || installed.iter().any(|i| *i == format!("script/{script}"));
-    (!covered).then(|| candidates[0])
+    installed_for_script(installed, script).is_empty().then(|| candidates[0])
 }
 
 /// Whether a page read with the fallback language, for want of its script's traineddata, read
@@ -161,33 +160,32 @@ pub fn script_coverage(installed: &[String]) -> Vec<(&'static str, Result<Vec<St
         .iter()
         .map(|(script, _)| match missing_for_script(installed, script) {
             Some(language) => (*script, Err(language)),
-            None => (*script, Ok(languages_for_script(installed, Some(script)))),
+            None => (*script, Ok(installed_for_script(installed, script))),
         })
         .collect()
 }
 
 /// Installed traineddata for a script; English when the script is unknown or not covered.
 pub(super) fn languages_for_script(installed: &[String], script: Option<&str>) -> Vec<String> {
-    let is_installed = |code: &str| installed.iter().any(|installed| installed == code);
-    let mut languages: Vec<String> = Vec::new();
-    if let Some(script) = script {
-        if let Some((_, candidates)) = SCRIPT_LANGUAGES.iter().find(|(name, _)| *name == script) {
-            languages.extend(
-                candidates
-                    .iter()
-                    .filter(|code| is_installed(code))
-                    .take(MAX_AUTO_LANGUAGES)
-                    .map(|code| code.to_string()),
-            );
-        }
-        // tessdata_fast/best also ship one model per script, e.g. "script/Cyrillic".
-        let script_model = format!("script/{script}");
-        if languages.is_empty() && is_installed(&script_model) {
-            languages.push(script_model);
-        }
-    }
+    let mut languages = script.map(|script| installed_for_script(installed, script)).unwrap_or_default();
     if languages.is_empty() {
         languages.push(FALLBACK_LANGUAGE.to_string());
+    }
+    languages
+}
+
+/// The installed traineddata that read `script`: its languages (at most
+/// [`MAX_AUTO_LANGUAGES`]), else its `script/` model; empty when nothing installed covers it.
+fn installed_for_script(installed: &[String], script: &str) -> Vec<String> {
+    let is_installed = |code: &str| installed.iter().any(|installed| installed == code);
+    let mut languages: Vec<String> = Vec::new();
+    if let Some((_, candidates)) = SCRIPT_LANGUAGES.iter().find(|(name, _)| *name == script) {
+        languages.extend(candidates.iter().filter(|code| is_installed(code)).take(MAX_AUTO_LANGUAGES).map(|code| code.to_string()));
+    }
+    // tessdata_fast/best also ship one model per script, e.g. "script/Cyrillic".
+    let script_model = format!("script/{script}");
+    if languages.is_empty() && is_installed(&script_model) {
+        languages.push(script_model);
     }
     languages
 }
