@@ -389,3 +389,80 @@ fn scanned_pages_are_spread_over_engines_in_page_order_and_blank_ones_skipped() 
     let texts = |e: &Extracted| e.pages.iter().map(|p| (p.number, p.text.clone(), p.problem.as_ref().map(|e| e.reason.clone()))).collect::<Vec<_>>();
     assert_eq!(texts(&one), texts(&two));
 }
+
+/// Read from its file (as a worker hands over a document larger than it may hold), every format
+/// that can be read that way gives what its bytes give: the same text, children, metadata and
+/// condition.
+#[test]
+fn a_document_read_from_its_file_gives_what_its_bytes_give() {
+    use docpipe_models::extract::Input;
+    let files = [
+        "box.zip", "zip-with-some-smashed-bytes.zip", "zip-with-password.zip", "targz-with-pdf-doc-docx.tar.gz", "test-documents.7z",
+        "test-documents.rar", "test7Z_protected_passTika.7z", "testPST_variousBodyTypes.pst", "stanley.ec02.pdf", "easychair.txt",
+        "russian.cp866.txt", "easychair.docx", "testWORD.doc", "testRFC822_multipart_attachments.eml",
+    ];
+    let summary = |e: Result<Extracted, docpipe_models::extract::ExtractError>| match e {
+        Ok(e) => {
+            let children: Vec<(String, Vec<u8>)> = e.children.iter().map(|c| (c.path.clone(), c.bytes.read().unwrap().into_owned())).collect();
+            let pages: Vec<String> = e.pages.iter().map(|p| p.text.clone()).collect();
+            format!("{} {:?} {:?} {:?} {:?} {children:?}", e.media_type, e.encoding, pages, e.metadata, e.condition.map(|c| (c.kind, c.reason)))
+        }
+        Err(e) => format!("error {:?}: {}", e.kind, e.reason),
+    };
+    for name in files {
+        let path = docs().join(name);
+        let bytes = std::fs::read(&path).unwrap();
+        let request = Request { name: Some(name.to_owned()), ..Request::default() };
+        let from_bytes = summary(Extractor::new(Limits::default()).extract(&bytes, &request));
+        // A bound under every file's size: each is read from its file, none whole.
+        let limits = Limits { max_in_memory_bytes: 100, ..Limits::default() };
+        let from_file = summary(Extractor::new(limits).extract_input(Input::file(&path).unwrap(), &request));
+        if name.ends_with(".txt") || name.ends_with(".docx") || name.ends_with(".doc") || name.ends_with(".eml") {
+            assert!(from_file.contains("TooLarge"), "{name} over the bound: {from_file}");
+        } else {
+            assert_eq!(from_file, from_bytes, "{name}");
+        }
+    }
+}
+
+/// Over `max_in_memory_bytes`, plain text is read up to the bound (to the last line end in it)
+/// and says how much was left; formats parsed whole are refused, not loaded.
+#[test]
+fn over_the_memory_bound_text_is_cut_at_a_line_and_whole_formats_are_refused() {
+    use docpipe_models::extract::Input;
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("long.txt");
+    let lines: String = (0..200).map(|i| format!("line {i:03} of a long statement\n")).collect();
+    std::fs::write(&text, &lines).unwrap();
+    let limits = Limits { max_in_memory_bytes: 1000, ..Limits::default() };
+    let read = Extractor::new(limits.clone()).extract_input(Input::file(&text).unwrap(), &Request::default()).unwrap();
+    let kept = &read.pages[0].text;
+    assert!(kept.len() <= 1000 && kept.ends_with("long statement\n") && lines.starts_with(kept.as_str()), "{kept:?}");
+    let condition = read.condition.expect("the rest is said to be unread");
+    assert_eq!(condition.kind, ExtractErrorKind::TooLarge);
+    assert!(condition.reason.contains(&format!("of {} bytes", lines.len())), "{}", condition.reason);
+    let image = docs().join("testOCR.jpg");
+    let refused = Extractor::new(limits).extract_input(Input::file(&image).unwrap(), &Request::default()).unwrap_err();
+    assert_eq!(refused.kind, ExtractErrorKind::TooLarge, "{}", refused.reason);
+    assert!(refused.reason.contains("max_in_memory_bytes"), "{}", refused.reason);
+}
+
+/// mbox is split as it streams, and splits as mail_parser's reader (the reference) does: "From "
+/// envelopes dropped, one '>' taken from quoted From lines, a line longer than the read piece
+/// kept whole.
+#[test]
+fn an_mbox_streams_into_the_messages_the_reference_reader_finds() {
+    let long_line = "x".repeat(200_000);
+    let mbox = format!(
+        "From a@example.org Mon Jan  1 00:00:00 2024\nFrom: a@example.org\nSubject: one\n\nFirst body.\n>From here, quoted.\n>>From twice quoted.\n\n\
+         From b@example.org Tue Jan  2 00:00:00 2024\nFrom: b@example.org\nSubject: two\n\n{long_line}\nend\n\n\
+         From c@example.org Wed Jan  3 00:00:00 2024\nFrom: c@example.org\nSubject: three\n\nThird body.\n"
+    );
+    let reference: Vec<Vec<u8>> = mail_parser::mailbox::mbox::MessageIterator::new(std::io::Cursor::new(mbox.as_bytes())).map(|m| m.unwrap().contents().to_vec()).collect();
+    assert_eq!(reference.len(), 3);
+    let extracted = Extractor::new(Limits::default()).extract(mbox.as_bytes(), &Request { name: Some("box.mbox".into()), ..Request::default() }).unwrap();
+    assert_eq!(extracted.media_type, "application/mbox");
+    let ours: Vec<Vec<u8>> = extracted.children.iter().map(|c| c.bytes.read().unwrap().into_owned()).collect();
+    assert_eq!(ours, reference);
+    assert!(String::from_utf8_lossy(&ours[0]).contains("\nFrom here, quoted.\n>From twice quoted.\n"));
+}

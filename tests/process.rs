@@ -405,7 +405,7 @@ fn a_large_archive_tree_never_sits_in_memory_whole() {
         zip.finish().unwrap();
     }
     let out = dir.path().join("out");
-    let mut child = docpipe()
+    let child = docpipe()
         .args(["process", "--stages", "extract"])
         .arg(&archive)
         .arg("--out")
@@ -416,20 +416,7 @@ fn a_large_archive_tree_never_sits_in_memory_whole() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // VmHWM is the high-water mark so far: the last reading before exit is the peak.
-    let status_file = format!("/proc/{}/status", child.id());
-    let mut peak_kib = 0u64;
-    let status = loop {
-        if let Ok(status) = std::fs::read_to_string(&status_file) {
-            if let Some(kib) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()) {
-                peak_kib = peak_kib.max(kib);
-            }
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
+    let (status, peak_kib) = peak_rss_kib(child);
     assert!(status.success());
     let results = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
     assert_eq!(results.lines().count(), MEMBERS + 1, "the archive and every member have a result");
@@ -437,6 +424,84 @@ fn a_large_archive_tree_never_sits_in_memory_whole() {
     let peak_mib = peak_kib / 1024;
     assert!(peak_mib < 512, "peak RSS {peak_mib} MiB for a {tree_mib} MiB tree");
     eprintln!("peak RSS {peak_mib} MiB for a {tree_mib} MiB tree");
+}
+
+/// Runs `child` to its end and returns its exit status and peak RSS (VmHWM, the high-water mark
+/// so far: the last reading before exit is the peak).
+fn peak_rss_kib(mut child: std::process::Child) -> (std::process::ExitStatus, u64) {
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    loop {
+        if let Ok(status) = std::fs::read_to_string(&status_file) {
+            if let Some(kib) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()) {
+                peak_kib = peak_kib.max(kib);
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, peak_kib);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Tried as a hostile sender would: single documents far larger than a worker should hold, one
+/// of them an archive inside an archive. Each is read from a file (`max_in_memory_bytes`, 64 MiB
+/// by default): the archives from their files, the text up to the bound with the rest reported,
+/// so peak memory stays bounded whatever the member sizes.
+#[test]
+fn a_huge_single_member_is_read_from_its_file_not_memory() {
+    use std::io::Write;
+    const TEXT: usize = 400 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let write_text = |zip: &mut zip::ZipWriter<std::fs::File>, name: &str| {
+        zip.start_file(name, zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true)).unwrap();
+        let block: String = (0..1000).map(|i| format!("line {i:04}: a statement taken down in full, as said\n")).collect();
+        for _ in 0..TEXT / block.len() {
+            zip.write_all(block.as_bytes()).unwrap();
+        }
+    };
+    let inner = dir.path().join("inner.zip");
+    {
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&inner).unwrap());
+        write_text(&mut zip, "huge.txt");
+        zip.finish().unwrap();
+    }
+    let archive = dir.path().join("outer.zip");
+    {
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&archive).unwrap());
+        write_text(&mut zip, "big.txt");
+        zip.start_file("inner.zip", zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true)).unwrap();
+        std::io::copy(&mut std::fs::File::open(&inner).unwrap(), &mut zip).unwrap();
+        zip.finish().unwrap();
+    }
+    std::fs::remove_file(&inner).unwrap();
+    let out = dir.path().join("out");
+    let child = docpipe()
+        .args(["process", "--stages", "extract"])
+        .arg(&archive)
+        .arg("--out")
+        .arg(&out)
+        .env("DOCPIPE_BLOBS__DIR", format!("\"{}\"", dir.path().join("blobs").display()))
+        .env("TMPDIR", dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (status, peak_kib) = peak_rss_kib(child);
+    assert!(status.success());
+    let results: Vec<serde_json::Value> = std::fs::read_to_string(out.join("results.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(results.len(), 4, "outer, big.txt, inner.zip, huge.txt");
+    let texts: Vec<&serde_json::Value> = results.iter().filter(|r| r["document"]["filename"].as_str().unwrap().ends_with(".txt")).collect();
+    assert_eq!(texts.len(), 2);
+    for text in texts {
+        let extract = &text["stages"][0];
+        assert_eq!(extract["error"]["kind"], "too_large", "{extract}");
+        assert!(extract["error"]["reason"].as_str().unwrap().contains("were read as text"), "{extract}");
+        let segment = &text["annotations"][0]["body"]["segments"][0]["text"];
+        assert!(segment.as_str().unwrap().starts_with("line 0000: a statement"), "the head of the text is kept");
+    }
+    let peak_mib = peak_kib / 1024;
+    assert!(peak_mib < 512, "peak RSS {peak_mib} MiB for two {} MiB texts", TEXT >> 20);
+    eprintln!("peak RSS {peak_mib} MiB for two {} MiB texts, one in an archive in an archive", TEXT >> 20);
 }
 
 #[test]

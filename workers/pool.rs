@@ -16,6 +16,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use tokio::sync::oneshot;
 
+use docpipe_models::extract::{Input, SNIFF_BYTES};
+
 use crate::blob::{key_for, sha256_hex, BlobError, BlobStore};
 use crate::error::{ErrorKind, StageError};
 use crate::schema::{Content, Job, JobResult};
@@ -46,12 +48,14 @@ pub struct StagePool {
     rx: flume::Receiver<Task>,
     factory: StageFactory,
     store: Arc<dyn BlobStore>,
+    /// Documents larger than this reach the stage as a file, not in memory.
+    in_memory: u64,
 }
 
 impl StagePool {
-    pub fn start(stage: &str, factory: StageFactory, store: Arc<dyn BlobStore>, threads: usize, depth: usize) -> Self {
+    pub fn start(stage: &str, factory: StageFactory, store: Arc<dyn BlobStore>, threads: usize, depth: usize, in_memory: u64) -> Self {
         let (tx, rx) = flume::bounded(depth);
-        let pool = Self { stage: stage.to_owned(), tx, rx, factory, store };
+        let pool = Self { stage: stage.to_owned(), tx, rx, factory, store, in_memory };
         for _ in 0..threads {
             pool.spawn_thread();
         }
@@ -59,10 +63,10 @@ impl StagePool {
     }
 
     fn spawn_thread(&self) {
-        let (rx, factory, store, name) = (self.rx.clone(), self.factory.clone(), self.store.clone(), self.stage.clone());
+        let (rx, factory, store, name, in_memory) = (self.rx.clone(), self.factory.clone(), self.store.clone(), self.stage.clone(), self.in_memory);
         std::thread::Builder::new()
             .name(format!("stage-{}", self.stage))
-            .spawn(move || stage_loop(&name, rx, factory, store))
+            .spawn(move || stage_loop(&name, rx, factory, store, in_memory))
             .expect("spawn stage thread");
     }
 
@@ -100,7 +104,7 @@ impl StagePool {
     }
 }
 
-fn stage_loop(name: &str, rx: flume::Receiver<Task>, factory: StageFactory, store: Arc<dyn BlobStore>) {
+fn stage_loop(name: &str, rx: flume::Receiver<Task>, factory: StageFactory, store: Arc<dyn BlobStore>, in_memory: u64) {
     let mut stage: Option<Box<dyn Stage>> = None;
     while let Ok(mut task) = rx.recv() {
         let _enter = task.span.enter();
@@ -111,7 +115,7 @@ fn stage_loop(name: &str, rx: flume::Receiver<Task>, factory: StageFactory, stor
             let _ = started.send(());
         }
         let mut detected = None;
-        let outcome = catch_unwind(AssertUnwindSafe(|| run_one(name, &mut stage, &factory, store.as_ref(), &task, &mut detected)))
+        let outcome = catch_unwind(AssertUnwindSafe(|| run_one(name, &mut stage, &factory, store.as_ref(), in_memory, &task, &mut detected)))
             .unwrap_or_else(|payload| {
                 stage = None; // its state is suspect after a panic: rebuild before the next task
                 Err(StageError::new(ErrorKind::Panic, format!("stage panicked: {}", panic_message(&*payload))))
@@ -130,6 +134,7 @@ fn run_one(
     stage: &mut Option<Box<dyn Stage>>,
     factory: &StageFactory,
     store: &dyn BlobStore,
+    in_memory: u64,
     task: &Task,
     detected: &mut Option<String>,
 ) -> Result<StageOutput, StageError> {
@@ -140,32 +145,57 @@ fn run_one(
         *stage = Some(built?);
     }
     let stage = stage.as_mut().expect("stage built above");
-    let content = if stage.needs_content() { Some(load_content(&task.job, store)?) } else { None };
-    if let Some(bytes) = &content {
-        *detected = Some(docpipe_models::sniff::media_type(bytes).to_owned());
+    let content = if stage.needs_content() { Some(load_content(&task.job, store, in_memory)?) } else { None };
+    let input = content.as_ref().map(Loaded::input);
+    if let Some(head) = input.and_then(|input| input.head(SNIFF_BYTES).ok()) {
+        *detected = Some(docpipe_models::sniff::media_type(&head).to_owned());
     }
-    stage.run(StageInput { job: &task.job, result: &task.result, content: content.as_deref(), cancel: &task.abandoned })
+    stage.run(StageInput { job: &task.job, result: &task.result, content: input, cancel: &task.abandoned })
 }
 
-/// The document bytes, checked against the job's sha256 whatever their source.
-pub fn load_content(job: &Job, store: &dyn BlobStore) -> Result<Vec<u8>, StageError> {
-    let bytes = match &job.document.content {
-        Content::Inline { base64 } => base64::engine::general_purpose::STANDARD
-            .decode(base64)
-            .map_err(|e| StageError::new(ErrorKind::Corrupt, format!("inline content is not valid base64: {e}")))?,
-        Content::Blob { key } => store.get(key).map_err(|e| match e {
-            BlobError::Mismatch { .. } => StageError::new(ErrorKind::Integrity, e.to_string()),
-            BlobError::BadKey(_) => StageError::new(ErrorKind::Corrupt, e.to_string()),
-            BlobError::NotFound { .. } | BlobError::Io { .. } | BlobError::Remote { .. } | BlobError::Config(_) => {
-                StageError::new(ErrorKind::Unavailable, e.to_string())
-            }
-        })?,
+/// A document as a stage reads it: in memory, or, when larger than the stage may hold
+/// (`extract.max_in_memory_bytes`), in a private temporary file that goes when this is dropped.
+pub enum Loaded {
+    Memory(Vec<u8>),
+    File { path: tempfile::TempPath, len: u64 },
+}
+
+impl Loaded {
+    pub fn input(&self) -> Input<'_> {
+        match self {
+            Loaded::Memory(bytes) => Input::Bytes(bytes),
+            Loaded::File { path, len } => Input::File { path, len: *len },
+        }
+    }
+}
+
+/// The document, checked against the job's sha256 and size whatever its source. One larger than
+/// `in_memory` bytes is copied from the store to a temporary file, hashed on the way.
+pub fn load_content(job: &Job, store: &dyn BlobStore, in_memory: u64) -> Result<Loaded, StageError> {
+    let unavailable = |e: std::io::Error| StageError::new(ErrorKind::Unavailable, format!("copying the document to a temporary file: {e}"));
+    let loaded = match &job.document.content {
+        Content::Inline { base64 } => Loaded::Memory(
+            base64::engine::general_purpose::STANDARD
+                .decode(base64)
+                .map_err(|e| StageError::new(ErrorKind::Corrupt, format!("inline content is not valid base64: {e}")))?,
+        ),
+        Content::Blob { key } if job.document.size > in_memory => {
+            let (file, path) = tempfile::Builder::new().prefix("docpipe-document-").tempfile().map_err(unavailable)?.into_parts();
+            let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+            let len = store.read_into(key, &mut writer).map_err(blob_error)?;
+            writer.into_inner().map_err(|e| unavailable(e.into_error()))?;
+            Loaded::File { path, len }
+        }
+        Content::Blob { key } => Loaded::Memory(store.get(key).map_err(blob_error)?),
     };
     // A blob stored under the job's own digest was verified by the store as it was read; only
     // inline content, or a blob under another key, still needs hashing here.
     let checked = matches!(&job.document.content, Content::Blob { key } if *key == key_for(&job.document.sha256));
     if !checked {
-        let actual = sha256_hex(&bytes);
+        let actual = match &loaded {
+            Loaded::Memory(bytes) => sha256_hex(bytes),
+            Loaded::File { path, .. } => docpipe_models::sha256_file(path).map_err(unavailable)?,
+        };
         if actual != job.document.sha256 {
             return Err(StageError::new(
                 ErrorKind::Integrity,
@@ -173,13 +203,21 @@ pub fn load_content(job: &Job, store: &dyn BlobStore) -> Result<Vec<u8>, StageEr
             ));
         }
     }
-    if bytes.len() as u64 != job.document.size {
-        return Err(StageError::new(
-            ErrorKind::Integrity,
-            format!("content is {} bytes, job says {}", bytes.len(), job.document.size),
-        ));
+    let len = loaded.input().len();
+    if len != job.document.size {
+        return Err(StageError::new(ErrorKind::Integrity, format!("content is {len} bytes, job says {}", job.document.size)));
     }
-    Ok(bytes)
+    Ok(loaded)
+}
+
+fn blob_error(e: BlobError) -> StageError {
+    match e {
+        BlobError::Mismatch { .. } => StageError::new(ErrorKind::Integrity, e.to_string()),
+        BlobError::BadKey(_) => StageError::new(ErrorKind::Corrupt, e.to_string()),
+        BlobError::NotFound { .. } | BlobError::Io { .. } | BlobError::Remote { .. } | BlobError::Config(_) => {
+            StageError::new(ErrorKind::Unavailable, e.to_string())
+        }
+    }
 }
 
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

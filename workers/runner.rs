@@ -77,7 +77,7 @@ impl Runner {
             let factory = catalog.get(name).ok_or_else(|| anyhow::anyhow!("no implementation of stage `{name}`"))?;
             let threads = config.stage(name).and_then(|s| s.threads).unwrap_or(config.worker.threads);
             let depth = config.worker.concurrency.max(threads).max(1);
-            pools.insert(name.clone(), StagePool::start(name, factory, store.clone(), threads, depth));
+            pools.insert(name.clone(), StagePool::start(name, factory, store.clone(), threads, depth, config.extract.max_in_memory_bytes));
         }
         // A key that cannot be read stops the worker before it takes a job: results must not
         // quietly come out unsigned.

@@ -40,7 +40,7 @@ impl Stage for Extract {
     }
 
     fn run(&mut self, input: StageInput<'_>) -> Result<StageOutput, StageError> {
-        let bytes = input.content.ok_or_else(|| StageError::new(ErrorKind::Internal, "extract ran without content"))?;
+        let content = input.content.ok_or_else(|| StageError::new(ErrorKind::Internal, "extract ran without content"))?;
         let request = Request {
             ocr_languages: input.job.options.ocr_languages.clone(),
             name: Some(input.job.document.filename.clone()),
@@ -48,7 +48,7 @@ impl Stage for Extract {
             budget: input.job.parent.as_ref().and_then(|p| p.budget).map(|b| extract::Budget { bytes: b.bytes, members: b.members }),
             cancel: Some(input.cancel.clone()),
         };
-        let extracted = self.extractor.extract(bytes, &request).map_err(stage_error)?;
+        let extracted = self.extractor.extract_input(content, &request).map_err(stage_error)?;
         Ok(output(extracted, &request, self.extractor.limits()))
     }
 }

@@ -20,7 +20,7 @@ pub mod translate;
 pub struct StageInput<'a> {
     pub job: &'a Job,
     pub result: &'a JobResult,
-    pub content: Option<&'a [u8]>,
+    pub content: Option<docpipe_models::extract::Input<'a>>,
     /// Raised when the runner gave up (time limit): long stages check it between pages.
     pub cancel: &'a Arc<std::sync::atomic::AtomicBool>,
 }

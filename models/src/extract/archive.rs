@@ -9,10 +9,11 @@
 //! header or a decompression bomb hits the limit instead of the worker's memory.
 
 use std::ffi::OsStr;
-use std::io::{Cursor, Read};
+use std::io::Read;
 use std::time::Instant;
 
-use super::process::{run, run_into, TempFile};
+use super::input::{Input, ReadSeek};
+use super::process::{run, run_into};
 use super::spill::{ChildBytes, Spill};
 use super::{Child, ExtractError, ExtractErrorKind, Extracted, Limits, Request};
 
@@ -85,12 +86,12 @@ fn read_limited(reader: impl Read, budget: u64, what: &str) -> Result<ChildBytes
     spill.finish().map_err(|e| ExtractError::new(ExtractErrorKind::Corrupt, format!("{what}: spilling to a temporary file: {e}")))
 }
 
-pub fn zip(bytes: &[u8], limits: &Limits, request: &Request, budget: &mut Budget) -> Result<Extracted, ExtractError> {
+pub fn zip(input: Input<'_>, limits: &Limits, request: &Request, budget: &mut Budget) -> Result<Extracted, ExtractError> {
     check_depth(limits, request)?;
-    let mut archive = match zip::ZipArchive::new(Cursor::new(bytes)) {
+    let mut archive = match zip::ZipArchive::new(input.open()?) {
         Ok(archive) => archive,
         // No readable central directory: walk the local headers instead, as far as they go.
-        Err(e) => return zip_stream(bytes, limits, budget, &e.to_string()),
+        Err(e) => return zip_stream(input.open()?, limits, budget, &e.to_string()),
     };
     let mut extracted = Extracted { media_type: "application/zip".into(), ..Default::default() };
     let mut damaged = Vec::new();
@@ -146,14 +147,14 @@ pub fn zip(bytes: &[u8], limits: &Limits, request: &Request, budget: &mut Budget
 }
 
 /// `.tar`, `.tar.gz`, or a lone gzip-compressed file.
-pub fn tar(bytes: &[u8], media: &str, limits: &Limits, request: &Request, budget: &mut Budget) -> Result<Extracted, ExtractError> {
+pub fn tar(input: Input<'_>, media: &str, limits: &Limits, request: &Request, budget: &mut Budget) -> Result<Extracted, ExtractError> {
     check_depth(limits, request)?;
     // The gzip stream is unpacked once, to memory or a spill file: bytes actually produced are
     // what count, at most the tree's budget and archive_max_ratio times the compressed size
     // (MultiGz: concatenated members all count).
     let plain = if media == "application/gzip" {
-        let limit = budget.bytes.min((bytes.len() as f64 * limits.archive_max_ratio) as u64);
-        Some(read_limited(flate2::read::MultiGzDecoder::new(bytes), limit, "gzip stream").map_err(|e| {
+        let limit = budget.bytes.min((input.len() as f64 * limits.archive_max_ratio) as u64);
+        Some(read_limited(flate2::read::MultiGzDecoder::new(input.open()?), limit, "gzip stream").map_err(|e| {
             if e.kind == ExtractErrorKind::TooLarge { too_large(format!("gzip stream expands past {limit} bytes (limits.archive_max_ratio / tree_max_total_bytes)")) } else { e }
         })?)
     } else {
@@ -162,15 +163,19 @@ pub fn tar(bytes: &[u8], media: &str, limits: &Limits, request: &Request, budget
     let reader = || -> Result<Box<dyn Read + '_>, ExtractError> {
         match &plain {
             Some(plain) => plain.reader().map_err(|e| ExtractError::new(ExtractErrorKind::Corrupt, format!("gzip stream: {e}"))),
-            None => Ok(Box::new(bytes)),
+            None => Ok(input.open()?),
         }
     };
     let mut head = Vec::new();
     reader()?.take(262).read_to_end(&mut head).map_err(|e| ExtractError::new(ExtractErrorKind::Corrupt, e.to_string()))?;
     let is_tar = head.len() >= 262 && &head[257..262] == b"ustar";
     if !is_tar {
-        // A single compressed file: its content is the one child.
-        let plain = plain.unwrap_or_else(|| ChildBytes::Memory(bytes.to_vec()));
+        // A single compressed file: its content is the one child. (Without gzip this is
+        // unreachable: only the tar header makes a file `application/x-tar`.)
+        let plain = match plain {
+            Some(plain) => plain,
+            None => read_limited(input.open()?, budget.bytes, "TAR")?,
+        };
         let mut extracted = Extracted { media_type: media.into(), ..Default::default() };
         budget.take(plain.len(), limits)?;
         extracted.children.push(Child { path: "(gunzipped)".into(), bytes: plain });
@@ -223,9 +228,8 @@ pub fn tar(bytes: &[u8], media: &str, limits: &Limits, request: &Request, budget
 }
 
 /// Members of a ZIP whose central directory is damaged, read from their local headers.
-fn zip_stream(bytes: &[u8], limits: &Limits, budget: &mut Budget, damage: &str) -> Result<Extracted, ExtractError> {
+fn zip_stream(mut cursor: Box<dyn ReadSeek + '_>, limits: &Limits, budget: &mut Budget, damage: &str) -> Result<Extracted, ExtractError> {
     let mut extracted = Extracted { media_type: "application/zip".into(), ..Default::default() };
-    let mut cursor = Cursor::new(bytes);
     let mut problems = vec![format!("central directory: {damage}")];
     let mut limit_hit = None;
     loop {
@@ -297,11 +301,11 @@ struct Listing {
 /// 7z and RAR through `lsar` (listing) and `unar` (one member at a time to standard output,
 /// counted and cut off as it streams). unar never writes a file here and is told not to unpack
 /// archives inside archives: those become children like any other member.
-pub fn unar(bytes: &[u8], media: &str, limits: &Limits, request: &Request, budget: &mut Budget) -> Result<Extracted, ExtractError> {
+pub fn unar(input: Input<'_>, media: &str, limits: &Limits, request: &Request, budget: &mut Budget) -> Result<Extracted, ExtractError> {
     check_depth(limits, request)?;
-    let file = TempFile::new(bytes, "archive")?;
+    let file = input.on_disk("archive")?;
     let deadline = Instant::now() + limits.tool_timeout;
-    let listed = run("lsar", &[OsStr::new("-j"), file.path.as_os_str()], limits.tool_timeout)?;
+    let listed = run("lsar", &[OsStr::new("-j"), file.path().as_os_str()], limits.tool_timeout)?;
     // With encrypted headers lsar stops mid-listing and says so on standard error.
     let password = listed.stderr.contains("requires a password");
     let listing = match serde_json::from_slice::<Listing>(&listed.stdout) {
@@ -316,7 +320,7 @@ pub fn unar(bytes: &[u8], media: &str, limits: &Limits, request: &Request, budge
     let mut extracted = Extracted { media_type: media.into(), ..Default::default() };
     // Bytes produced are judged against the archive as a whole: solid archives do not say what
     // one member compresses to.
-    let mut ratio_left = (bytes.len() as f64 * limits.archive_max_ratio) as u64;
+    let mut ratio_left = (input.len() as f64 * limits.archive_max_ratio) as u64;
     let (mut damaged, mut encrypted) = (Vec::new(), 0);
     for entry in listing.contents.iter().filter(|e| e.directory == 0 && e.link == 0) {
         request.check_cancelled()?;
@@ -332,7 +336,7 @@ pub fn unar(bytes: &[u8], media: &str, limits: &Limits, request: &Request, budge
         let left = deadline.saturating_duration_since(Instant::now());
         let index = entry.index.to_string();
         let mut data = Spill::default();
-        let args = [OsStr::new("-q"), OsStr::new("-nr"), OsStr::new("-o"), OsStr::new("-"), OsStr::new("-i"), file.path.as_os_str(), OsStr::new(&index)];
+        let args = [OsStr::new("-q"), OsStr::new("-nr"), OsStr::new("-o"), OsStr::new("-"), OsStr::new("-i"), file.path().as_os_str(), OsStr::new(&index)];
         match run_into("unar", &args, left, limit, &mut data) {
             Ok((status, _)) if status.success() => {
                 budget.bytes -= data.len();

@@ -1,10 +1,12 @@
 //! Email (RFC 822 / MIME) and mailboxes. Headers become metadata, bodies the text, attachments
 //! child documents. PGP-encrypted mail keeps its armoured body and is reported `encrypted`.
 
-use std::io::Cursor;
+use std::io::{BufRead, Read, Write};
 
 use mail_parser::{Address, MessageParser, MimeHeaders};
 
+use super::input::Input;
+use super::spill::Spill;
 use super::{Child, ExtractError, ExtractErrorKind, Extracted, Page, Source};
 
 fn addresses(address: Option<&Address<'_>>) -> Option<String> {
@@ -111,22 +113,53 @@ pub fn transport_metadata(headers: &[u8], meta: &mut std::collections::BTreeMap<
     route_metadata(&message, meta);
 }
 
-pub fn mbox(bytes: &[u8]) -> Result<Extracted, ExtractError> {
+/// Longest piece of a mailbox line read at once: a line with no end in sight is read in pieces,
+/// so a hostile mailbox cannot make one line the size of the file.
+const LINE_PIECE: u64 = 64 * 1024;
+
+/// An mbox file, read as it streams: each message goes to a child as it is read (spilled to a
+/// file past a megabyte), so a mailbox of gigabytes never sits in memory. The "From " envelope
+/// lines separate messages and are not part of them; a quoted ">From " line loses one '>'
+/// (mboxrd), as mail readers restore it. A single message is read as the email it is, when it
+/// fits in `in_memory` bytes.
+pub fn mbox(input: Input<'_>, in_memory: u64) -> Result<Extracted, ExtractError> {
+    let unreadable = |e: std::io::Error| ExtractError::new(ExtractErrorKind::Corrupt, format!("mailbox: {e}"));
+    let mut reader = std::io::BufReader::new(input.open()?);
     let mut messages = Vec::new();
-    for (i, message) in mail_parser::mailbox::mbox::MessageIterator::new(Cursor::new(bytes)).enumerate() {
-        let message = message.map_err(|_| ExtractError::new(ExtractErrorKind::Corrupt, format!("mailbox message {} is unreadable", i + 1)))?;
-        messages.push(message.contents().to_vec());
+    let mut current: Option<Spill> = None;
+    let mut line = Vec::with_capacity(256);
+    // Whether the piece read next starts a line, and whether the line being read is an envelope.
+    let (mut line_start, mut envelope) = (true, false);
+    loop {
+        line.clear();
+        if (&mut reader).take(LINE_PIECE).read_until(b'\n', &mut line).map_err(unreadable)? == 0 {
+            break;
+        }
+        let starts_line = std::mem::replace(&mut line_start, line.ends_with(b"\n"));
+        if starts_line {
+            envelope = line.starts_with(b"From ");
+            if envelope {
+                if let Some(done) = current.replace(Spill::default()) {
+                    messages.push(done.finish().map_err(unreadable)?);
+                }
+            }
+        }
+        let Some(message) = current.as_mut().filter(|_| !envelope) else { continue };
+        let quoted_from = starts_line && line.first() == Some(&b'>') && line.iter().skip_while(|&&b| b == b'>').take(5).eq(b"From ");
+        message.write_all(if quoted_from { &line[1..] } else { &line[..] }).map_err(unreadable)?;
     }
-    if messages.is_empty() {
-        return Err(ExtractError::new(ExtractErrorKind::Corrupt, "mailbox holds no message"));
+    if let Some(done) = current {
+        messages.push(done.finish().map_err(unreadable)?);
     }
-    if messages.len() == 1 {
+    match messages.len() {
+        0 => return Err(ExtractError::new(ExtractErrorKind::Corrupt, "mailbox holds no message")),
         // A single message with an mbox "From " envelope line: read it as the email it is.
-        return eml(&messages[0]);
+        1 if messages[0].len() <= in_memory => return eml(&messages[0].read().map_err(unreadable)?),
+        _ => {}
     }
     let mut extracted = Extracted { media_type: "application/mbox".into(), ..Default::default() };
     for (i, message) in messages.into_iter().enumerate() {
-        extracted.children.push(Child { path: format!("message-{:05}.eml", i + 1), bytes: message.into() });
+        extracted.children.push(Child { path: format!("message-{:05}.eml", i + 1), bytes: message });
     }
     extracted.metadata.insert("messages".into(), extracted.children.len().to_string());
     Ok(extracted)

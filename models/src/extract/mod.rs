@@ -7,6 +7,7 @@
 
 mod archive;
 mod email;
+mod input;
 mod legacy;
 mod media;
 mod msg;
@@ -18,6 +19,7 @@ mod spill;
 pub mod text;
 
 pub use archive::Budget;
+pub use input::{Input, SNIFF_BYTES};
 pub use spill::ChildBytes;
 
 use std::collections::BTreeMap;
@@ -55,6 +57,15 @@ pub struct Limits {
     /// Time limit for external converters (poppler).
     #[serde(rename = "tool_timeout_secs", deserialize_with = "whole_seconds")]
     pub tool_timeout: Duration,
+    /// Largest document read into memory whole. A larger one stays in its file: PDFs, archives
+    /// and mailboxes are read from there, plain text up to this many bytes (the rest is reported
+    /// as not read), and formats that can only be parsed whole are refused as `too_large`.
+    #[serde(default = "in_memory_default")]
+    pub max_in_memory_bytes: u64,
+}
+
+fn in_memory_default() -> u64 {
+    64 << 20
 }
 
 fn one() -> usize {
@@ -78,6 +89,7 @@ impl Default for Limits {
             ocr_dpi: 300,
             ocr_page_threads: 1,
             tool_timeout: Duration::from_secs(300),
+            max_in_memory_bytes: in_memory_default(),
         }
     }
 }
@@ -229,38 +241,47 @@ impl Extractor {
     }
 
     pub fn extract(&mut self, bytes: &[u8], request: &Request) -> Result<Extracted, ExtractError> {
-        let media = sniff::media_type_named(bytes, request.name.as_deref());
+        self.extract_input(Input::Bytes(bytes), request)
+    }
+
+    /// Extract from bytes or from a file. Read from a file, a document costs memory in proportion
+    /// to `max_in_memory_bytes` at most, whatever its size: see [`Input`].
+    pub fn extract_input(&mut self, input: Input<'_>, request: &Request) -> Result<Extracted, ExtractError> {
+        let media = sniff::media_type_named(&input.head(input::SNIFF_BYTES)?, request.name.as_deref());
         spill::start_document();
         let limits = self.limits.clone();
+        let whole = || input.whole(limits.max_in_memory_bytes, media);
         let mut budget = request.budget.unwrap_or_else(|| Budget::of_tree(&limits));
         let mut extracted = match media {
-            "application/pdf" => pdf::extract(self, bytes, request)?,
+            "application/pdf" => pdf::extract(self, input, request)?,
             "image/png" | "image/jpeg" | "image/gif" | "image/bmp" | "image/webp" | "image/jp2" => {
-                let page = self.ocr_page(1, bytes, request);
-                Extracted { pages: vec![page], page_count: Some(1), metadata: media::exif(bytes), ..Default::default() }
+                let bytes = whole()?;
+                let page = self.ocr_page(1, &bytes, request);
+                Extracted { pages: vec![page], page_count: Some(1), metadata: media::exif(&bytes), ..Default::default() }
             }
             "image/tiff" => {
-                let mut extracted = self.tiff(bytes, request)?;
-                extracted.metadata = media::exif(bytes);
+                let bytes = whole()?;
+                let mut extracted = self.tiff(&bytes, request)?;
+                extracted.metadata = media::exif(&bytes);
                 extracted
             }
-            "application/zip" => match office::kind(bytes) {
-                Some(kind) => office::extract(kind, bytes)?,
-                None => archive::zip(bytes, &limits, request, &mut budget)?,
+            "application/zip" => match office::kind(input.open()?) {
+                Some(kind) => office::extract(kind, &whole()?)?,
+                None => archive::zip(input, &limits, request, &mut budget)?,
             },
-            "application/gzip" | "application/x-tar" => archive::tar(bytes, media, &limits, request, &mut budget)?,
-            "application/x-7z-compressed" | "application/vnd.rar" => archive::unar(bytes, media, &limits, request, &mut budget)?,
-            "application/x-ole-storage" => legacy::extract(bytes, &limits)?,
-            "application/vnd.ms-outlook-pst" => pst::extract(bytes, &limits, &mut budget)?,
-            "application/rtf" => office::rtf(bytes),
-            "message/rfc822" => email::eml(bytes)?,
+            "application/gzip" | "application/x-tar" => archive::tar(input, media, &limits, request, &mut budget)?,
+            "application/x-7z-compressed" | "application/vnd.rar" => archive::unar(input, media, &limits, request, &mut budget)?,
+            "application/x-ole-storage" => legacy::extract(&whole()?, &limits)?,
+            "application/vnd.ms-outlook-pst" => pst::extract(input, &limits, &mut budget)?,
+            "application/rtf" => office::rtf(&whole()?),
+            "message/rfc822" => email::eml(&whole()?)?,
             "application/pgp-encrypted" => {
                 return Err(ExtractError::new(ExtractErrorKind::Encrypted, "PGP-encrypted file"))
             }
-            "application/mbox" => email::mbox(bytes)?,
-            "text/calendar" | "text/vcard" => media::fields(bytes, media)?,
-            "text/html" => text::html(bytes)?,
-            "text/plain" | "application/xml" => text::plain(bytes)?,
+            "application/mbox" => email::mbox(input, limits.max_in_memory_bytes)?,
+            "text/calendar" | "text/vcard" => media::fields(&whole()?, media)?,
+            "text/html" => text::html(&whole()?)?,
+            "text/plain" | "application/xml" => text::plain_from(input, limits.max_in_memory_bytes)?,
             other => return Err(ExtractError::new(ExtractErrorKind::Unsupported, format!("no extractor for {other}"))),
         };
         if extracted.media_type.is_empty() {

@@ -1,7 +1,7 @@
 //! Office Open XML (DOCX, XLSX, PPTX), OpenDocument (ODT, ODS, ODP) and RTF. Legacy binary
-//! Office files are refused as `unsupported` by the caller rather than half-read.
+//! Office files are `legacy.rs`'s.
 
-use std::io::{Cursor, Read};
+use std::io::{Cursor, Read, Seek};
 
 use quick_xml::events::Event;
 
@@ -15,9 +15,9 @@ pub enum Kind {
     Odf(&'static str),
 }
 
-/// The office format of a ZIP container, if it is one.
-pub fn kind(bytes: &[u8]) -> Option<Kind> {
-    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).ok()?;
+/// The office format of a ZIP container, if it is one (from its part names and ODF mimetype).
+pub fn kind(package: impl Read + Seek) -> Option<Kind> {
+    let mut zip = zip::ZipArchive::new(package).ok()?;
     let has = |zip: &zip::ZipArchive<_>, name: &str| zip.index_for_name(name).is_some();
     if has(&zip, "word/document.xml") {
         return Some(Kind::Docx);

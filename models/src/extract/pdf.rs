@@ -8,16 +8,17 @@
 
 use std::ffi::OsStr;
 
-use super::process::{run, TempFile};
+use super::input::{Input, OnDisk};
+use super::process::run;
 use super::{ExtractError, ExtractErrorKind, Extracted, Extractor, Page, Request, Source};
 
 /// Below this many letters or digits, a page's text layer is treated as absent.
 const MIN_TEXT_CHARS: usize = 16;
 
-pub fn extract(extractor: &mut Extractor, bytes: &[u8], request: &Request) -> Result<Extracted, ExtractError> {
+pub fn extract(extractor: &mut Extractor, input: Input<'_>, request: &Request) -> Result<Extracted, ExtractError> {
     let limits = extractor.limits().clone();
-    let file = TempFile::new(bytes, "input.pdf")?;
-    let info = run("pdfinfo", &[OsStr::new("-isodates"), file.path.as_os_str()], limits.tool_timeout)?;
+    let file = input.on_disk("input.pdf")?;
+    let info = run("pdfinfo", &[OsStr::new("-isodates"), file.path().as_os_str()], limits.tool_timeout)?;
     let sizes = page_sizes(&file, limits.max_pages, limits.tool_timeout);
     let info_text = String::from_utf8_lossy(&info.stdout).into_owned();
     if !info.status.success() {
@@ -42,7 +43,7 @@ pub fn extract(extractor: &mut Extractor, bytes: &[u8], request: &Request) -> Re
     extracted.page_count = Some(pages);
     // XMP: the document and instance ids link versions of one document across a seizure; the
     // creator tool names the scanner or program. A missing or unreadable packet adds nothing.
-    if let Ok(meta) = run("pdfinfo", &[OsStr::new("-meta"), file.path.as_os_str()], limits.tool_timeout) {
+    if let Ok(meta) = run("pdfinfo", &[OsStr::new("-meta"), file.path().as_os_str()], limits.tool_timeout) {
         let xml = String::from_utf8_lossy(&meta.stdout);
         for (local, key) in [
             ("DocumentID", "xmp_document_id"),
@@ -61,7 +62,7 @@ pub fn extract(extractor: &mut Extractor, bytes: &[u8], request: &Request) -> Re
 
     let text = run(
         "pdftotext",
-        &[OsStr::new("-enc"), OsStr::new("UTF-8"), OsStr::new("-l"), OsStr::new(&readable.max(1).to_string()), file.path.as_os_str(), OsStr::new("-")],
+        &[OsStr::new("-enc"), OsStr::new("UTF-8"), OsStr::new("-l"), OsStr::new(&readable.max(1).to_string()), file.path().as_os_str(), OsStr::new("-")],
         limits.tool_timeout,
     )?;
     if !text.status.success() {
@@ -117,15 +118,15 @@ fn dpi_for(size: Option<&(f64, f64)>, limits: &super::Limits) -> u32 {
 
 /// Page `number` rendered exactly as extraction rendered it for OCR (same resolution rule), PGM.
 pub fn render_page(bytes: &[u8], number: u32, limits: &super::Limits) -> Result<Vec<u8>, ExtractError> {
-    let file = TempFile::new(bytes, "input.pdf")?;
+    let file = Input::Bytes(bytes).on_disk("input.pdf")?;
     let sizes = page_sizes(&file, number, limits.tool_timeout);
     rasterize(&file, number, dpi_for(sizes.get(number as usize - 1), limits), limits.ocr_page_timeout)
 }
 
 /// Page sizes in points (up to `max` pages), from pdfinfo; empty when it cannot tell.
-fn page_sizes(file: &TempFile, max: u32, timeout: std::time::Duration) -> Vec<(f64, f64)> {
+fn page_sizes(file: &OnDisk<'_>, max: u32, timeout: std::time::Duration) -> Vec<(f64, f64)> {
     let last = max.to_string();
-    let Ok(out) = run("pdfinfo", &[OsStr::new("-f"), OsStr::new("1"), OsStr::new("-l"), OsStr::new(&last), file.path.as_os_str()], timeout) else {
+    let Ok(out) = run("pdfinfo", &[OsStr::new("-f"), OsStr::new("1"), OsStr::new("-l"), OsStr::new(&last), file.path().as_os_str()], timeout) else {
         return Vec::new();
     };
     String::from_utf8_lossy(&out.stdout)
@@ -149,14 +150,14 @@ fn usable(text: &str) -> bool {
 /// Page `page` as an 8-bit grey PGM. Not PNG: compressing an A4 page at 300 dpi cost pdftoppm
 /// 1.8 s of its 2.0 s on the scans of tests/data/docs (0.35 of 0.40 s on a blank page), and the
 /// pixels are the same either way.
-fn rasterize(file: &TempFile, page: u32, dpi: u32, timeout: std::time::Duration) -> Result<Vec<u8>, ExtractError> {
+fn rasterize(file: &OnDisk<'_>, page: u32, dpi: u32, timeout: std::time::Duration) -> Result<Vec<u8>, ExtractError> {
     let n = page.to_string();
     let prefix = file.dir().join(format!("page-{page}"));
     let out = run(
         "pdftoppm",
         &[
             OsStr::new("-r"), OsStr::new(&dpi.to_string()), OsStr::new("-gray"), OsStr::new("-singlefile"),
-            OsStr::new("-f"), OsStr::new(&n), OsStr::new("-l"), OsStr::new(&n), file.path.as_os_str(), prefix.as_os_str(),
+            OsStr::new("-f"), OsStr::new(&n), OsStr::new("-l"), OsStr::new(&n), file.path().as_os_str(), prefix.as_os_str(),
         ],
         timeout,
     )?;

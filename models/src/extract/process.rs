@@ -123,12 +123,18 @@ pub struct TempFile {
 
 impl TempFile {
     pub fn new(bytes: &[u8], name: &str) -> Result<Self, ExtractError> {
+        let mut file = Self::scratch()?;
+        file.path = file.dir.join(name);
+        std::fs::write(&file.path, bytes).map_err(|e| io_error("tempfile", e))?;
+        Ok(file)
+    }
+
+    /// The private directory alone, for a tool's output (`path` is the directory itself).
+    pub fn scratch() -> Result<Self, ExtractError> {
         let dir = std::env::temp_dir().join(format!("docpipe-{}-{:x}", std::process::id(), rand_suffix()));
-        // Private to this user: the copy is evidence.
+        // Private to this user: copies and converter output are evidence.
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| io_error("tempdir", e))?;
-        let path = dir.join(name);
-        std::fs::write(&path, bytes).map_err(|e| io_error("tempfile", e))?;
-        Ok(Self { dir, path })
+        Ok(Self { path: dir.clone(), dir })
     }
 
     pub fn dir(&self) -> &Path {

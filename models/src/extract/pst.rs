@@ -10,11 +10,12 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use super::archive::Budget;
-use super::process::{run, TempFile};
+use super::input::Input;
+use super::process::run;
 use super::{Child, ChildBytes, ExtractError, ExtractErrorKind, Extracted, Limits};
 
-pub fn extract(bytes: &[u8], limits: &Limits, budget: &mut Budget) -> Result<Extracted, ExtractError> {
-    let file = TempFile::new(bytes, "mailbox.pst")?;
+pub fn extract(input: Input<'_>, limits: &Limits, budget: &mut Budget) -> Result<Extracted, ExtractError> {
+    let file = input.on_disk("mailbox.pst")?;
     let out = file.dir().join("out");
     std::fs::create_dir(&out).map_err(|e| ExtractError::new(ExtractErrorKind::Corrupt, format!("readpst output folder: {e}")))?;
     // -e: one RFC 822 file per item, with an extension; -D: deleted items too (they are evidence);
@@ -25,7 +26,7 @@ pub fn extract(bytes: &[u8], limits: &Limits, budget: &mut Budget) -> Result<Ext
     let args = ["-j", "0", "-e", "-q", "-D", "-b", "-8", "-cv", "-o"].map(OsStr::new);
     let mut all: Vec<&OsStr> = args.to_vec();
     all.push(out.as_os_str());
-    all.push(file.path.as_os_str());
+    all.push(file.path().as_os_str());
     let ran = run("readpst", &all, limits.tool_timeout)?;
     let mut files = Vec::new();
     collect(&out, &out, &mut files);

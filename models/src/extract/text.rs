@@ -2,7 +2,8 @@
 //! byte-order mark, then UTF-8 validity, then (HTML/XML) the declared charset, then EBCDIC
 //! evidence, then statistical detection (chardetng).
 
-use super::{ExtractError, Extracted, Page, Source};
+use super::input::Input;
+use super::{ExtractError, ExtractErrorKind, Extracted, Page, Source};
 
 /// Decode bytes that are text in some encoding; returns the text and the encoding's name.
 pub fn decode(bytes: &[u8], declared: Option<&str>) -> (String, String) {
@@ -48,6 +49,23 @@ fn looks_like_ebcdic(bytes: &[u8]) -> bool {
     let n = bytes.len().max(1) as f64;
     let count = |f: &dyn Fn(u8) -> bool| bytes.iter().filter(|&&b| f(b)).count() as f64 / n;
     count(&|b| b == 0x40) > 0.08 && count(&|b| b == 0x20) < 0.01 && count(&|b| (0x81..=0xa9).contains(&b)) > 0.2
+}
+
+/// Plain text or XML from bytes or a file. Of a file over `limit` bytes the first `limit` (to
+/// the last line end in them) are read and the rest is reported as not read: the text of one
+/// document is held in memory, and a text file is the one format that can be this large.
+pub fn plain_from(input: Input<'_>, limit: u64) -> Result<Extracted, ExtractError> {
+    if input.len() <= limit {
+        return plain(&input.whole(limit, "text")?);
+    }
+    let head = input.head(limit as usize)?;
+    let cut = head.iter().rposition(|&b| b == b'\n').map_or(head.len(), |end| end + 1);
+    let mut extracted = plain(&head[..cut])?;
+    extracted.condition = Some(ExtractError::new(
+        ExtractErrorKind::TooLarge,
+        format!("only the first {cut} of {} bytes were read as text (extract.max_in_memory_bytes); the rest is not in this result", input.len()),
+    ));
+    Ok(extracted)
 }
 
 pub fn plain(bytes: &[u8]) -> Result<Extracted, ExtractError> {
