@@ -46,6 +46,10 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+fn is_false(b: &bool) -> bool {
+    !b
+}
+
 fn is_zero_f32(n: &f32) -> bool {
     *n == 0.0
 }
@@ -588,6 +592,14 @@ pub struct OcrDetails {
     pub script: Option<String>,
     /// Tesseract traineddata used.
     pub languages: Vec<String>,
+    /// Share of the page's words of three letters or more found in the recogniser's dictionary
+    /// (absent when there are too few such words, as on Chinese pages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dictionary_rate: Option<f32>,
+    /// The reading is poor (mean word confidence under 0.6, or dictionary rate under 0.3): check
+    /// the text against the page image before relying on it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub low_confidence: bool,
     /// Recognised words with boxes in page pixels (origin top left) and confidence 0 to 1.
     pub words: Vec<OcrWord>,
 }

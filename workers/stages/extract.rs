@@ -78,6 +78,8 @@ fn output(extracted: Extracted, request: &Request, limits: &Limits) -> StageOutp
                 deskew_degrees: o.deskew_degrees,
                 script: o.script,
                 languages: o.languages,
+                dictionary_rate: o.dictionary_rate,
+                low_confidence: o.low_confidence,
                 words: o.words,
             }),
             text: page.text,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::schema::{AnnotationBody, Faithfulness, JobResult, JobStatus, TranslationStatus};
+use crate::schema::{AnnotationBody, Faithfulness, JobResult, JobStatus, TextSegment, TranslationStatus};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -410,7 +410,8 @@ pub struct Indexed {
     pub errors: String,
 }
 
-/// OCR pages below this mean confidence are flagged for a human look.
+/// OCR pages below this mean confidence are flagged for a human look (the OCR engine's own
+/// rule, for results written before pages carried its `low_confidence` flag).
 const LOW_OCR_CONFIDENCE: f32 = 0.6;
 
 pub fn indexed(result: &JobResult) -> Indexed {
@@ -428,7 +429,8 @@ pub fn indexed(result: &JobResult) -> Indexed {
             AnnotationBody::Text { segments, metadata: meta, .. } => {
                 original.extend(segments.iter().map(|s| s.text.clone()));
                 metadata.extend(meta.iter().map(|(k, v)| format!("{k}: {v}")));
-                if segments.iter().any(|s| s.confidence.is_some_and(|c| c < LOW_OCR_CONFIDENCE)) {
+                let low = |s: &TextSegment| s.confidence.is_some_and(|c| c < LOW_OCR_CONFIDENCE) || s.ocr.as_ref().is_some_and(|o| o.low_confidence);
+                if segments.iter().any(low) {
                     flags.push("low_ocr_confidence");
                 }
             }

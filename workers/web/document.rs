@@ -50,6 +50,10 @@ pub struct Scan {
     pub height: u32,
     /// Mean word confidence, percent.
     pub confidence: u32,
+    /// Share of words found in the recogniser's dictionary, percent, when it could be told.
+    pub dictionary: Option<u32>,
+    /// The OCR engine found the reading poor: the page says to check it against the image.
+    pub low_confidence: bool,
     pub rotation_degrees: u32,
     pub script: String,
     pub languages: String,
@@ -132,6 +136,8 @@ pub fn view(result: &JobResult) -> DocumentView {
                         width,
                         height,
                         confidence: (s.confidence.unwrap_or(0.0) * 100.0).round() as u32,
+                        dictionary: ocr.dictionary_rate.map(|rate| (rate * 100.0).round() as u32),
+                        low_confidence: ocr.low_confidence,
                         rotation_degrees: ocr.rotation_degrees,
                         script: ocr.script.clone().unwrap_or_default(),
                         languages: ocr.languages.join("+"),

@@ -340,7 +340,8 @@ impl TessApi {
     }
 
     /// Words of the last recognition, boxes clamped to the page.
-    pub(super) fn words(&mut self, page_width: u32, page_height: u32) -> Vec<Word> {
+    /// Recognised words, each with whether the recogniser found it in its language's dictionary.
+    pub(super) fn words(&mut self, page_width: u32, page_height: u32) -> Vec<(Word, bool)> {
         let level = sys::TessPageIteratorLevel_RIL_WORD;
         let mut words = Vec::new();
         // SAFETY: valid handle after recognition; the iterator is deleted below.
@@ -419,7 +420,7 @@ unsafe fn word_at(
     level: sys::TessPageIteratorLevel,
     page_width: u32,
     page_height: u32,
-) -> Option<Word> {
+) -> Option<(Word, bool)> {
     let text = take_tess_string(sys::TessResultIteratorGetUTF8Text(iterator, level))?;
     let confidence = (sys::TessResultIteratorConfidence(iterator, level) / 100.0).clamp(0.0, 1.0);
     let (mut left, mut top, mut right, mut bottom) = (0, 0, 0, 0);
@@ -430,7 +431,13 @@ unsafe fn word_at(
     let clamp = |v: c_int, max: u32| (v.max(0) as u32).min(max);
     let (x, y) = (clamp(left, page_width), clamp(top, page_height));
     let (x_end, y_end) = (clamp(right, page_width), clamp(bottom, page_height));
-    Some(Word { text, confidence, x, y, width: x_end.saturating_sub(x), height: y_end.saturating_sub(y) })
+    let in_dictionary = TessResultIteratorWordIsFromDictionary(iterator) != 0;
+    Some((Word { text, confidence, x, y, width: x_end.saturating_sub(x), height: y_end.saturating_sub(y) }, in_dictionary))
+}
+
+// In Tesseract's C API (capi.h) since 3.02, but not in the bindings leptess re-exports.
+extern "C" {
+    fn TessResultIteratorWordIsFromDictionary(handle: *const sys::TessResultIterator) -> c_int;
 }
 
 /// Copy and free a string allocated by Tesseract.

@@ -98,6 +98,11 @@ pub struct OcrPage {
     pub text: String,
     /// Mean word confidence, 0..1 (0 when no words were found).
     pub confidence: f32,
+    /// Share of the page's words of three letters or more that the recogniser found in its
+    /// language's dictionary; `None` when there are too few such words to say.
+    pub dictionary_rate: Option<f32>,
+    /// The reading is poor by its confidence or its dictionary rate: check it against the image.
+    pub low_confidence: bool,
     /// Clockwise rotation applied to make the page upright: 0, 90, 180 or 270.
     pub rotation_degrees: u32,
     /// Skew straightened before reading, in degrees (0 when the page was straight enough).
@@ -361,7 +366,11 @@ impl OcrEngine {
         api.clear();
         api.forget_document();
         let (text, words) = result?;
-        Ok(OcrPage { text, confidence: mean_confidence(&words), words, ..OcrPage::empty(width, height) })
+        let dictionary_rate = policy::dictionary_rate(&words);
+        let words: Vec<Word> = words.into_iter().map(|(word, _)| word).collect();
+        let confidence = mean_confidence(&words);
+        let low_confidence = policy::poor_reading(confidence, dictionary_rate);
+        Ok(OcrPage { text, confidence, dictionary_rate, low_confidence, words, ..OcrPage::empty(width, height) })
     }
 }
 
@@ -371,6 +380,8 @@ impl OcrPage {
         OcrPage {
             text: String::new(),
             confidence: 0.0,
+            dictionary_rate: None,
+            low_confidence: false,
             rotation_degrees: 0,
             deskew_degrees: 0.0,
             script: None,

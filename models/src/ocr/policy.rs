@@ -123,6 +123,35 @@ impl Detected {
     }
 }
 
+/// Words of at least this many letters count towards a page's dictionary rate: shorter ones are
+/// in every dictionary or none.
+const DICTIONARY_MIN_LETTERS: usize = 3;
+
+/// Fewer counted words than this and a page has no dictionary rate.
+const DICTIONARY_MIN_WORDS: usize = 10;
+
+/// Dictionary rate under which a reading is poor whatever its confidence. Measured: good readings
+/// 0.88 to 1.0 (eurotext, which mixes four languages, 0.45); an English page read with chi_sim
+/// 0.02 at confidence 0.88, with rus 0.21, a Russian page read as English 0.0, an upside-down page
+/// 0.31. Chinese read with chi_sim has too few words of three letters to have a rate.
+const POOR_DICTIONARY_RATE: f32 = 0.3;
+
+/// Share of the words of [`DICTIONARY_MIN_LETTERS`] letters or more that the recogniser found
+/// in its dictionary, or `None` when there are fewer than [`DICTIONARY_MIN_WORDS`] of them.
+pub(super) fn dictionary_rate(words: &[(super::Word, bool)]) -> Option<f32> {
+    let counted: Vec<bool> = words
+        .iter()
+        .filter(|(word, _)| word.text.chars().filter(|c| c.is_alphabetic()).count() >= DICTIONARY_MIN_LETTERS)
+        .map(|(_, in_dictionary)| *in_dictionary)
+        .collect();
+    (counted.len() >= DICTIONARY_MIN_WORDS).then(|| counted.iter().filter(|&&d| d).count() as f32 / counted.len() as f32)
+}
+
+/// Whether a page's reading is poor enough that a person should check it against the image.
+pub(super) fn poor_reading(confidence: f32, dictionary_rate: Option<f32>) -> bool {
+    confidence < POOR_PAGE_CONFIDENCE || dictionary_rate.is_some_and(|rate| rate < POOR_DICTIONARY_RATE)
+}
+
 /// Whether a page turned on OSD advice should also be read as it was, the better reading kept.
 /// OSD misjudges some pages (monospaced text came out "180" with confidence 2.6): a turn on weak
 /// advice that reads poorly is checked. Costs a second recognition only on pages that read

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Makes the synthetic OCR test pages (Pillow, DejaVu Sans from Debian's fonts-dejavu-core):
+russian.png and chinese.png (read well by the default traineddata, for page confidence),
 greek.png and hebrew.png (scripts whose traineddata setup.sh does not install by default; the
 sentences are docpipe's own, plain statements of fact), blank.png (a white A4 page at 300 dpi)
 page-number.png (the same page with only "12" at the foot) and faint-page-number.png (that "12"
@@ -8,10 +9,12 @@ in light grey, 170 of 255, as pencil or a faded fax: no pixel below mid-grey). H
 from PIL import Image, ImageDraw, ImageFont
 
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+# Debian's fonts-wqy-zenhei (GPL-2 with font embedding exception), for the Chinese page.
+CJK_FONT = "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"
 
 
-def lines_page(lines, out):
-    font = ImageFont.truetype(FONT, 40)
+def lines_page(lines, out, font_file=FONT):
+    font = ImageFont.truetype(font_file, 40)
     img = Image.new("L", (1700, 700), 255)
     draw = ImageDraw.Draw(img)
     for i, line in enumerate(lines):
@@ -39,6 +42,20 @@ lines_page([
     "בעיר חיים כמעט מיליון תושבים מכל הדתות.",
     "העיר העתיקה מוקפת חומה מימי הסולטן.",
 ], "hebrew.png")
+lines_page([
+    "Москва является столицей и крупнейшим городом России.",
+    "Город стоит на реке Москве в центре европейской части страны.",
+    "Здесь работают правительство, парламент и многие университеты.",
+    "Зимой в городе холодно, а летом бывает жарко и солнечно.",
+    "Метро открылось в тысяча девятьсот тридцать пятом году.",
+], "russian.png")
+lines_page([
+    "北京是中华人民共和国的首都，也是全国的政治中心。",
+    "这座城市位于华北平原的北部，历史已有三千多年。",
+    "每年都有很多游客来参观故宫、天坛和长城。",
+    "冬天寒冷干燥，夏天炎热多雨，春秋两季比较短。",
+    "城市的地铁网络是世界上最长的地铁系统之一。",
+], "chinese.png", CJK_FONT)
 a4("blank.png")
 a4("page-number.png", "12")
 a4("faint-page-number.png", "12", grey=170)
