@@ -367,6 +367,7 @@ async fn scanned_pages_show_their_word_boxes_over_the_page_image() {
                 rotation_degrees: 270,
                 deskew_degrees: 0.0,
                 script: Some("Latin".into()),
+                detection: Some(docpipe_models::ocr::Detection::Osd),
                 languages: vec!["eng".into()],
                 dictionary_rate: Some(0.25),
                 low_confidence: true,
@@ -397,6 +398,7 @@ async fn scanned_pages_show_their_word_boxes_over_the_page_image() {
     assert_eq!(view.body.matches("<rect class=\"word").count(), 2);
     assert!(view.body.contains("<rect class=\"word doubtful\" x=\"100\""), "the unsure word is marked");
     assert!(view.body.contains("turned 270°") && view.body.contains("OCR confidence"));
+    assert!(view.body.contains("script Latin (detected by OSD)"), "how the script was settled is shown");
     assert!(view.body.contains("Poor reading: check the text against the image.") && view.body.contains("25 % of words in the dictionary"), "a poor page says so");
     let flagged = browser.get("/cases/case-a/batches/batch-3?flag=low_ocr_confidence").await;
     assert!(flagged.body.contains("scan.png"), "the batch list finds the poorly read page by its flag");

@@ -590,6 +590,11 @@ pub struct OcrDetails {
     pub deskew_degrees: f32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<String>,
+    /// How automatic OCR settled orientation and script: `osd` (Tesseract's detection), or
+    /// `upright_latin` (Leptonica found upright Roman text and the Latin reading was good, so OSD
+    /// did not run). Absent when the job named the OCR languages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection: Option<docpipe_models::ocr::Detection>,
     /// Tesseract traineddata used.
     pub languages: Vec<String>,
     /// Share of the page's words of three letters or more found in the recogniser's dictionary

@@ -381,3 +381,26 @@ fn poor_readings_are_flagged_and_good_ones_are_not() {
     let confident_garbage = ocr(&mut engine, "ocr/phototest.tif", &with("chi_sim"));
     assert!(confident_garbage.confidence >= 0.6 && confident_garbage.dictionary_rate.is_some_and(|rate| rate < 0.1), "{confident_garbage:?}");
 }
+
+/// Automatic mode reads a surely upright Roman page as Latin without OSD, and sends turned
+/// pages and other scripts through OSD; either way the page reads as it did when every page went
+/// through OSD (the character error rates above hold in automatic mode).
+#[test]
+fn osd_runs_only_where_the_page_is_not_surely_upright_latin() {
+    use docpipe_models::ocr::Detection;
+    let mut engine = engine();
+    let expected = [
+        ("ocr/phototest.tif", Detection::UprightLatin, "Latin"),
+        ("ocr/eurotext.tif", Detection::UprightLatin, "Latin"),
+        ("ocr/8087_054.3B.tif", Detection::UprightLatin, "Latin"),
+        ("ocr/phototest-rotated-L.png", Detection::Osd, "Latin"),
+        ("ocr/phototest-rotated-180.png", Detection::Osd, "Latin"),
+        ("ocr/russian.png", Detection::Osd, "Cyrillic"),
+        ("ocr/chinese.png", Detection::Osd, "Han"),
+    ];
+    for (image, detection, script) in expected {
+        let page = ocr(&mut engine, image, &automatic());
+        assert_eq!((page.detection, page.script.as_deref()), (Some(detection), Some(script)), "{image}");
+    }
+    assert_eq!(ocr(&mut engine, "ocr/phototest.tif", &english()).detection, None, "languages given: no detection");
+}

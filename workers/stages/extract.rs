@@ -77,6 +77,7 @@ fn output(extracted: Extracted, request: &Request, limits: &Limits) -> StageOutp
                 rotation_degrees: o.rotation_degrees,
                 deskew_degrees: o.deskew_degrees,
                 script: o.script,
+                detection: o.detection,
                 languages: o.languages,
                 dictionary_rate: o.dictionary_rate,
                 low_confidence: o.low_confidence,

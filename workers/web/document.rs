@@ -56,6 +56,8 @@ pub struct Scan {
     pub low_confidence: bool,
     pub rotation_degrees: u32,
     pub script: String,
+    /// How the script was settled, in words ("" when the job named the languages).
+    pub detection: &'static str,
     pub languages: String,
     pub words: Vec<WordBox>,
 }
@@ -140,6 +142,11 @@ pub fn view(result: &JobResult) -> DocumentView {
                         low_confidence: ocr.low_confidence,
                         rotation_degrees: ocr.rotation_degrees,
                         script: ocr.script.clone().unwrap_or_default(),
+                        detection: match ocr.detection {
+                            Some(docpipe_models::ocr::Detection::Osd) => "detected by OSD",
+                            Some(docpipe_models::ocr::Detection::UprightLatin) => "upright Roman text read well as Latin; OSD not run",
+                            None => "",
+                        },
                         languages: ocr.languages.join("+"),
                         words: ocr
                             .words

@@ -166,6 +166,18 @@ impl Pix {
         })
     }
 
+    /// Leptonica's text orientation measure (ascenders and descenders of Roman text, on the page
+    /// in black and white): how surely the text is upright (> 0) rather than upside down (< 0),
+    /// and how surely it is turned a quarter (either sign) rather than not.
+    pub(super) fn text_orientation(&self) -> Option<(f32, f32)> {
+        self.with_bilevel(130, |bilevel| {
+            let (mut up, mut left) = (0f32, 0f32);
+            // SAFETY: valid 1 bpp pix and live out-pointers; 0 asks for Leptonica's default count.
+            let failed = unsafe { sys::pixOrientDetect(bilevel.ptr(), &mut up, &mut left, 0, 0) } != 0;
+            (!failed).then_some((up, left))
+        })
+    }
+
     /// How many pixels are darker than `threshold` (0-255 grey; foreground of a 1 bpp page).
     pub(super) fn dark_pixels(&self, threshold: i32) -> Option<u64> {
         self.with_bilevel(threshold, |bilevel| {
