@@ -405,14 +405,9 @@ fn a_large_archive_tree_never_sits_in_memory_whole() {
         zip.finish().unwrap();
     }
     let out = dir.path().join("out");
-    let child = docpipe()
-        .args(["process", "--stages", "extract"])
-        .arg(&archive)
-        .arg("--out")
-        .arg(&out)
+    let child = extract_only(&archive, &out, dir.path())
         // Zeros compress about 1000x: the ratio limit is lifted so the tree budget is what is tried.
         .env("DOCPIPE_EXTRACT__ARCHIVE_MAX_RATIO", "5000.0")
-        .env("TMPDIR", dir.path())
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -424,6 +419,13 @@ fn a_large_archive_tree_never_sits_in_memory_whole() {
     let peak_mib = peak_kib / 1024;
     assert!(peak_mib < 512, "peak RSS {peak_mib} MiB for a {tree_mib} MiB tree");
     eprintln!("peak RSS {peak_mib} MiB for a {tree_mib} MiB tree");
+}
+
+/// `docpipe process --stages extract` on `input`, results to `out`, temporary files under `tmp`.
+fn extract_only(input: &Path, out: &Path, tmp: &Path) -> Command {
+    let mut command = docpipe();
+    command.args(["process", "--stages", "extract"]).arg(input).arg("--out").arg(out).env("TMPDIR", tmp);
+    command
 }
 
 /// Runs `child` to its end and returns its exit status and peak RSS (VmHWM, the high-water mark
@@ -445,8 +447,8 @@ fn peak_rss_kib(mut child: std::process::Child) -> (std::process::ExitStatus, u6
 }
 
 /// Tried as a hostile sender would: single documents far larger than a worker should hold, one
-/// of them an archive inside an archive. Each is read from a file (`max_in_memory_bytes`, 64 MiB
-/// by default): the archives from their files, the text up to the bound with the rest reported,
+/// of them an archive inside an archive. Each is read from a file (`max_in_memory_bytes`, 128 MiB
+/// by default): the archives from their files, the text up to `max_text_bytes` (64 MiB) with the rest reported,
 /// so peak memory stays bounded whatever the member sizes.
 #[test]
 fn a_huge_single_member_is_read_from_its_file_not_memory() {
@@ -476,13 +478,8 @@ fn a_huge_single_member_is_read_from_its_file_not_memory() {
     }
     std::fs::remove_file(&inner).unwrap();
     let out = dir.path().join("out");
-    let child = docpipe()
-        .args(["process", "--stages", "extract"])
-        .arg(&archive)
-        .arg("--out")
-        .arg(&out)
+    let child = extract_only(&archive, &out, dir.path())
         .env("DOCPIPE_BLOBS__DIR", format!("\"{}\"", dir.path().join("blobs").display()))
-        .env("TMPDIR", dir.path())
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -179,14 +179,20 @@ pub fn load_content(job: &Job, store: &dyn BlobStore, in_memory: u64) -> Result<
                 .decode(base64)
                 .map_err(|e| StageError::new(ErrorKind::Corrupt, format!("inline content is not valid base64: {e}")))?,
         ),
+        // Read no further than the size the job states: a job that understates its blob's size
+        // cannot make the read take more memory (or disk) than its size allows.
         Content::Blob { key } if job.document.size > in_memory => {
             let (file, path) = tempfile::Builder::new().prefix("docpipe-document-").tempfile().map_err(unavailable)?.into_parts();
-            let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
-            let len = store.read_into(key, &mut writer).map_err(blob_error)?;
-            writer.into_inner().map_err(|e| unavailable(e.into_error()))?;
+            let mut writer = Capped { out: std::io::BufWriter::with_capacity(1 << 20, file), left: job.document.size };
+            let len = store.read_into(key, &mut writer).map_err(|e| oversize(e, job))?;
+            writer.out.into_inner().map_err(|e| unavailable(e.into_error()))?;
             Loaded::File { path, len }
         }
-        Content::Blob { key } => Loaded::Memory(store.get(key).map_err(blob_error)?),
+        Content::Blob { key } => {
+            let mut writer = Capped { out: Vec::with_capacity(job.document.size as usize), left: job.document.size };
+            store.read_into(key, &mut writer).map_err(|e| oversize(e, job))?;
+            Loaded::Memory(writer.out)
+        }
     };
     // A blob stored under the job's own digest was verified by the store as it was read; only
     // inline content, or a blob under another key, still needs hashing here.
@@ -210,6 +216,40 @@ pub fn load_content(job: &Job, store: &dyn BlobStore, in_memory: u64) -> Result<
     Ok(loaded)
 }
 
+/// A writer that refuses bytes past `left`.
+struct Capped<W> {
+    out: W,
+    left: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Capped<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            return Err(std::io::Error::new(std::io::ErrorKind::FileTooLarge, CAPPED));
+        }
+        let written = self.out.write(buf)?;
+        self.left -= written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+const CAPPED: &str = "the blob is larger than the job says";
+
+/// A blob read stopped by [`Capped`] is the job's size being wrong: an integrity failure, not
+/// the store's.
+fn oversize(e: BlobError, job: &Job) -> StageError {
+    match &e {
+        BlobError::Io { source, .. } if source.kind() == std::io::ErrorKind::FileTooLarge => {
+            StageError::new(ErrorKind::Integrity, format!("content is more than the {} bytes the job says", job.document.size))
+        }
+        _ => blob_error(e),
+    }
+}
+
 fn blob_error(e: BlobError) -> StageError {
     match e {
         BlobError::Mismatch { .. } => StageError::new(ErrorKind::Integrity, e.to_string()),
@@ -228,4 +268,44 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "non-string panic payload".into());
     // Bounded: a panic message is code-authored, but keep headers and results small.
     message.chars().take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::FileStore;
+    use crate::schema::{BatchSpec, DocumentRef, JobOptions};
+
+    fn job(sha256: &str, size: u64) -> Job {
+        let batch = BatchSpec { case_id: "c".into(), batch_id: "b".into(), batch_total: None, stages: Vec::new(), options: JobOptions::default() };
+        let document = DocumentRef { sha256: sha256.into(), size, filename: "d".into(), declared_media_type: None, content: Content::Blob { key: key_for(sha256) } };
+        Job::new(uuid::Uuid::nil(), &batch, document)
+    }
+
+    #[test]
+    fn a_document_past_the_bound_comes_as_a_private_file_read_no_further_than_its_size() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let bytes = vec![7u8; 5000];
+        let sha256 = sha256_hex(&bytes);
+        store.put(&sha256, &bytes).unwrap();
+        match load_content(&job(&sha256, 5000), &store, 10_000).unwrap() {
+            Loaded::Memory(read) => assert_eq!(read, bytes),
+            Loaded::File { .. } => panic!("under the bound: in memory"),
+        }
+        match load_content(&job(&sha256, 5000), &store, 1000).unwrap() {
+            Loaded::File { path, len } => {
+                assert_eq!((len, std::fs::read(&path).unwrap()), (5000, bytes.clone()));
+                assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            }
+            Loaded::Memory(_) => panic!("over the bound: a file"),
+        }
+        // A job that understates its blob: the read stops at the stated size, in memory or file.
+        for in_memory in [10_000, 100] {
+            let refused = load_content(&job(&sha256, 4000), &store, in_memory).err().expect("refused");
+            assert_eq!(refused.kind, ErrorKind::Integrity);
+            assert!(refused.reason.contains("more than the 4000 bytes the job says"), "{}", refused.reason);
+        }
+    }
 }

@@ -592,7 +592,7 @@ pub struct OcrDetails {
     pub script: Option<String>,
     /// How automatic OCR settled orientation and script: `osd` (Tesseract's detection), or
     /// `upright_latin` (Leptonica found upright Roman text and the Latin reading was good, so OSD
-    /// did not run). Absent when the job named the OCR languages.
+    /// did not run). Absent when the job named the OCR languages (and on blank pages, not read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detection: Option<docpipe_models::ocr::Detection>,
     /// Tesseract traineddata used.

@@ -5,9 +5,10 @@ use std::io::{BufRead, Read, Write};
 
 use mail_parser::{Address, MessageParser, MimeHeaders};
 
+use super::archive::Budget;
 use super::input::Input;
-use super::spill::Spill;
-use super::{Child, ExtractError, ExtractErrorKind, Extracted, Page, Source};
+use super::spill::{ChildBytes, Spill};
+use super::{Child, ExtractError, ExtractErrorKind, Extracted, Limits, Page, Request, Source};
 
 fn addresses(address: Option<&Address<'_>>) -> Option<String> {
     let list: Vec<String> = address?
@@ -121,8 +122,9 @@ const LINE_PIECE: u64 = 64 * 1024;
 /// file past a megabyte), so a mailbox of gigabytes never sits in memory. The "From " envelope
 /// lines separate messages and are not part of them; a quoted ">From " line loses one '>'
 /// (mboxrd), as mail readers restore it. A single message is read as the email it is, when it
-/// fits in `in_memory` bytes.
-pub fn mbox(input: Input<'_>, in_memory: u64) -> Result<Extracted, ExtractError> {
+/// fits in `in_memory` bytes. Each message is taken from the document tree's budget as it ends:
+/// reading stops where the budget does (`too_large`), keeping the messages read.
+pub fn mbox(input: Input<'_>, in_memory: u64, limits: &Limits, request: &Request, budget: &mut Budget) -> Result<Extracted, ExtractError> {
     let unreadable = |e: std::io::Error| ExtractError::new(ExtractErrorKind::Corrupt, format!("mailbox: {e}"));
     let mut reader = std::io::BufReader::new(input.open()?);
     let mut messages = Vec::new();
@@ -130,7 +132,21 @@ pub fn mbox(input: Input<'_>, in_memory: u64) -> Result<Extracted, ExtractError>
     let mut line = Vec::with_capacity(256);
     // Whether the piece read next starts a line, and whether the line being read is an envelope.
     let (mut line_start, mut envelope) = (true, false);
+    let mut limit_hit = None;
+    let mut take = |done: Spill, messages: &mut Vec<ChildBytes>| -> Result<bool, ExtractError> {
+        if let Err(stop) = budget.take(done.len(), limits) {
+            limit_hit = Some(stop);
+            return Ok(false);
+        }
+        messages.push(done.finish().map_err(unreadable)?);
+        Ok(true)
+    };
+    let mut lines = 0u64;
     loop {
+        lines += 1;
+        if lines % 4096 == 0 {
+            request.check_cancelled()?;
+        }
         line.clear();
         if (&mut reader).take(LINE_PIECE).read_until(b'\n', &mut line).map_err(unreadable)? == 0 {
             break;
@@ -140,7 +156,10 @@ pub fn mbox(input: Input<'_>, in_memory: u64) -> Result<Extracted, ExtractError>
             envelope = line.starts_with(b"From ");
             if envelope {
                 if let Some(done) = current.replace(Spill::default()) {
-                    messages.push(done.finish().map_err(unreadable)?);
+                    if !take(done, &mut messages)? {
+                        current = None;
+                        break;
+                    }
                 }
             }
         }
@@ -149,12 +168,12 @@ pub fn mbox(input: Input<'_>, in_memory: u64) -> Result<Extracted, ExtractError>
         message.write_all(if quoted_from { &line[1..] } else { &line[..] }).map_err(unreadable)?;
     }
     if let Some(done) = current {
-        messages.push(done.finish().map_err(unreadable)?);
+        take(done, &mut messages)?;
     }
     match messages.len() {
-        0 => return Err(ExtractError::new(ExtractErrorKind::Corrupt, "mailbox holds no message")),
+        0 => return Err(limit_hit.unwrap_or_else(|| ExtractError::new(ExtractErrorKind::Corrupt, "mailbox holds no message"))),
         // A single message with an mbox "From " envelope line: read it as the email it is.
-        1 if messages[0].len() <= in_memory => return eml(&messages[0].read().map_err(unreadable)?),
+        1 if messages[0].len() <= in_memory && limit_hit.is_none() => return eml(&messages[0].read().map_err(unreadable)?),
         _ => {}
     }
     let mut extracted = Extracted { media_type: "application/mbox".into(), ..Default::default() };
@@ -162,5 +181,6 @@ pub fn mbox(input: Input<'_>, in_memory: u64) -> Result<Extracted, ExtractError>
         extracted.children.push(Child { path: format!("message-{:05}.eml", i + 1), bytes: message });
     }
     extracted.metadata.insert("messages".into(), extracted.children.len().to_string());
+    extracted.condition = limit_hit;
     Ok(extracted)
 }

@@ -17,7 +17,7 @@ pub const SNIFF_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy)]
 pub enum Input<'a> {
     Bytes(&'a [u8]),
-    /// A file nobody else writes to while it is read (a worker's private copy, a spilled member).
+    /// A file nobody else writes to while it is read (a worker's private copy of the document).
     File { path: &'a Path, len: u64 },
 }
 
@@ -58,7 +58,8 @@ impl<'a> Input<'a> {
     pub(super) fn open(&self) -> Result<Box<dyn ReadSeek + 'a>, ExtractError> {
         Ok(match *self {
             Input::Bytes(bytes) => Box::new(Cursor::new(bytes)),
-            Input::File { path, .. } => Box::new(std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).map_err(unreadable)?)),
+            // A small buffer: the ZIP reader seeks to every member (twice), and each seek empties it.
+            Input::File { path, .. } => Box::new(std::io::BufReader::with_capacity(64 << 10, std::fs::File::open(path).map_err(unreadable)?)),
         })
     }
 

@@ -58,13 +58,22 @@ pub struct Limits {
     #[serde(rename = "tool_timeout_secs", deserialize_with = "whole_seconds")]
     pub tool_timeout: Duration,
     /// Largest document read into memory whole. A larger one stays in its file: PDFs, archives
-    /// and mailboxes are read from there, plain text up to this many bytes (the rest is reported
-    /// as not read), and formats that can only be parsed whole are refused as `too_large`.
+    /// and mailboxes are read from there, and formats parsed whole (images, office files, single
+    /// emails, HTML) are refused as `too_large`.
     #[serde(default = "in_memory_default")]
     pub max_in_memory_bytes: u64,
+    /// Plain text and XML are read up to this many bytes (to the last line end in them); the rest
+    /// is reported as not read (`too_large`). A document's text is held in memory several times
+    /// over (decoded, in the result, serialized), and a text file is the one input that is all text.
+    #[serde(default = "text_default")]
+    pub max_text_bytes: u64,
 }
 
 fn in_memory_default() -> u64 {
+    128 << 20
+}
+
+fn text_default() -> u64 {
     64 << 20
 }
 
@@ -90,6 +99,7 @@ impl Default for Limits {
             ocr_page_threads: 1,
             tool_timeout: Duration::from_secs(300),
             max_in_memory_bytes: in_memory_default(),
+            max_text_bytes: text_default(),
         }
     }
 }
@@ -278,10 +288,10 @@ impl Extractor {
             "application/pgp-encrypted" => {
                 return Err(ExtractError::new(ExtractErrorKind::Encrypted, "PGP-encrypted file"))
             }
-            "application/mbox" => email::mbox(input, limits.max_in_memory_bytes)?,
+            "application/mbox" => email::mbox(input, limits.max_in_memory_bytes, &limits, request, &mut budget)?,
             "text/calendar" | "text/vcard" => media::fields(&whole()?, media)?,
             "text/html" => text::html(&whole()?)?,
-            "text/plain" | "application/xml" => text::plain_from(input, limits.max_in_memory_bytes)?,
+            "text/plain" | "application/xml" => text::plain_from(input, limits.max_text_bytes)?,
             other => return Err(ExtractError::new(ExtractErrorKind::Unsupported, format!("no extractor for {other}"))),
         };
         if extracted.media_type.is_empty() {

@@ -133,7 +133,8 @@ impl TempFile {
     pub fn scratch() -> Result<Self, ExtractError> {
         let dir = std::env::temp_dir().join(format!("docpipe-{}-{:x}", std::process::id(), rand_suffix()));
         // Private to this user: copies and converter output are evidence.
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| io_error("tempdir", e))?;
+        // Not recursive: a directory of that name made by someone else is an error, not reused.
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| io_error("tempdir", e))?;
         Ok(Self { path: dir.clone(), dir })
     }
 

@@ -289,26 +289,33 @@ impl OcrEngine {
     /// upright is read as Latin first, and that reading is kept when it is good: OSD costs as
     /// much as reading a small page. Any other page, or one that read poorly, goes through OSD.
     fn read_automatic(&mut self, pix: &Pix, options: &OcrOptions) -> Result<OcrPage, OcrError> {
+        let mut upright_reading = None;
         if pix.text_orientation().is_some_and(|(up, quarter)| policy::surely_upright(up, quarter)) {
             let latin = policy::languages_for_script(&self.installed, Some(policy::LATIN));
             let page = self.read_with(pix, &latin, options)?;
             if policy::reads_well(&page) {
                 return Ok(OcrPage { script: Some(policy::LATIN.to_owned()), detection: Some(Detection::UprightLatin), ..page });
             }
+            upright_reading = Some(page);
         }
-        let mut page = self.read_osd(pix, options)?;
+        let mut page = self.read_osd(pix, options, upright_reading)?;
         page.detection = Some(Detection::Osd);
         Ok(page)
     }
 
-    /// Turn the page upright and pick languages from OSD, then read it.
-    fn read_osd(&mut self, pix: &Pix, options: &OcrOptions) -> Result<OcrPage, OcrError> {
+    /// Turn the page upright and pick languages from OSD, then read it. `upright_reading` is the
+    /// page already read as it lies, with the languages in it: not read again when OSD leaves the
+    /// page unturned and picks the same ones (a noisy Latin page, a Latin language outside the set).
+    fn read_osd(&mut self, pix: &Pix, options: &OcrOptions, upright_reading: Option<OcrPage>) -> Result<OcrPage, OcrError> {
         let detected = self.detect_orientation_script(pix, options.dpi_hint)?;
         let script = detected.as_ref().and_then(|d| d.script.clone());
         let languages = policy::languages_for_script(&self.installed, script.as_deref());
         let (rotation, trusted) = detected.map_or((0, true), |d| (d.rotation, d.trusted));
         let mut page = if rotation == 0 {
-            self.read_with(pix, &languages, options)?
+            match upright_reading {
+                Some(page) if page.languages == languages => page,
+                _ => self.read_with(pix, &languages, options)?,
+            }
         } else {
             let mut turned = self.read_with(&pix.rotate_clockwise(rotation)?, &languages, options)?;
             turned.rotation_degrees = rotation;
