@@ -117,6 +117,13 @@ async fn a_batch_survives_losing_cluster_nodes() {
     config.broker.url = cluster.url(0);
     config.broker.failover_urls = vec![cluster.url(1), cluster.url(2)];
     config.broker.confirm_timeout_secs = 10;
+    // Every dropped connection returns the worker's unacked deliveries, and RabbitMQ counts each
+    // return against the delivery limit. While nodes come back, publishes can go unconfirmed
+    // several times in a row (each time the worker drops the connection): in one full-suite run of
+    // five, four jobs reached the default limit of 5 there and were dead-lettered as worker_crash
+    // instead of completing. The limit guards against poison messages, not outages; a cluster
+    // that may flap needs it higher (README, "Several hosts").
+    config.broker.delivery_limit = 20;
     let catalog = common::catalog(0, Duration::from_millis(150));
     let (stop, worker) = common::spawn_worker(&config, catalog, &["extract", "slow"]);
 
