@@ -276,3 +276,37 @@ fn token_ids_beyond_the_vocabulary_are_refused_on_load() {
         assert!(text.contains(field) && text.contains(&format!("{vocab} is outside the vocabulary of {vocab} tokens")), "{text}");
     }
 }
+
+/// Documents sent from several threads at once through the model's own thread are batched
+/// together there, and each gets exactly what running its sentences alone gives.
+#[test]
+fn documents_batched_across_threads_get_what_they_get_alone() {
+    use docpipe_models::mt::SharedSeq2Seq;
+    let documents: Vec<Vec<String>> = (0..12)
+        .map(|d| (0..3).map(|s| format!("▁doc {d} sentence {s} {}", "word ".repeat(d % 5 + s))).collect())
+        .collect();
+    let decoding = Decoding { beams: 2, max_new_tokens: 12, ..Decoding::default() };
+    let alone = load("marian-tiny");
+    let expected: Vec<Vec<(String, Vec<u32>)>> = documents
+        .iter()
+        .map(|doc| {
+            let texts: Vec<&str> = doc.iter().map(String::as_str).collect();
+            alone.run(&texts, &decoding, 1).unwrap().into_iter().map(|o| (o.text, o.hypothesis.tokens)).collect()
+        })
+        .collect();
+    let shared = SharedSeq2Seq::start(load("marian-tiny"), 4);
+    let got: Vec<Vec<(String, Vec<u32>)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = documents
+            .iter()
+            .map(|doc| {
+                let (shared, decoding) = (&shared, &decoding);
+                scope.spawn(move || {
+                    let texts: Vec<&str> = doc.iter().map(String::as_str).collect();
+                    shared.run(&texts, decoding, 8).unwrap().into_iter().map(|o| (o.text, o.hypothesis.tokens)).collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(got, expected);
+}

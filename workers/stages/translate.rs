@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use docpipe_models::llm::{tasks, Batching, Llm};
-use docpipe_models::mt::{Decoding, MtError, Seq2Seq};
+use docpipe_models::mt::{Decoding, MtError, Seq2Seq, SharedSeq2Seq};
 use serde_json::json;
 
 use super::text::document_sentences;
@@ -20,18 +20,22 @@ use crate::schema::{AnnotationBody, ModelRef, TranslationSegment, TranslationSta
 /// A loaded translation model.
 #[derive(Clone)]
 pub enum LoadedModel {
-    Seq2Seq(Arc<Seq2Seq>),
+    /// Run by its own thread, which batches the sentences of every document waiting for it.
+    Seq2Seq(Arc<SharedSeq2Seq>),
     Llm(Arc<Llm>),
 }
 
 impl LoadedModel {
     fn weights_sha256(&self) -> &str {
         match self {
-            Self::Seq2Seq(m) => &m.info.weights_sha256,
+            Self::Seq2Seq(m) => &m.model().info.weights_sha256,
             Self::Llm(m) => &m.info.sha256,
         }
     }
 }
+
+/// Documents' requests waiting for a Marian/T5 model's thread; more make the stage threads wait.
+const SEQ2SEQ_QUEUE: usize = 64;
 
 /// A model's load, done once; waiters block on it, not on the pool.
 type Loading = OnceLock<Result<LoadedModel, String>>;
@@ -61,7 +65,9 @@ impl ModelPool {
             let started = std::time::Instant::now();
             let model = match kind {
                 ModelKind::Gguf => Llm::load_with(path, Some(sha256), self.context, self.prompt_f32_bytes, self.batching).map(|m| LoadedModel::Llm(Arc::new(m))).map_err(|e| e.to_string()),
-                ModelKind::Marian | ModelKind::T5 => Seq2Seq::load(path, Some(sha256)).map(|m| LoadedModel::Seq2Seq(Arc::new(m))).map_err(|e| e.to_string()),
+                ModelKind::Marian | ModelKind::T5 => Seq2Seq::load(path, Some(sha256))
+                    .map(|m| LoadedModel::Seq2Seq(Arc::new(SharedSeq2Seq::start(m, SEQ2SEQ_QUEUE))))
+                    .map_err(|e| e.to_string()),
             }
             .map_err(|e| format!("{id}: {e}"));
             crate::metrics::model_loaded(id, model.is_ok(), started.elapsed());
@@ -324,7 +330,8 @@ impl Stage for Translate {
 
 /// Translations of `texts` as (text, confidence, parts). A sentence longer than the model takes
 /// is cut at spaces (or characters) into parts that fit, translated, and joined.
-fn translate_all(model: &Seq2Seq, texts: &[String], decoding: &Decoding, batch: usize) -> Result<Vec<(String, f32, usize)>, MtError> {
+fn translate_all(shared: &SharedSeq2Seq, texts: &[String], decoding: &Decoding, batch: usize) -> Result<Vec<(String, f32, usize)>, MtError> {
+    let model = shared.model();
     let limit = model.info.max_positions.unwrap_or(usize::MAX);
     let mut pieces: Vec<String> = Vec::new();
     let mut owners: Vec<usize> = Vec::new();
@@ -335,7 +342,7 @@ fn translate_all(model: &Seq2Seq, texts: &[String], decoding: &Decoding, batch: 
         }
     }
     let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
-    let outputs = model.run(&refs, decoding, batch)?;
+    let outputs = shared.run(&refs, decoding, batch)?;
     Ok(join_parts(texts.len(), owners, outputs.into_iter().map(|out| (out.text, out.hypothesis.confidence()))))
 }
 

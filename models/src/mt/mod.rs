@@ -5,6 +5,7 @@
 pub mod generate;
 mod layers;
 pub mod marian;
+mod shared;
 pub mod t5;
 pub mod tokenizer;
 
@@ -15,6 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 pub use generate::{Decoding, Hypothesis};
+pub use shared::SharedSeq2Seq;
 use generate::{Special, Step};
 pub use layers::Cache;
 use tokenizer::Tokenizer;
@@ -37,6 +39,8 @@ pub enum MtError {
     TooLong(usize, usize),
     #[error("inference failed: {0}")]
     Inference(#[from] candle_core::Error),
+    #[error("translation model thread: {0}")]
+    Stopped(String),
 }
 
 /// What a loaded model is, for provenance.
