@@ -1,6 +1,7 @@
 //! Decoding-step time by number of sequences (the batched step), on an installed GGUF model:
-//!   cargo run --release -p docpipe-models --example step_bench -- MODEL.gguf [prompt tokens]
-//! Prints ms per step and generated tokens/s for 1, 2, 4, 8 and 16 sequences.
+//!   cargo run --release -p docpipe-models --example step_bench -- MODEL.gguf [prompt tokens] [counts] [f32 MiB]
+//! Prints the prompt's reading speed, then ms per step and generated tokens/s for 1, 2, 4, 8 and 16
+//! sequences (or the comma-separated counts); f32 MiB is `[llm] prompt_f32_mib` (default 8192).
 
 use candle_core::quantized::gguf_file;
 use candle_core::Device;
@@ -11,10 +12,15 @@ fn main() -> candle_core::Result<()> {
     let prompt: usize = std::env::args().nth(2).and_then(|v| v.parse().ok()).unwrap_or(100);
     let mut file = std::fs::File::open(&path)?;
     let content = gguf_file::Content::read(&mut file)?;
-    let decoder = Decoder::from_gguf(&content, &mut file, &Device::Cpu, 4096, docpipe_models::llm::DEFAULT_PROMPT_F32_BYTES)?;
+    let f32_budget = std::env::args().nth(4).and_then(|v| v.parse::<usize>().ok()).map_or(docpipe_models::llm::DEFAULT_PROMPT_F32_BYTES, |mib| mib << 20);
+    let decoder = Decoder::from_gguf(&content, &mut file, &Device::Cpu, 4096, f32_budget)?;
     let ids: Vec<u32> = (0..prompt as u32).map(|i| 1000 + i * 7).collect();
     let mut head = KvCache::default();
+    decoder.forward(&mut KvCache::default(), &ids)?;
+    let started = std::time::Instant::now();
     decoder.forward(&mut head, &ids)?;
+    let secs = started.elapsed().as_secs_f64();
+    println!("prompt of {prompt}: {:.1} tokens/s ({} MiB of f32 copies)", prompt as f64 / secs, decoder.dense_bytes >> 20);
     let counts: Vec<usize> = std::env::args().nth(3).map_or(vec![1, 2, 4, 8, 16], |v| v.split(',').filter_map(|n| n.parse().ok()).collect());
     for n in counts {
         let mut caches: Vec<KvCache> = (0..n).map(|_| head.clone()).collect();

@@ -69,16 +69,18 @@ fn prompt_and_decoding_logits_match_the_reference() {
         let generated = ids(&r["generated_ids"]);
         let dec = decoder(model, DEFAULT_PROMPT_F32_BYTES);
         let mut cache = KvCache::default();
-        // Prompts run on the stored values exactly (f32 weights, or f32 copies of Q5_0).
+        // The reference multiplies by the stored values in f32. llama-tiny's matrices are f32, so
+        // the products are the same up to summation order; qwen2-tiny's are Q5_0, multiplied (on
+        // docpipe's kernel, as llama.cpp does) against activations quantized to 8 bits: max errors
+        // 0.11 on the prompt, 0.11-0.34 on the steps, on logits spanning about 10.
+        let tolerance = if model == "qwen2-tiny" { 0.5 } else { 2e-3 };
         let got = dec.forward(&mut cache, &prompt).unwrap();
         let diff = max_diff(&got, &reference_logits(&format!("{model}/prompt")));
-        assert!(diff < 2e-3, "{model}: prompt logits differ by {diff}");
+        eprintln!("{model} prompt: max |diff| {diff}");
+        assert!(diff < tolerance, "{model}: prompt logits differ by {diff}");
         assert_eq!(argmax(&got), generated[0], "{model}");
-        // Decoding steps, teacher-forced on the reference's greedy tokens. Q5_0 matrices run
-        // re-quantized to Q8_0 against Q8-quantized activations: max errors 0.12-0.34 on logits
-        // spanning about 10, where candle's own Q5_0 kernel gives 0.08-0.22.
+        // Decoding steps, teacher-forced on the reference's greedy tokens.
         let steps = reference_logits(&format!("{model}/steps"));
-        let tolerance = if model == "qwen2-tiny" { 0.5 } else { 2e-3 };
         for (i, &token) in generated.iter().enumerate().take(generated.len() - 1) {
             assert_eq!(cache.len(), prompt.len() + i);
             let got = dec.forward(&mut cache, &[token]).unwrap();
@@ -116,7 +118,7 @@ fn a_prompt_read_in_parts_after_a_shared_head_gives_the_whole_prompts_logits() {
 }
 
 #[test]
-fn without_f32_copies_prompts_run_quantized_within_tolerance() {
+fn f32_copies_are_kept_only_where_no_fast_quantized_kernel_runs() {
     let r = reference("qwen2-tiny");
     let prompt = ids(&r["prompt_ids"]);
     let dec = decoder("qwen2-tiny", 0);
@@ -126,7 +128,10 @@ fn without_f32_copies_prompts_run_quantized_within_tolerance() {
     eprintln!("qwen2-tiny quantized prompt: max |diff| {diff}");
     assert!(diff < 0.5, "{diff}");
     assert_eq!(argmax(&got), ids(&r["generated_ids"])[0]);
-    assert!(decoder("qwen2-tiny", DEFAULT_PROMPT_F32_BYTES).dense_bytes > 0);
+    // With the default budget: none where docpipe's kernel takes the Q5_0 matrices, copies where
+    // candle's slow kernel would.
+    let copies = decoder("qwen2-tiny", DEFAULT_PROMPT_F32_BYTES).dense_bytes;
+    assert_eq!(copies == 0, docpipe_models::llm::int8_kernel_runs(), "{copies} bytes of copies");
 }
 
 #[test]

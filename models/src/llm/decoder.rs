@@ -1,12 +1,12 @@
 //! One decoder for the Qwen2 and Llama GGUF layouts (RMSNorm, rotary attention with grouped KV
-//! heads, SwiGLU). It picks the matrix product per call: a single decoding step is memory-bound and
-//! runs on the quantized weights; reading a prompt is compute-bound and runs on an f32 copy where
-//! candle's f32 GEMM beats its quantized kernel (Q8_0, Q4_0: about four times on AVX2). Quantized
-//! types candle has no SIMD kernel for (Q5_0, Q5_1, Q4_1, Q8_1) are re-quantized to Q8_0 on load.
+//! heads, SwiGLU). Matrices stay quantized as stored: Q8_0 and Q5_0 run on docpipe's kernel
+//! (`int8`), K-quants on candle's; the other 32-value block types (Q5_1, Q4_1, Q8_1) are
+//! re-quantized to Q8_0 on load. Only where neither fast kernel applies (a CPU without AVX2, or
+//! Q4_0) does reading a prompt use an f32 copy of the matrix, within `[llm] prompt_f32_mib`.
 
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 
-use super::q8::{self, Q8Matrix};
+use super::int8::{self, Int8Matrix};
 use candle_core::{DType, Device, Module, Result, Tensor};
 
 /// Prompts of at least this many tokens use the f32 weights, when kept.
@@ -20,11 +20,11 @@ enum Rope {
     Halves,
 }
 
-/// The quantized product: docpipe's multi-row Q8_0 kernel where it applies (see `q8`), else
-/// candle's.
+/// The quantized product: docpipe's kernel for the 8-bit block formats where it applies (see
+/// `int8`), else candle's.
 enum Product {
     Candle(QMatMul),
-    Q8(Q8Matrix),
+    Int8(Int8Matrix),
 }
 
 /// The token embedding table. Kept as stored (quantized) and dequantized a row at a time on
@@ -82,7 +82,7 @@ impl Linear {
         let y = match &self.dense {
             Some(w) if dense => x.broadcast_matmul(&w.t()?)?,
             _ => match &self.quantized {
-                Product::Q8(m) => m.forward(x)?,
+                Product::Int8(m) => m.forward(x)?,
                 Product::Candle(m) => m.forward(x)?,
             },
         };
@@ -170,12 +170,20 @@ impl<R: std::io::Read + std::io::Seek> Reader<'_, R> {
 
     fn linear_from(&mut self, weight: QTensor, bias: Option<Tensor>) -> Result<Linear> {
         let (_, k) = weight.shape().dims2()?;
-        let slow = matches!(weight.dtype(), GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::Q4_1 | GgmlDType::Q8_1);
+        let dtype = weight.dtype();
+        // Q8_0 and Q5_0 run on docpipe's kernel as stored; other 32-value block types candle has
+        // no SIMD kernel for are re-quantized to Q8_0 (for docpipe's kernel, or candle's where the
+        // CPU has no path of docpipe's).
+        let own = self.int8() && matches!(dtype, GgmlDType::Q8_0 | GgmlDType::Q5_0);
+        let slow = matches!(dtype, GgmlDType::Q5_1 | GgmlDType::Q4_1 | GgmlDType::Q8_1) || (!own && dtype == GgmlDType::Q5_0);
         let requantize = slow && k % 32 == 0;
-        // K-quant kernels beat the f32 GEMM on prompts too (Q4K 179, Q6K 113-153 GMAC/s against
-        // 47-76 here); the 32-block ones do not (about 15). F32, F16 and BF16 matrices are f32 in
-        // QMatMul already, so a copy would only double them.
-        let dense_helps = requantize || matches!(weight.dtype(), GgmlDType::Q4_0 | GgmlDType::Q8_0);
+        // An f32 copy pays only where the product would otherwise be candle's 32-value block
+        // kernel (about 15 GMAC/s on prompts against 47-76 for the f32 GEMM). docpipe's kernel reads
+        // prompts as fast as the copies did (0.5B model, 100-token prompt: 136-154 against 139-160
+        // tokens/s) without their 966 MiB; K-quant kernels beat the f32 GEMM (Q4K 179, Q6K 113-153
+        // GMAC/s); F32, F16 and BF16 matrices are f32 in QMatMul already.
+        let on_own_kernel = self.int8() && (own || requantize);
+        let dense_helps = !on_own_kernel && (requantize || matches!(dtype, GgmlDType::Q4_0 | GgmlDType::Q8_0));
         let dense_size = weight.shape().elem_count() * 4;
         let keep_dense = dense_helps && self.dense_bytes + dense_size <= self.dense_budget;
         // The f32 copy holds the stored values exactly, not the re-quantized ones.
@@ -190,16 +198,16 @@ impl<R: std::io::Read + std::io::Seek> Reader<'_, R> {
         } else {
             None
         };
-        let quantized = match self.q8().then(|| Q8Matrix::from_qtensor(&weight)).transpose()?.flatten() {
-            Some(m) => Product::Q8(m),
+        let quantized = match self.int8().then(|| Int8Matrix::from_qtensor(&weight)).transpose()?.flatten() {
+            Some(m) => Product::Int8(m),
             None => Product::Candle(QMatMul::from_qtensor(weight)?),
         };
         Ok(Linear { quantized, dense, bias })
     }
 
-    /// Whether docpipe's Q8_0 kernel runs here (CPU tensors, a CPU it has a path for).
-    fn q8(&self) -> bool {
-        self.device.is_cpu() && q8::available()
+    /// Whether docpipe's 8-bit block kernel runs here (CPU tensors, a CPU it has a path for).
+    fn int8(&self) -> bool {
+        self.device.is_cpu() && int8::available()
     }
 
     fn linear(&mut self, name: &str) -> Result<Linear> {
