@@ -346,6 +346,14 @@ mod avx512 {
         _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(a), _mm512_set1_ps(b))
     }
 
+    /// -128 times the sum of each lane's four weights: what x + 128 adds to an exact product.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn offset(w: __m512i) -> __m512i {
+        let zero = _mm512_setzero_si512();
+        _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(-128), w))
+    }
+
     /// Two consecutive blocks' values (the even block in bytes 0-31) and scales (lanes 0-7, 8-15).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx2,f16c")]
@@ -389,7 +397,24 @@ mod avx512 {
     unsafe fn columns_of<const FIVE: bool>(m: &Int8Matrix, first: usize, count: usize, xq: &[i8], xs: &[f32], rows: usize, out: &mut [f32]) {
         let blocks = m.k / BLOCK;
         let use_panel = rows > ROWS;
-        let mut panel = Panel { values: vec![0i8; if use_panel { COLS * m.k } else { 0 }], scales: vec![0f32; if use_panel { COLS * blocks } else { 0 }] };
+        let pairs = blocks / 2;
+        let size = |n: usize| if use_panel { n } else { 0 };
+        let mut panel = Panel {
+            values: vec![0i8; size(COLS * m.k)],
+            scales: vec![0f32; size(COLS * blocks)],
+            pair_scales: vec![_mm512_setzero_ps(); size(COLS * pairs)],
+            offsets: vec![_mm512_setzero_si512(); size(COLS * pairs)],
+        };
+        // What every tile would otherwise redo per column group: activations with their sign bit
+        // flipped, and each pair's two scales spread over the lanes.
+        let flipped: Vec<i8> = if use_panel { xq.iter().map(|&x| x ^ i8::MIN).collect() } else { Vec::new() };
+        let mut row_scales = vec![_mm512_setzero_ps(); size(rows * pairs)];
+        for r in 0..row_scales.len() / pairs.max(1) {
+            for q in 0..pairs {
+                row_scales[r * pairs + q] = scales(xs[r * blocks + 2 * q], xs[r * blocks + 2 * q + 1]);
+            }
+        }
+        let prepared = Prepared { flipped: &flipped, scales: &row_scales };
         let mut c = 0;
         while c < count {
             let cols = (count - c).min(COLS);
@@ -400,7 +425,7 @@ mod avx512 {
             while r < rows {
                 let tile = (rows - r).min(ROWS);
                 // Fixed tile sizes let the accumulators live in registers.
-                let at = Tile { m, panel: &panel, col: first + c, offset: 0, row: r, xq, xs };
+                let at = Tile { m, panel: &panel, prepared, col: first + c, offset: 0, row: r, xq, xs };
                 let sums: [[f32; COLS]; ROWS] = match (tile, cols, use_panel) {
                     (4, 4, true) => at.run::<4, 4, FIVE, true>(),
                     (3, 4, true) => at.run::<3, 4, FIVE, true>(),
@@ -424,10 +449,20 @@ mod avx512 {
         }
     }
 
-    /// Up to four columns' values (k each, as i8) and block scales (as f32).
+    /// Up to four columns' values (k each, as i8) and block scales (as f32); per pair of blocks,
+    /// the two scales spread over the lanes and -128 times each lane's weight sum.
     struct Panel {
         values: Vec<i8>,
         scales: Vec<f32>,
+        pair_scales: Vec<__m512>,
+        offsets: Vec<__m512i>,
+    }
+
+    /// The rows' activations as the panel path reads them (see `columns_of`).
+    #[derive(Clone, Copy)]
+    struct Prepared<'a> {
+        flipped: &'a [i8],
+        scales: &'a [__m512],
     }
 
     impl Panel {
@@ -439,8 +474,11 @@ mod avx512 {
                     let p = load::at(m, first + j, b);
                     _mm_prefetch::<_MM_HINT_T0>(p.add(super::PREFETCH) as *const i8);
                     if b + 1 < blocks {
-                        let (w, _) = pair_of::<FIVE>(p, load::at(m, first + j, b + 1));
+                        let (w, wsv) = pair_of::<FIVE>(p, load::at(m, first + j, b + 1));
                         _mm512_storeu_si512(self.values.as_mut_ptr().add(j * m.k + b * BLOCK) as *mut __m512i, w);
+                        let q = j * (blocks / 2) + b / 2;
+                        self.pair_scales[q] = wsv;
+                        self.offsets[q] = offset(w);
                     } else {
                         _mm256_storeu_si256(self.values.as_mut_ptr().add(j * m.k + b * BLOCK) as *mut __m256i, load::values::<FIVE>(p));
                     }
@@ -455,6 +493,7 @@ mod avx512 {
     struct Tile<'a> {
         m: &'a Int8Matrix,
         panel: &'a Panel,
+        prepared: Prepared<'a>,
         /// The tile's first column in the matrix, and in the panel.
         col: usize,
         offset: usize,
@@ -477,19 +516,21 @@ mod avx512 {
             sums
         }
 
-        /// Blocks b and b + 1 of the tile's column j: values (even block in the low half) and scales.
+        /// Blocks b and b + 1 of the tile's column j: values (even block in the low half), scales
+        /// and offset.
         #[inline]
         #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,f16c")]
-        unsafe fn pair<const FIVE: bool, const PANEL: bool>(&self, j: usize, b: usize) -> (__m512i, __m512) {
+        unsafe fn pair<const FIVE: bool, const PANEL: bool>(&self, j: usize, b: usize) -> (__m512i, __m512, __m512i) {
             if PANEL {
-                let (k, blocks) = (self.m.k, self.m.k / BLOCK);
+                let k = self.m.k;
                 let w = _mm512_loadu_si512(self.panel.values.as_ptr().add((self.offset + j) * k + b * BLOCK) as *const __m512i);
-                let s = self.panel.scales.as_ptr().add((self.offset + j) * blocks + b);
-                (w, scales(*s, *s.add(1)))
+                let q = (self.offset + j) * (k / BLOCK / 2) + b / 2;
+                (w, *self.panel.pair_scales.get_unchecked(q), *self.panel.offsets.get_unchecked(q))
             } else {
                 let even = load::at(self.m, self.col + j, b);
                 _mm_prefetch::<_MM_HINT_T0>(even.add(super::PREFETCH) as *const i8);
-                pair_of::<FIVE>(even, load::at(self.m, self.col + j, b + 1))
+                let (w, wsv) = pair_of::<FIVE>(even, load::at(self.m, self.col + j, b + 1));
+                (w, wsv, offset(w))
             }
         }
 
@@ -521,15 +562,19 @@ mod avx512 {
                 let mut xv = [zero; R];
                 let mut xsv = [_mm512_setzero_ps(); R];
                 for i in 0..R {
-                    // x + 128 as an unsigned byte: x with its sign bit flipped.
-                    xv[i] = _mm512_xor_si512(_mm512_loadu_si512(xq.as_ptr().add((self.row + i) * m.k + b * BLOCK) as *const __m512i), flip);
-                    let s = xs.as_ptr().add((self.row + i) * blocks + b);
-                    xsv[i] = scales(*s, *s.add(1));
+                    let at = (self.row + i) * m.k + b * BLOCK;
+                    if PANEL {
+                        xv[i] = _mm512_loadu_si512(self.prepared.flipped.as_ptr().add(at) as *const __m512i);
+                        xsv[i] = *self.prepared.scales.get_unchecked((self.row + i) * (blocks / 2) + pair);
+                    } else {
+                        // x + 128 as an unsigned byte: x with its sign bit flipped.
+                        xv[i] = _mm512_xor_si512(_mm512_loadu_si512(xq.as_ptr().add(at) as *const __m512i), flip);
+                        let s = xs.as_ptr().add((self.row + i) * blocks + b);
+                        xsv[i] = scales(*s, *s.add(1));
+                    }
                 }
                 for j in 0..C {
-                    let (w, wsv) = self.pair::<FIVE, PANEL>(j, b);
-                    // -128 · (sum of each lane's four weights), the offset's share of every product.
-                    let offset = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, flip, w));
+                    let (w, wsv, offset) = self.pair::<FIVE, PANEL>(j, b);
                     for i in 0..R {
                         let sums = _mm512_dpbusd_epi32(offset, xv[i], w);
                         acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_mul_ps(wsv, xsv[i]), acc[i][j]);
@@ -542,7 +587,7 @@ mod avx512 {
                 for j in 0..C {
                     let (w, ws) = self.single::<FIVE, PANEL>(j, b);
                     let w = _mm512_zextsi256_si512(w);
-                    let offset = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, flip, w));
+                    let offset = offset(w);
                     for i in 0..R {
                         let x = _mm512_zextsi256_si512(_mm256_loadu_si256(xq.as_ptr().add((self.row + i) * m.k + b * BLOCK) as *const __m256i));
                         let sums = _mm512_dpbusd_epi32(offset, _mm512_xor_si512(x, flip), w);
