@@ -72,12 +72,15 @@ fn prompt_and_decoding_logits_match_the_reference() {
         // The reference multiplies by the stored values in f32. llama-tiny's matrices are f32, so
         // the products are the same up to summation order; qwen2-tiny's are Q5_0, multiplied (on
         // docpipe's kernel, as llama.cpp does) against activations quantized to 8 bits: max errors
-        // 0.11 on the prompt, 0.11-0.34 on the steps, on logits spanning about 10.
-        let tolerance = if model == "qwen2-tiny" { 0.5 } else { 2e-3 };
+        // 0.11 on the prompt, 0.11-0.34 on the steps, on logits spanning about 10. Where the kernel
+        // does not run, the prompt is read on exact f32 copies.
+        let quantized = model == "qwen2-tiny";
+        let tolerance = if quantized { 0.5 } else { 2e-3 };
+        let prompt_tolerance = if quantized && docpipe_models::llm::int8_kernel_runs() { 0.5 } else { 2e-3 };
         let got = dec.forward(&mut cache, &prompt).unwrap();
         let diff = max_diff(&got, &reference_logits(&format!("{model}/prompt")));
         eprintln!("{model} prompt: max |diff| {diff}");
-        assert!(diff < tolerance, "{model}: prompt logits differ by {diff}");
+        assert!(diff < prompt_tolerance, "{model}: prompt logits differ by {diff}");
         assert_eq!(argmax(&got), generated[0], "{model}");
         // Decoding steps, teacher-forced on the reference's greedy tokens.
         let steps = reference_logits(&format!("{model}/steps"));

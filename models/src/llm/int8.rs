@@ -28,6 +28,7 @@ const TASK_COLUMNS: usize = 64;
 /// columns side by side, each a stream of a few hundred bytes, too short for the hardware
 /// prefetcher to pick up before it ends: asking for the bytes 2 KiB ahead (in the tiles that
 /// follow) made a decoding step 1.4-2x faster here (1,536-4,096 measured alike within noise).
+/// The address is only a hint (past the matrix's end it fetches nothing), hence `wrapping_add`.
 const PREFETCH: usize = 2048;
 
 /// How a block's 32 values are stored (GGML's layouts, byte for byte).
@@ -70,9 +71,11 @@ pub fn level() -> Option<Level> {
     {
         static LEVEL: std::sync::OnceLock<Option<Level>> = std::sync::OnceLock::new();
         *LEVEL.get_or_init(|| {
-            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("f16c") {
+            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+            // The AVX-512 path loads and unpacks blocks with the AVX2 code.
+            if avx2 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") {
                 Some(Level::Avx512Vnni)
-            } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+            } else if avx2 {
                 Some(Level::Avx2)
             } else {
                 None
@@ -218,7 +221,9 @@ fn quantize_rows(x: &[f32], k: usize) -> (Vec<i8>, Vec<f32>) {
         let d = max / 127.0;
         let inverse = if d > 0.0 { 1.0 / d } else { 0.0 };
         scales.push(d);
-        quants.extend(block.iter().map(|v| (v * inverse).round() as i8));
+        // Clamped: a block of subnormal values has an inverse too large to round to within ±127,
+        // and -128 would be negated wrongly by the AVX2 path's sign trick.
+        quants.extend(block.iter().map(|v| (v * inverse).round().clamp(-127.0, 127.0) as i8));
     }
     debug_assert_eq!(quants.len() % k, 0);
     (quants, scales)
@@ -303,7 +308,7 @@ mod avx2 {
                     }
                     for j in 0..cols {
                         let p = load::at(m, first + c + j, b);
-                        _mm_prefetch::<_MM_HINT_T0>(p.add(super::PREFETCH) as *const i8);
+                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(super::PREFETCH) as *const i8);
                         let w = load::values::<FIVE>(p);
                         let ws = load::scale(p);
                         let aw = _mm256_sign_epi8(w, w);
@@ -472,7 +477,7 @@ mod avx512 {
             for j in 0..cols {
                 for b in (0..blocks).step_by(2) {
                     let p = load::at(m, first + j, b);
-                    _mm_prefetch::<_MM_HINT_T0>(p.add(super::PREFETCH) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(super::PREFETCH) as *const i8);
                     if b + 1 < blocks {
                         let (w, wsv) = pair_of::<FIVE>(p, load::at(m, first + j, b + 1));
                         _mm512_storeu_si512(self.values.as_mut_ptr().add(j * m.k + b * BLOCK) as *mut __m512i, w);
@@ -528,7 +533,7 @@ mod avx512 {
                 (w, *self.panel.pair_scales.get_unchecked(q), *self.panel.offsets.get_unchecked(q))
             } else {
                 let even = load::at(self.m, self.col + j, b);
-                _mm_prefetch::<_MM_HINT_T0>(even.add(super::PREFETCH) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(even.wrapping_add(super::PREFETCH) as *const i8);
                 let (w, wsv) = pair_of::<FIVE>(even, load::at(self.m, self.col + j, b + 1));
                 (w, wsv, offset(w))
             }
@@ -652,7 +657,7 @@ mod tests {
         // three blocks, so the odd last block is read on its own too (candle's Q5_0 product takes
         // an even number of blocks only, so it is compared on 128).
         for dtype in [GgmlDType::Q8_0, GgmlDType::Q5_0] {
-            for (rows, k) in [(3, 96), (5, 96), (3, 128), (5, 128)] {
+            for (rows, k) in [(1, 96), (3, 96), (5, 96), (9, 96), (2, 128), (4, 128), (8, 128), (1, 32), (6, 32)] {
                 check_paths(dtype, rows, k);
             }
         }
