@@ -1,8 +1,9 @@
 //! One decoder for the Qwen2 and Llama GGUF layouts (RMSNorm, rotary attention with grouped KV
 //! heads, SwiGLU). Matrices stay quantized as stored: Q8_0 and Q5_0 run on docpipe's kernel
 //! (`int8`), K-quants on candle's; the other 32-value block types (Q5_1, Q4_1, Q8_1) are
-//! re-quantized to Q8_0 on load. Only where neither fast kernel applies (a CPU without AVX2, or
-//! Q4_0) does reading a prompt use an f32 copy of the matrix, within `[llm] prompt_f32_mib`.
+//! re-quantized to Q8_0 on load (prompts included: a second rounding of their values, which none
+//! of the GGUF files docpipe installs has). Only where neither fast kernel applies (a CPU without
+//! AVX2, or Q4_0) does reading a prompt use an f32 copy of the matrix, within `[llm] prompt_f32_mib`.
 
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 
