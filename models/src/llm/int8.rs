@@ -697,6 +697,43 @@ mod tests {
         }
     }
 
+    /// Weights of -128 (which Q8_0 can store) and a block of subnormal activations go through every
+    /// path alike.
+    #[test]
+    fn extreme_values_agree_on_every_path() {
+        let (n, k) = (9, 64);
+        let mut raw = Vec::new();
+        for i in 0..n * k / BLOCK {
+            raw.extend(half::f16::from_f32(0.5 + i as f32 / 7.0).to_le_bytes());
+            raw.extend((0..BLOCK).map(|j| if (i + j) % 3 == 0 { 0x80u8 } else { (j * 37 + i) as u8 }));
+        }
+        let q = candle_core::quantized::ggml_file::qtensor_from_ggml(GgmlDType::Q8_0, &raw, vec![n, k], &Device::Cpu).unwrap();
+        let m = Int8Matrix::from_qtensor(&q).unwrap().unwrap();
+        assert!(m.values(0, 0).1.contains(&-128));
+        let mut x = input(6, k, 5).to_vec2::<f32>().unwrap();
+        for v in &mut x[2][..BLOCK] {
+            *v *= 1e-39;
+        }
+        let x = Tensor::new(x, &Device::Cpu).unwrap();
+        let fast = m.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+        let (xq, xs) = quantize_rows(&x.to_vec2::<f32>().unwrap().concat(), k);
+        assert!(xq.iter().all(|&v| v != i8::MIN));
+        for (r, row) in fast.iter().enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                assert_eq!(v.to_bits(), m.reference(c, &xq, &xs, r).to_bits(), "row {r} column {c}");
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if level().is_some() {
+            let mut out = vec![0f32; n * 6];
+            // SAFETY: `level` found AVX2, FMA and F16C (the AVX-512 path requires them too).
+            unsafe { avx2::columns(&m, 0, n, &xq, &xs, 6, &mut out) };
+            for (i, v) in out.iter().enumerate() {
+                assert_eq!(v.to_bits(), m.reference(i / 6, &xq, &xs, i % 6).to_bits(), "AVX2, output {i}");
+            }
+        }
+    }
+
     /// A row gives the same bits alone, in a pair, or among seven.
     #[test]
     fn a_rows_result_does_not_depend_on_the_batch() {
