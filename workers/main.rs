@@ -8,6 +8,8 @@ use docpipe::config::{Config, LogFormat};
 use docpipe::stages::StageCatalog;
 
 fn main() -> std::process::ExitCode {
+    // Before the runtime's threads start (see docpipe_models::threads).
+    docpipe_models::threads::settle();
     limit_openmp_threads();
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime").block_on(start())
 }

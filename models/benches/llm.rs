@@ -20,6 +20,7 @@ const LANGS: [(&str, &str); 9] = [
 ];
 
 fn main() {
+    docpipe_models::threads::settle();
     if std::env::var("LLM_EVAL").is_err() {
         eprintln!("llm bench: set LLM_EVAL=1 to run (about 30 minutes for 100 lines x 9 languages with the 0.5B model on 2 cores); skipped");
         return;

@@ -22,6 +22,7 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
 }
 
 fn main() {
+    docpipe_models::threads::settle();
     if std::env::var("LLM_BATCH").is_err() {
         eprintln!("llm_batch bench: set LLM_BATCH=1 to run (about 10 minutes with the 0.5B model on 2 cores); skipped");
         return;

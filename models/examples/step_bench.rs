@@ -8,6 +8,7 @@ use candle_core::Device;
 use docpipe_models::llm::{Decoder, KvCache};
 
 fn main() -> candle_core::Result<()> {
+    docpipe_models::threads::settle();
     let path = std::env::args().nth(1).expect("MODEL.gguf");
     let prompt: usize = std::env::args().nth(2).and_then(|v| v.parse().ok()).unwrap_or(100);
     let mut file = std::fs::File::open(&path)?;

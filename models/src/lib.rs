@@ -16,6 +16,7 @@ pub mod sniff;
 pub mod spm;
 pub mod summarize;
 pub mod text;
+pub mod threads;
 pub mod translation_check;
 
 /// sha256 of a file, read in a stream (model weights run to gigabytes).
