@@ -120,6 +120,7 @@ impl Int8Matrix {
             candle_core::bail!("{:?} product: input of {k} columns for a matrix of {}", self.packing, self.k);
         }
         let (xq, xs) = quantize_rows(&x.to_vec2::<f32>()?.concat(), k);
+        let flipped = if level() == Some(Level::Avx512Vnni) && rows > PANEL_ROWS { Flipped::new(&xq, &xs, rows, k) } else { Flipped::default() };
         // Column-major while computing (each task owns whole columns), row-major after.
         let mut by_column = vec![0f32; self.n * rows];
         let tasks = self.n.div_ceil(TASK_COLUMNS);
@@ -133,7 +134,7 @@ impl Int8Matrix {
                 // SAFETY: each task owns columns first..first+columns, a range of `by_column` no
                 // other task touches, and `by_column` outlives the pool call.
                 let out = unsafe { std::slice::from_raw_parts_mut((base as *mut f32).add(first * rows), columns * rows) };
-                self.columns(first, columns, &xq, &xs, rows, out);
+                self.columns(first, columns, &xq, &xs, &flipped, rows, out);
             }
         });
         if rows == 1 {
@@ -149,11 +150,11 @@ impl Int8Matrix {
     }
 
     /// Outputs of columns first..first+count for every row, into out[(c - first) * rows + r].
-    fn columns(&self, first: usize, count: usize, xq: &[i8], xs: &[f32], rows: usize, out: &mut [f32]) {
+    fn columns(&self, first: usize, count: usize, xq: &[i8], xs: &[f32], flipped: &Flipped, rows: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         match level() {
             // SAFETY: the CPU has the instructions each path is compiled for (checked by `level`).
-            Some(Level::Avx512Vnni) => return unsafe { avx512::columns(self, first, count, xq, xs, rows, out) },
+            Some(Level::Avx512Vnni) => return unsafe { avx512::columns(self, first, count, xq, xs, flipped, rows, out) },
             Some(Level::Avx2) => return unsafe { avx2::columns(self, first, count, xq, xs, rows, out) },
             None => {}
         }
@@ -201,6 +202,28 @@ impl Int8Matrix {
             }
         }
         sum_lanes(&lanes)
+    }
+}
+
+/// Rows the AVX-512 path reads straight from the matrix; with more it unpacks a panel.
+const PANEL_ROWS: usize = 4;
+
+/// The rows' activations as the AVX-512 panel path reads them, made once per product (not once per
+/// task of 64 columns: the output matrix has 2,374 tasks): sign bits flipped (x + 128 as unsigned
+/// bytes) and each pair of blocks' two scales spread over 16 lanes.
+#[derive(Default)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+struct Flipped {
+    values: Vec<i8>,
+    scales: Vec<[f32; 16]>,
+}
+
+impl Flipped {
+    fn new(xq: &[i8], xs: &[f32], rows: usize, k: usize) -> Self {
+        let blocks = k / BLOCK;
+        let values = xq.iter().map(|&x| x ^ i8::MIN).collect();
+        let scales = (0..rows).flat_map(|r| (0..blocks / 2).map(move |q| std::array::from_fn(|lane| xs[r * blocks + 2 * q + lane / 8]))).collect();
+        Self { values, scales }
     }
 }
 
@@ -338,11 +361,10 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{load, sum_lanes, Int8Matrix, Packing, BLOCK};
+    use super::{load, sum_lanes, Flipped, Int8Matrix, Packing, BLOCK, PANEL_ROWS as ROWS};
     use std::arch::x86_64::*;
 
     const COLS: usize = 4;
-    const ROWS: usize = 4;
 
     /// Two scales in one vector: `a` in lanes 0-7, `b` in 8-15.
     #[inline]
@@ -388,10 +410,10 @@ mod avx512 {
     /// signed bytes, so each activation goes in as x + 128 (its sign bit flipped) and 128 times
     /// the sum of each lane's four weights is taken off again: an exact integer product.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,f16c")]
-    pub(super) unsafe fn columns(m: &Int8Matrix, first: usize, count: usize, xq: &[i8], xs: &[f32], rows: usize, out: &mut [f32]) {
+    pub(super) unsafe fn columns(m: &Int8Matrix, first: usize, count: usize, xq: &[i8], xs: &[f32], flipped: &Flipped, rows: usize, out: &mut [f32]) {
         match m.packing {
-            Packing::Q8_0 => columns_of::<false>(m, first, count, xq, xs, rows, out),
-            Packing::Q5_0 => columns_of::<true>(m, first, count, xq, xs, rows, out),
+            Packing::Q8_0 => columns_of::<false>(m, first, count, xq, xs, flipped, rows, out),
+            Packing::Q5_0 => columns_of::<true>(m, first, count, xq, xs, flipped, rows, out),
         }
     }
 
@@ -399,7 +421,7 @@ mod avx512 {
     /// unpacked once into a panel that every row tile then reads; with fewer (a decoding step),
     /// read straight from the matrix.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,f16c")]
-    unsafe fn columns_of<const FIVE: bool>(m: &Int8Matrix, first: usize, count: usize, xq: &[i8], xs: &[f32], rows: usize, out: &mut [f32]) {
+    unsafe fn columns_of<const FIVE: bool>(m: &Int8Matrix, first: usize, count: usize, xq: &[i8], xs: &[f32], flipped: &Flipped, rows: usize, out: &mut [f32]) {
         let blocks = m.k / BLOCK;
         let use_panel = rows > ROWS;
         let pairs = blocks / 2;
@@ -410,16 +432,7 @@ mod avx512 {
             pair_scales: vec![_mm512_setzero_ps(); size(COLS * pairs)],
             offsets: vec![_mm512_setzero_si512(); size(COLS * pairs)],
         };
-        // What every tile would otherwise redo per column group: activations with their sign bit
-        // flipped, and each pair's two scales spread over the lanes.
-        let flipped: Vec<i8> = if use_panel { xq.iter().map(|&x| x ^ i8::MIN).collect() } else { Vec::new() };
-        let mut row_scales = vec![_mm512_setzero_ps(); size(rows * pairs)];
-        for r in 0..row_scales.len() / pairs.max(1) {
-            for q in 0..pairs {
-                row_scales[r * pairs + q] = scales(xs[r * blocks + 2 * q], xs[r * blocks + 2 * q + 1]);
-            }
-        }
-        let prepared = Prepared { flipped: &flipped, scales: &row_scales };
+        let prepared = Prepared { flipped: &flipped.values, scales: &flipped.scales };
         let mut c = 0;
         while c < count {
             let cols = (count - c).min(COLS);
@@ -467,7 +480,7 @@ mod avx512 {
     #[derive(Clone, Copy)]
     struct Prepared<'a> {
         flipped: &'a [i8],
-        scales: &'a [__m512],
+        scales: &'a [[f32; 16]],
     }
 
     impl Panel {
@@ -570,7 +583,7 @@ mod avx512 {
                     let at = (self.row + i) * m.k + b * BLOCK;
                     if PANEL {
                         xv[i] = _mm512_loadu_si512(self.prepared.flipped.as_ptr().add(at) as *const __m512i);
-                        xsv[i] = *self.prepared.scales.get_unchecked((self.row + i) * (blocks / 2) + pair);
+                        xsv[i] = _mm512_loadu_ps(self.prepared.scales.get_unchecked((self.row + i) * (blocks / 2) + pair).as_ptr());
                     } else {
                         // x + 128 as an unsigned byte: x with its sign bit flipped.
                         xv[i] = _mm512_xor_si512(_mm512_loadu_si512(xq.as_ptr().add(at) as *const __m512i), flip);
