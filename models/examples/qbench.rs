@@ -1,38 +1,52 @@
-//! Matrix-product speed of a GGUF model's tensors on this CPU, as the decoder would run them:
-//! `cargo run --release -p docpipe-models --example qbench -- MODEL.gguf [quantized|requantized|f32]`.
-//! Shows why the decoder re-quantizes Q5_0 to Q8_0 and reads prompts on f32 copies.
+//! Matrix-product speed on a GGUF model's tensors, candle's kernel against docpipe's (`int8`), in
+//! alternating rounds (this machine's speed drifts within minutes, so the two are timed side by
+//! side and each one's best round kept):
+//!   cargo run --release -p docpipe-models --example qbench -- MODEL.gguf [layer]
+//! One row is a decoding step, 8 a batched step, 100 a prompt.
 
 use std::time::Instant;
 
-use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{gguf_file, QMatMul};
 use candle_core::{Device, Module, Tensor};
+use docpipe_models::llm::Int8Matrix;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    docpipe_models::threads::settle();
     let mut args = std::env::args().skip(1);
-    let path = args.next().ok_or("usage: qbench MODEL.gguf [quantized|requantized|f32]")?;
-    let mode = args.next().unwrap_or_else(|| "quantized".into());
+    let path = args.next().ok_or("usage: qbench MODEL.gguf [layer]")?;
+    let layer: usize = args.next().and_then(|v| v.parse().ok()).unwrap_or(0);
     let cpu = Device::Cpu;
     let mut file = std::fs::File::open(&path)?;
     let content = gguf_file::Content::read(&mut file)?;
-    for name in ["blk.0.attn_q.weight", "blk.0.ffn_gate.weight", "blk.0.ffn_down.weight", "output.weight"] {
-        let Ok(tensor) = content.tensor(&mut file, name, &cpu) else { continue };
+    println!("| tensor | type | n × k | rows | candle ms | docpipe ms | candle / docpipe |");
+    println!("|---|---|---|---|---|---|---|");
+    for part in ["attn_q", "attn_v", "attn_output", "ffn_gate", "ffn_down"] {
+        let name = format!("blk.{layer}.{part}.weight");
+        let Ok(tensor) = content.tensor(&mut file, &name, &cpu) else { continue };
         let (n, k) = tensor.shape().dims2()?;
-        let stored = tensor.dtype();
-        let product = match mode.as_str() {
-            "f32" => QMatMul::Tensor(tensor.dequantize(&cpu)?),
-            "requantized" if k % 32 == 0 => QMatMul::from_qtensor(QTensor::quantize(&tensor.dequantize(&cpu)?, GgmlDType::Q8_0)?)?,
-            _ => QMatMul::from_qtensor(tensor)?,
+        let dtype = tensor.dtype();
+        let Some(ours) = Int8Matrix::from_qtensor(&tensor)? else {
+            println!("| {name} | {dtype:?} | {n} × {k} | | | not on docpipe's kernel | |");
+            continue;
         };
-        for rows in [1usize, 64] {
-            let x = Tensor::randn(0f32, 1.0, (1, rows, k), &cpu)?;
-            product.forward(&x)?;
-            let reps = if rows == 1 { 50 } else { 5 };
-            let started = Instant::now();
-            for _ in 0..reps {
-                product.forward(&x)?;
+        let theirs = QMatMul::from_qtensor(tensor)?;
+        for rows in [1usize, 8, 100] {
+            let x = Tensor::randn(0f32, 1.0, (rows, k), &cpu)?;
+            let reps = if rows == 1 { 40 } else if rows == 8 { 10 } else { 3 };
+            let (mut best_candle, mut best_ours) = (f64::MAX, f64::MAX);
+            for _ in 0..5 {
+                let started = Instant::now();
+                for _ in 0..reps {
+                    theirs.forward(&x)?;
+                }
+                best_candle = best_candle.min(started.elapsed().as_secs_f64() / reps as f64);
+                let started = Instant::now();
+                for _ in 0..reps {
+                    ours.forward(&x)?;
+                }
+                best_ours = best_ours.min(started.elapsed().as_secs_f64() / reps as f64);
             }
-            let secs = started.elapsed().as_secs_f64() / reps as f64;
-            println!("{name} stored {stored:?} ({mode}) {n}x{k}, {rows} rows: {:.3} ms, {:.1} GMAC/s", secs * 1e3, (rows * n * k) as f64 / secs / 1e9);
+            println!("| {part} | {dtype:?} | {n} × {k} | {rows} | {:.3} | {:.3} | {:.2}x |", best_candle * 1e3, best_ours * 1e3, best_candle / best_ours);
         }
     }
     Ok(())

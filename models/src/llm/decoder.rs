@@ -7,8 +7,9 @@
 
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 
-use super::int8::{self, Int8Matrix};
+use super::int8::Int8Matrix;
 use candle_core::{DType, Device, Module, Result, Tensor};
+use std::sync::Arc;
 
 /// Prompts of at least this many tokens use the f32 weights, when kept.
 const F32_ROWS: usize = 8;
@@ -33,7 +34,7 @@ enum Product {
 /// without its memory (545 MiB for the 0.5B model's Q5_0 table, which takes 74 MiB as stored).
 enum Embedding {
     Dense(Tensor),
-    Quantized { dtype: GgmlDType, data: Vec<u8>, row_bytes: usize, width: usize },
+    Quantized { dtype: GgmlDType, data: Arc<Vec<u8>>, row_bytes: usize, width: usize },
 }
 
 impl Embedding {
@@ -44,7 +45,14 @@ impl Embedding {
             return Ok(Self::Dense(table.dequantize(device)?));
         }
         let row_bytes = width / dtype.block_size() * dtype.type_size();
-        Ok(Self::Quantized { dtype, data: table.data()?.into_owned(), row_bytes, width })
+        Ok(Self::Quantized { dtype, data: Arc::new(table.data()?.into_owned()), row_bytes, width })
+    }
+
+    /// The table in the bytes of the output matrix it also is (a model with tied embeddings, such
+    /// as the qwen2-tiny test model), not a second copy of them.
+    fn shared(m: &Int8Matrix, dtype: GgmlDType) -> Self {
+        let width = m.k();
+        Self::Quantized { dtype, data: m.bytes().clone(), row_bytes: width / dtype.block_size() * dtype.type_size(), width }
     }
 
     /// (ids, width) f32.
@@ -165,6 +173,23 @@ impl<R: std::io::Read + std::io::Seek> Reader<'_, R> {
         }
     }
 
+    /// A matrix docpipe's kernel runs here, read from the file straight into its blocks. Through
+    /// candle's reading (a byte buffer, then candle's block array, then the kernel's copy of that)
+    /// the 0.5B model's peak was 90 MiB higher (step_bench: 741 against 649 MiB).
+    fn kernel_matrix(&mut self, name: &str) -> Result<Option<Int8Matrix>> {
+        let Some(info) = self.content.tensor_infos.get(name) else { return Ok(None) };
+        let dtype = info.ggml_dtype;
+        let Ok((n, k)) = info.shape.dims2() else { return Ok(None) };
+        if !self.kernel_runs(dtype) || k % dtype.block_size() != 0 {
+            return Ok(None);
+        }
+        let mut data = vec![0u8; n * k / dtype.block_size() * dtype.type_size()];
+        let start = self.content.tensor_data_offset.saturating_add(info.offset);
+        self.file.seek(std::io::SeekFrom::Start(start))?;
+        self.file.read_exact(&mut data)?;
+        Int8Matrix::from_bytes(dtype, n, k, data)
+    }
+
     fn vector(&mut self, name: &str) -> Result<Tensor> {
         self.tensor(name)?.dequantize(self.device)
     }
@@ -175,7 +200,7 @@ impl<R: std::io::Read + std::io::Seek> Reader<'_, R> {
         // Q8_0 and Q5_0 run on docpipe's kernel as stored; other 32-value block types candle has
         // no SIMD kernel for are re-quantized to Q8_0 (for docpipe's kernel, or candle's where the
         // CPU has no path of docpipe's).
-        let own = self.int8() && matches!(dtype, GgmlDType::Q8_0 | GgmlDType::Q5_0);
+        let own = self.kernel_runs(dtype);
         let slow = matches!(dtype, GgmlDType::Q5_1 | GgmlDType::Q4_1 | GgmlDType::Q8_1) || (!own && dtype == GgmlDType::Q5_0);
         let requantize = slow && k % 32 == 0;
         // An f32 copy pays only where the product would otherwise be candle's 32-value block
@@ -183,7 +208,7 @@ impl<R: std::io::Read + std::io::Seek> Reader<'_, R> {
         // prompts as fast as the copies did (0.5B model, 100-token prompt: 136-154 against 139-160
         // tokens/s) without their 966 MiB; K-quant kernels beat the f32 GEMM (Q4K 179, Q6K 113-153
         // GMAC/s); F32, F16 and BF16 matrices are f32 in QMatMul already.
-        let on_own_kernel = self.int8() && (own || requantize);
+        let on_own_kernel = own || (requantize && self.kernel_runs(GgmlDType::Q8_0));
         let dense_helps = !on_own_kernel && (requantize || matches!(dtype, GgmlDType::Q4_0 | GgmlDType::Q8_0));
         let dense_size = weight.shape().elem_count() * 4;
         let keep_dense = dense_helps && self.dense_bytes + dense_size <= self.dense_budget;
@@ -199,21 +224,25 @@ impl<R: std::io::Read + std::io::Seek> Reader<'_, R> {
         } else {
             None
         };
-        let quantized = match self.int8().then(|| Int8Matrix::from_qtensor(&weight)).transpose()?.flatten() {
+        let quantized = match self.kernel_runs(weight.dtype()).then(|| Int8Matrix::from_qtensor(&weight)).transpose()?.flatten() {
             Some(m) => Product::Int8(m),
             None => Product::Candle(QMatMul::from_qtensor(weight)?),
         };
         Ok(Linear { quantized, dense, bias })
     }
 
-    /// Whether docpipe's 8-bit block kernel runs here (CPU tensors, a CPU it has a path for).
-    fn int8(&self) -> bool {
-        self.device.is_cpu() && int8::available()
+    /// Whether docpipe's kernel runs matrices of this type here (CPU tensors, a CPU it has a
+    /// path for).
+    fn kernel_runs(&self, dtype: GgmlDType) -> bool {
+        self.device.is_cpu() && Int8Matrix::runs(dtype)
     }
 
     fn linear(&mut self, name: &str) -> Result<Linear> {
-        let weight = self.tensor(&format!("{name}.weight"))?;
         let bias = self.optional(&format!("{name}.bias"))?.map(|b| b.dequantize(self.device)).transpose()?;
+        if let Some(m) = self.kernel_matrix(&format!("{name}.weight"))? {
+            return Ok(Linear { quantized: Product::Int8(m), dense: None, bias });
+        }
+        let weight = self.tensor(&format!("{name}.weight"))?;
         self.linear_from(weight, bias)
     }
 }
@@ -241,8 +270,6 @@ impl Decoder {
         let base = content.metadata.get(&format!("{arch}.rope.freq_base")).map(|v| v.to_f32()).transpose()?.unwrap_or(10_000.0);
 
         let mut reader = Reader { content, file, device, dense_budget, dense_bytes: 0 };
-        let embedding_q = reader.tensor("token_embd.weight")?;
-        let embedding = Embedding::new(&embedding_q, device)?;
         // Llama 3.1 and later scale the rotary frequencies by a stored per-pair factor.
         let factors = reader.optional("rope_freqs.weight")?.map(|t| t.dequantize(device)?.to_vec1::<f32>()).transpose()?;
         let (cos, sin) = rotary_tables(head_dim, base, factors.as_deref(), context, device)?;
@@ -264,9 +291,13 @@ impl Decoder {
         let norm = reader.vector("output_norm.weight")?;
         // The prompt's logits are computed for its last position only: one row, quantized.
         reader.dense_budget = 0;
-        let output = match reader.optional("output.weight")? {
-            Some(w) => reader.linear_from(w, None)?,
-            None => reader.linear_from(embedding_q, None)?,
+        // Tied embeddings: the output matrix is the token table, whose bytes the lookup then shares
+        // where docpipe's kernel holds them.
+        let tied = !content.tensor_infos.contains_key("output.weight");
+        let output = reader.linear(if tied { "token_embd" } else { "output" })?;
+        let embedding = match &output.quantized {
+            Product::Int8(m) if tied => Embedding::shared(m, content.tensor_infos["token_embd.weight"].ggml_dtype),
+            _ => Embedding::new(&reader.tensor("token_embd.weight")?, device)?,
         };
         let dense_bytes = reader.dense_bytes;
         Ok(Self { embedding, device: device.clone(), layers, norm, output, heads, kv_heads, head_dim, eps, rope, cos, sin, dense_bytes })

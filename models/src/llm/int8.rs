@@ -20,6 +20,7 @@
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Result, Tensor};
+use std::sync::Arc;
 
 const BLOCK: usize = 32;
 /// Columns per parallel task (a multiple of 4).
@@ -50,12 +51,13 @@ impl Packing {
     }
 }
 
-/// A matrix (n outputs × k inputs) in its file's blocks: per output, k / 32 blocks in a row.
+/// A matrix (n outputs × k inputs) in its file's blocks: per output, k / 32 blocks in a row. The
+/// bytes are shared: a model whose output matrix is its token table looks tokens up in them.
 pub struct Int8Matrix {
     n: usize,
     k: usize,
     packing: Packing,
-    data: Vec<u8>,
+    data: Arc<Vec<u8>>,
 }
 
 /// The instruction set the kernel runs with on this CPU.
@@ -97,7 +99,13 @@ impl Int8Matrix {
     /// The matrix of a Q8_0 or Q5_0 tensor (n, k); None for other types or shapes.
     pub fn from_qtensor(t: &QTensor) -> Result<Option<Self>> {
         let (n, k) = t.shape().dims2()?;
-        let packing = match t.dtype() {
+        Self::from_bytes(t.dtype(), n, k, t.data()?.into_owned())
+    }
+
+    /// The matrix (n, k) of `data`, a tensor's bytes as a GGUF file stores them; None for other
+    /// types or shapes.
+    pub fn from_bytes(dtype: GgmlDType, n: usize, k: usize, data: Vec<u8>) -> Result<Option<Self>> {
+        let packing = match dtype {
             GgmlDType::Q8_0 => Packing::Q8_0,
             GgmlDType::Q5_0 => Packing::Q5_0,
             _ => return Ok(None),
@@ -105,12 +113,26 @@ impl Int8Matrix {
         if k % BLOCK != 0 {
             return Ok(None);
         }
-        let data = t.data()?.into_owned();
         let blocks = n * k / BLOCK;
         if data.len() != blocks * packing.bytes() {
             candle_core::bail!("{packing:?} data of {} bytes for {blocks} blocks", data.len());
         }
-        Ok(Some(Self { n, k, packing, data }))
+        Ok(Some(Self { n, k, packing, data: Arc::new(data) }))
+    }
+
+    /// Whether matrices of this type run on this kernel on this CPU.
+    pub fn runs(dtype: GgmlDType) -> bool {
+        available() && matches!(dtype, GgmlDType::Q8_0 | GgmlDType::Q5_0)
+    }
+
+    /// The stored bytes (per output, k / 32 blocks in a row).
+    pub fn bytes(&self) -> &Arc<Vec<u8>> {
+        &self.data
+    }
+
+    /// Inputs per output.
+    pub fn k(&self) -> usize {
+        self.k
     }
 
     /// x (rows, k) times the matrix transposed: (rows, n).

@@ -9,6 +9,7 @@ pub use batcher::Batching;
 pub use decoder::{Decoder, KvCache};
 /// Whether this CPU runs docpipe's kernel for Q8_0 and Q5_0 matrices (AVX-512 VNNI or AVX2).
 pub use int8::available as int8_kernel_runs;
+pub use int8::Int8Matrix;
 pub mod tasks;
 mod tokenizer;
 
