@@ -590,9 +590,11 @@ pub struct OcrDetails {
     pub deskew_degrees: f32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<String>,
-    /// How automatic OCR settled orientation and script: `osd` (Tesseract's detection), or
+    /// How automatic OCR settled orientation and script: `osd` (Tesseract's detection),
     /// `upright_latin` (Leptonica found upright Roman text and the Latin reading was good, so OSD
-    /// did not run). Absent when the job named the OCR languages (and on blank pages, not read).
+    /// did not run) or `sideways_latin` (the same for Roman text lying on its side, turned by
+    /// `rotation_degrees`). Absent when the job named the OCR languages (and on blank pages, not
+    /// read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detection: Option<docpipe_models::ocr::Detection>,
     /// Tesseract traineddata used.

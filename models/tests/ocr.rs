@@ -382,9 +382,10 @@ fn poor_readings_are_flagged_and_good_ones_are_not() {
     assert!(confident_garbage.confidence >= 0.6 && confident_garbage.dictionary_rate.is_some_and(|rate| rate < 0.1), "{confident_garbage:?}");
 }
 
-/// Automatic mode reads a surely upright Roman page as Latin without OSD, and sends turned
-/// pages and other scripts through OSD; either way the page reads as it did when every page went
-/// through OSD (the character error rates above hold in automatic mode).
+/// Automatic mode reads a surely upright Roman page as Latin without OSD, and one surely lying on
+/// its side turned upright, and sends upside-down pages and other scripts through OSD; either way
+/// the page reads as it did when every page went through OSD (the character error rates above, and
+/// the turns in `rotated_pages_read_like_upright`, hold in automatic mode).
 #[test]
 fn osd_runs_only_where_the_page_is_not_surely_upright_latin() {
     use docpipe_models::ocr::Detection;
@@ -393,7 +394,8 @@ fn osd_runs_only_where_the_page_is_not_surely_upright_latin() {
         ("ocr/phototest.tif", Detection::UprightLatin, "Latin"),
         ("ocr/eurotext.tif", Detection::UprightLatin, "Latin"),
         ("ocr/8087_054.3B.tif", Detection::UprightLatin, "Latin"),
-        ("ocr/phototest-rotated-L.png", Detection::Osd, "Latin"),
+        ("ocr/phototest-rotated-L.png", Detection::SidewaysLatin, "Latin"),
+        ("ocr/phototest-rotated-R.png", Detection::SidewaysLatin, "Latin"),
         ("ocr/phototest-rotated-180.png", Detection::Osd, "Latin"),
         ("ocr/russian.png", Detection::Osd, "Cyrillic"),
         ("ocr/chinese.png", Detection::Osd, "Han"),

@@ -145,6 +145,7 @@ pub fn view(result: &JobResult) -> DocumentView {
                         detection: match ocr.detection {
                             Some(docpipe_models::ocr::Detection::Osd) => "detected by OSD",
                             Some(docpipe_models::ocr::Detection::UprightLatin) => "upright Roman text read well as Latin; OSD not run",
+                            Some(docpipe_models::ocr::Detection::SidewaysLatin) => "Roman text on its side, turned and read well as Latin; OSD not run",
                             None => "",
                         },
                         languages: ocr.languages.join("+"),

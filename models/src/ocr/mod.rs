@@ -135,6 +135,9 @@ pub enum Detection {
     /// Leptonica's ascender/descender measure found Roman text upright, and the page read well
     /// with the Latin traineddata, so orientation and script detection did not run.
     UprightLatin,
+    /// Leptonica's measure found Roman text lying on its side; the page, turned upright, read
+    /// well with the Latin traineddata, so orientation and script detection did not run.
+    SidewaysLatin,
 }
 
 /// The Debian package that installs traineddata `code` (`chi_sim` → `tesseract-ocr-chi-sim`).
@@ -286,17 +289,25 @@ impl OcrEngine {
     }
 
     /// Read a page whose orientation and script are unknown. A page of Roman text that is surely
-    /// upright is read as Latin first, and that reading is kept when it is good: OSD costs as
-    /// much as reading a small page. Any other page, or one that read poorly, goes through OSD.
+    /// upright, or surely lying on its side (turned upright first), is read as Latin first, and
+    /// that reading is kept when it is good: OSD costs as much as reading a small page. Any other
+    /// page, or one that read poorly, goes through OSD.
     fn read_automatic(&mut self, pix: &Pix, options: &OcrOptions) -> Result<OcrPage, OcrError> {
         let mut upright_reading = None;
-        if pix.text_orientation().is_some_and(|(up, quarter)| policy::surely_upright(up, quarter)) {
-            let latin = policy::languages_for_script(&self.installed, Some(policy::LATIN));
+        let orientation = pix.text_orientation();
+        let latin = policy::languages_for_script(&self.installed, Some(policy::LATIN));
+        if orientation.is_some_and(|(up, quarter)| policy::surely_upright(up, quarter)) {
             let page = self.read_with(pix, &latin, options)?;
             if policy::reads_well(&page) {
                 return Ok(OcrPage { script: Some(policy::LATIN.to_owned()), detection: Some(Detection::UprightLatin), ..page });
             }
             upright_reading = Some(page);
+        } else if let Some(rotation) = orientation.and_then(|(up, quarter)| policy::surely_sideways(up, quarter)) {
+            let page = self.read_with(&pix.rotate_clockwise(rotation)?, &latin, options)?;
+            if policy::reads_well(&page) {
+                let detection = Some(Detection::SidewaysLatin);
+                return Ok(OcrPage { script: Some(policy::LATIN.to_owned()), rotation_degrees: rotation, detection, ..page });
+            }
         }
         let mut page = self.read_osd(pix, options, upright_reading)?;
         page.detection = Some(Detection::Osd);

@@ -16,6 +16,12 @@ const MIN_UPRIGHT: f32 = 8.0;
 /// ...and by how much it must exceed the quarter-turn measure (Leptonica's `DefaultMinUpDownRatio`).
 const MIN_UPRIGHT_RATIO: f32 = 2.5;
 
+/// The same two bounds for the quarter-turn measure: a page of Roman text lying on its side.
+/// Measured: the sideways test pages ±11.6 (up measure ±0.65); upright pages of every script
+/// -7.6 to 1.5 (the newspaper page -7.6, with an up measure of 48). Upside-down pages are left to
+/// OSD: a Russian page's up measure (-9.1) is as low as an upside-down Latin page's (-11.6).
+const MIN_SIDEWAYS: f32 = MIN_UPRIGHT;
+
 /// Mean word confidence from which a reading taken without OSD is kept. Upright Latin pages
 /// read at 0.94 to 0.96; a turned page read as it lies 0.40 to 0.67, a Russian page read as
 /// English 0.46, Greek 0.50.
@@ -166,6 +172,13 @@ pub(super) fn dictionary_rate(words: &[(super::Word, bool)]) -> Option<f32> {
 /// Whether Leptonica's measures say the text is upright Roman text (see [`MIN_UPRIGHT`]).
 pub(super) fn surely_upright(up: f32, quarter: f32) -> bool {
     up >= MIN_UPRIGHT && up >= MIN_UPRIGHT_RATIO * quarter.abs()
+}
+
+/// The clockwise turn (90 or 270) that makes a page of Roman text lying on its side upright, when
+/// Leptonica's measures are sure of it (see [`MIN_SIDEWAYS`]): a positive quarter-turn measure
+/// is text turned a quarter anticlockwise.
+pub(super) fn surely_sideways(up: f32, quarter: f32) -> Option<u32> {
+    (quarter.abs() >= MIN_SIDEWAYS && quarter.abs() >= MIN_UPRIGHT_RATIO * up.abs()).then_some(if quarter > 0.0 { 90 } else { 270 })
 }
 
 /// Whether a reading taken without orientation and script detection is good enough to keep.
