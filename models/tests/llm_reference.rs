@@ -260,3 +260,16 @@ fn continuous_batching_answers_every_prompt_as_alone() {
         assert!(differing.is_empty(), "{model}: {differing:?}");
     }
 }
+
+/// A model file cut short is an error, on docpipe's own reading of the kernel's matrices as on
+/// candle's: the size a tensor claims is checked against the file before anything is allocated.
+#[test]
+fn a_model_file_cut_short_is_an_error() {
+    for model in MODELS {
+        let bytes = std::fs::read(fixtures().join(format!("{model}.gguf"))).unwrap();
+        let mut cut = std::io::Cursor::new(bytes[..bytes.len() / 2].to_vec());
+        let content = gguf_file::Content::read(&mut cut).unwrap();
+        let err = Decoder::from_gguf(&content, &mut cut, &Device::Cpu, 512, 0).err().unwrap_or_else(|| panic!("{model}: half a file loaded"));
+        eprintln!("{model}: {err}");
+    }
+}

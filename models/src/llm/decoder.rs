@@ -50,8 +50,8 @@ impl Embedding {
 
     /// The table in the bytes of the output matrix it also is (a model with tied embeddings, such
     /// as the qwen2-tiny test model), not a second copy of them.
-    fn shared(m: &Int8Matrix, dtype: GgmlDType) -> Self {
-        let width = m.k();
+    fn shared(m: &Int8Matrix) -> Self {
+        let (dtype, width) = (m.dtype(), m.k());
         Self::Quantized { dtype, data: m.bytes().clone(), row_bytes: width / dtype.block_size() * dtype.type_size(), width }
     }
 
@@ -183,8 +183,14 @@ impl<R: std::io::Read + std::io::Seek> Reader<'_, R> {
         if !self.kernel_runs(dtype) || k % dtype.block_size() != 0 {
             return Ok(None);
         }
-        let mut data = vec![0u8; n * k / dtype.block_size() * dtype.type_size()];
         let start = self.content.tensor_data_offset.saturating_add(info.offset);
+        // A damaged header must be an error before anything is allocated for it.
+        let size = n.checked_mul(k).map(|values| values / dtype.block_size() * dtype.type_size());
+        let remaining = self.file.seek(std::io::SeekFrom::End(0))?.saturating_sub(start);
+        let Some(size) = size.filter(|&size| size as u64 <= remaining) else {
+            candle_core::bail!("tensor {name} of {n} x {k} {dtype:?} values does not fit in the file ({remaining} bytes from offset {start})");
+        };
+        let mut data = vec![0u8; size];
         self.file.seek(std::io::SeekFrom::Start(start))?;
         self.file.read_exact(&mut data)?;
         Int8Matrix::from_bytes(dtype, n, k, data)
@@ -292,11 +298,13 @@ impl Decoder {
         // The prompt's logits are computed for its last position only: one row, quantized.
         reader.dense_budget = 0;
         // Tied embeddings: the output matrix is the token table, whose bytes the lookup then shares
-        // where docpipe's kernel holds them.
+        // where docpipe's kernel holds them as stored (not re-quantized: the lookup reads the
+        // file's values).
         let tied = !content.tensor_infos.contains_key("output.weight");
         let output = reader.linear(if tied { "token_embd" } else { "output" })?;
+        let stored = content.tensor_infos.get("token_embd.weight").map(|info| info.ggml_dtype);
         let embedding = match &output.quantized {
-            Product::Int8(m) if tied => Embedding::shared(m, content.tensor_infos["token_embd.weight"].ggml_dtype),
+            Product::Int8(m) if tied && Some(m.dtype()) == stored => Embedding::shared(m),
             _ => Embedding::new(&reader.tensor("token_embd.weight")?, device)?,
         };
         let dense_bytes = reader.dense_bytes;

@@ -135,6 +135,14 @@ impl Int8Matrix {
         self.k
     }
 
+    /// The block type the bytes are in.
+    pub fn dtype(&self) -> GgmlDType {
+        match self.packing {
+            Packing::Q8_0 => GgmlDType::Q8_0,
+            Packing::Q5_0 => GgmlDType::Q5_0,
+        }
+    }
+
     /// x (rows, k) times the matrix transposed: (rows, n).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (rows, k) = x.dims2()?;
