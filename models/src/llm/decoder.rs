@@ -44,15 +44,18 @@ impl Embedding {
         if !device.is_cpu() || matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) || width % dtype.block_size() != 0 {
             return Ok(Self::Dense(table.dequantize(device)?));
         }
-        let row_bytes = width / dtype.block_size() * dtype.type_size();
-        Ok(Self::Quantized { dtype, data: Arc::new(table.data()?.into_owned()), row_bytes, width })
+        Ok(Self::stored(dtype, Arc::new(table.data()?.into_owned()), width))
     }
 
     /// The table in the bytes of the output matrix it also is (a model with tied embeddings, such
     /// as the qwen2-tiny test model), not a second copy of them.
     fn shared(m: &Int8Matrix) -> Self {
-        let (dtype, width) = (m.dtype(), m.k());
-        Self::Quantized { dtype, data: m.bytes().clone(), row_bytes: width / dtype.block_size() * dtype.type_size(), width }
+        Self::stored(m.dtype(), m.bytes().clone(), m.k())
+    }
+
+    /// Rows of `width` values in `dtype`'s blocks, one after the other.
+    fn stored(dtype: GgmlDType, data: Arc<Vec<u8>>, width: usize) -> Self {
+        Self::Quantized { dtype, data, row_bytes: width / dtype.block_size() * dtype.type_size(), width }
     }
 
     /// (ids, width) f32.
@@ -95,10 +98,75 @@ impl Linear {
                 Product::Candle(m) => m.forward(x)?,
             },
         };
+        self.with_bias(y)
+    }
+
+    fn with_bias(&self, y: Tensor) -> Result<Tensor> {
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
+    }
+}
+
+/// Which products can run as one: docpipe's kernel on any of its types, candle's on one type.
+#[derive(PartialEq)]
+enum Kind {
+    Int8,
+    Candle(GgmlDType),
+    Alone,
+}
+
+impl Linear {
+    fn kind(&self, dense: bool) -> Kind {
+        match &self.quantized {
+            _ if dense && self.dense.is_some() => Kind::Alone,
+            Product::Int8(_) => Kind::Int8,
+            // Steps only: on prompts candle's separate products may take paths its fused one has
+            // not (AMX tiles for 32 rows and more).
+            Product::Candle(QMatMul::QTensor(t)) if !dense => Kind::Candle(t.dtype()),
+            Product::Candle(_) => Kind::Alone,
+        }
+    }
+
+    /// The products of one input with several matrices (q, k and v; gate and up). Matrices of one
+    /// kind run in one parallel region with the input quantized once (a decoding step of one
+    /// sequence waits at the end of every region); each output is computed as `forward` computes it.
+    fn forward_all(linears: &[&Linear], x: &Tensor, dense: bool) -> Result<Vec<Tensor>> {
+        let mut outputs: Vec<Option<Tensor>> = vec![None; linears.len()];
+        for (i, linear) in linears.iter().enumerate() {
+            if outputs[i].is_some() {
+                continue;
+            }
+            let kind = linear.kind(dense);
+            let group: Vec<usize> = if kind == Kind::Alone { vec![i] } else { (i..linears.len()).filter(|&j| linears[j].kind(dense) == kind).collect() };
+            let fused = match &kind {
+                _ if group.len() == 1 => None,
+                Kind::Int8 => {
+                    let matrices: Vec<&Int8Matrix> = group.iter().filter_map(|&j| if let Product::Int8(m) = &linears[j].quantized { Some(m) } else { None }).collect();
+                    Some(Int8Matrix::forward_many(&matrices, x)?)
+                }
+                Kind::Candle(_) => {
+                    let tensors: Vec<&QTensor> = group.iter().filter_map(|&j| if let Product::Candle(QMatMul::QTensor(t)) = &linears[j].quantized { Some(t.as_ref()) } else { None }).collect();
+                    // None where candle has no fused path for this type, row count or CPU.
+                    QTensor::gemv_fused_shared_lhs(&tensors, x)?
+                }
+                Kind::Alone => None,
+            };
+            match fused {
+                Some(ys) => {
+                    for (&j, y) in group.iter().zip(ys) {
+                        outputs[j] = Some(linears[j].with_bias(y)?);
+                    }
+                }
+                None => {
+                    for &j in &group {
+                        outputs[j] = Some(linears[j].forward(x, dense)?);
+                    }
+                }
+            }
+        }
+        Ok(outputs.into_iter().map(|y| y.expect("every product computed")).collect())
     }
 }
 
@@ -301,11 +369,21 @@ impl Decoder {
         // where docpipe's kernel holds them as stored (not re-quantized: the lookup reads the
         // file's values).
         let tied = !content.tensor_infos.contains_key("output.weight");
-        let output = reader.linear(if tied { "token_embd" } else { "output" })?;
-        let stored = content.tensor_infos.get("token_embd.weight").map(|info| info.ggml_dtype);
-        let embedding = match &output.quantized {
-            Product::Int8(m) if tied && Some(m.dtype()) == stored => Embedding::shared(m),
-            _ => Embedding::new(&reader.tensor("token_embd.weight")?, device)?,
+        let (output, embedding) = if tied {
+            match reader.kernel_matrix("token_embd.weight")? {
+                Some(m) => {
+                    let embedding = Embedding::shared(&m);
+                    (Linear { quantized: Product::Int8(m), dense: None, bias: None }, embedding)
+                }
+                // One read of the table for both (the output product may re-quantize its copy).
+                None => {
+                    let table = reader.tensor("token_embd.weight")?;
+                    let embedding = Embedding::new(&table, device)?;
+                    (reader.linear_from(table, None)?, embedding)
+                }
+            }
+        } else {
+            (reader.linear("output")?, Embedding::new(&reader.tensor("token_embd.weight")?, device)?)
         };
         let dense_bytes = reader.dense_bytes;
         Ok(Self { embedding, device: device.clone(), layers, norm, output, heads, kv_heads, head_dim, eps, rope, cos, sin, dense_bytes })
@@ -350,7 +428,7 @@ impl Decoder {
         let masks: Vec<Option<Tensor>> = caches.iter().map(|c| (rows > 1).then(|| causal_mask(rows, c.len, &device)).transpose()).collect::<Result<_>>()?;
         for (l, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps as f32)?;
-            let (q_all, k_all, v_all) = (layer.q.forward(&h, dense)?, layer.k.forward(&h, dense)?, layer.v.forward(&h, dense)?);
+            let [q_all, k_all, v_all]: [Tensor; 3] = Linear::forward_all(&[&layer.q, &layer.k, &layer.v], &h, dense)?.try_into().expect("three products");
             let mut outputs = Vec::with_capacity(n);
             for (s, cache) in caches.iter_mut().enumerate() {
                 let position = cache.len;
@@ -379,7 +457,8 @@ impl Decoder {
             let attn = if n == 1 { outputs.pop().expect("one sequence") } else { Tensor::cat(&outputs, 0)? };
             x = (x + layer.o.forward(&attn, dense)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps as f32)?;
-            let ff = (candle_nn::ops::silu(&layer.gate.forward(&h, dense)?)? * layer.up.forward(&h, dense)?)?;
+            let [gate, up]: [Tensor; 2] = Linear::forward_all(&[&layer.gate, &layer.up], &h, dense)?.try_into().expect("two products");
+            let ff = (candle_nn::ops::silu(&gate)? * up)?;
             x = (x + layer.down.forward(&ff, dense)?)?;
         }
         for cache in caches.iter_mut() {
