@@ -159,8 +159,7 @@ impl Int8Matrix {
         }
         let (xq, xs) = quantize_rows(&x.flatten_all()?.to_vec1::<f32>()?, k);
         let flipped = if level() == Some(Level::Avx512Vnni) && rows > PANEL_ROWS { Flipped::new(&xq, &xs, rows, k) } else { Flipped::default() };
-        // Column-major while computing (each task owns whole columns), row-major after.
-        let mut outputs: Vec<Vec<f32>> = matrices.iter().map(|m| vec![0f32; m.n * rows]).collect();
+        let mut outputs: Vec<Vec<f32>> = matrices.iter().map(|m| vec![0f32; rows * m.n]).collect();
         let bases: Vec<usize> = outputs.iter_mut().map(|o| o.as_mut_ptr() as usize).collect();
         // Task t belongs to the last matrix whose first task is at or before t.
         let firsts: Vec<usize> = matrices.iter().scan(0, |next, m| Some(std::mem::replace(next, *next + m.n.div_ceil(TASK_COLUMNS)))).collect();
@@ -168,33 +167,35 @@ impl Int8Matrix {
         // candle's own worker pool, which its kernels in the same step use: a second pool would
         // have two sets of threads spinning against each other on the same cores.
         candle_core::utils::barrier_pool().execute_chunked(tasks, |range| {
+            // A task computes its columns column-major and places them row-major itself: done
+            // after the parallel region, that transposition was 7 % of reading a prompt, on one
+            // thread while the other waited.
+            let mut by_column = Vec::new();
             for task in range {
                 let i = firsts.partition_point(|&f| f <= task) - 1;
                 let m = matrices[i];
                 let first = (task - firsts[i]) * TASK_COLUMNS;
                 let columns = TASK_COLUMNS.min(m.n - first);
-                // SAFETY: each task owns columns first..first+columns of its matrix's output, a
-                // range no other task touches, and `outputs` outlives the pool call.
-                let out = unsafe { std::slice::from_raw_parts_mut((bases[i] as *mut f32).add(first * rows), columns * rows) };
-                m.columns(first, columns, &xq, &xs, &flipped, rows, out);
-            }
-        });
-        outputs
-            .into_iter()
-            .zip(matrices)
-            .map(|(by_column, m)| {
+                let base = bases[i] as *mut f32;
                 if rows == 1 {
-                    return Tensor::from_vec(by_column, (1, m.n), &Device::Cpu);
+                    // SAFETY: each task owns columns first..first+columns of its matrix's output, a
+                    // range no other task touches, and `outputs` outlives the pool call.
+                    let out = unsafe { std::slice::from_raw_parts_mut(base.add(first), columns) };
+                    m.columns(first, columns, &xq, &xs, &flipped, rows, out);
+                    continue;
                 }
-                let mut out = vec![0f32; rows * m.n];
+                by_column.clear();
+                by_column.resize(columns * rows, 0f32);
+                m.columns(first, columns, &xq, &xs, &flipped, rows, &mut by_column);
                 for (c, column) in by_column.chunks_exact(rows).enumerate() {
                     for (r, &v) in column.iter().enumerate() {
-                        out[r * m.n + c] = v;
+                        // SAFETY: as above, (r, first + c) is this task's alone and in bounds.
+                        unsafe { *base.add(r * m.n + first + c) = v };
                     }
                 }
-                Tensor::from_vec(out, (rows, m.n), &Device::Cpu)
-            })
-            .collect()
+            }
+        });
+        outputs.into_iter().zip(matrices).map(|(out, m)| Tensor::from_vec(out, (rows, m.n), &Device::Cpu)).collect()
     }
 
     /// Outputs of columns first..first+count for every row, into out[(c - first) * rows + r].
