@@ -458,6 +458,19 @@ impl Config {
         self.stages.iter().find(|s| s.name == name)
     }
 
+    /// Engine threads of a stage: its own `threads`, else `worker.threads`.
+    pub fn stage_threads(&self, name: &str) -> usize {
+        self.stage(name).and_then(|s| s.threads).unwrap_or(self.worker.threads).max(1)
+    }
+
+    /// Jobs a stage works on at once: `worker.concurrency`, and never fewer than its threads. The
+    /// translate stage's eight threads exist to put several documents' segments into the model's
+    /// slots together; with four jobs in flight, four of them idled and the slots ran part-empty
+    /// (`bench/translate_batch.sh`: 138 s with four, 123 s with eight).
+    pub fn stage_jobs(&self, name: &str) -> usize {
+        self.worker.concurrency.max(self.stage_threads(name))
+    }
+
     pub fn stage_names(&self) -> Vec<String> {
         self.stages.iter().map(|s| s.name.clone()).collect()
     }

@@ -75,8 +75,7 @@ impl Runner {
         for name in stages {
             anyhow::ensure!(config.stage(name).is_some(), "stage `{name}` is not in the pipeline configuration");
             let factory = catalog.get(name).ok_or_else(|| anyhow::anyhow!("no implementation of stage `{name}`"))?;
-            let threads = config.stage(name).and_then(|s| s.threads).unwrap_or(config.worker.threads);
-            let depth = config.worker.concurrency.max(threads).max(1);
+            let (threads, depth) = (config.stage_threads(name), config.stage_jobs(name));
             pools.insert(name.clone(), StagePool::start(name, factory, store.clone(), threads, depth, config.extract.max_in_memory_bytes));
         }
         // A key that cannot be read stops the worker before it takes a job: results must not

@@ -63,7 +63,7 @@ struct Ctx {
     store: Arc<dyn BlobStore>,
     inline_max: u64,
     max_message: u64,
-    /// Per stage, `worker.concurrency` jobs handled at once; further prefetched deliveries wait
+    /// Per stage, `Config::stage_jobs` jobs handled at once; further prefetched deliveries wait
     /// for a slot.
     slots: HashMap<String, tokio::sync::Semaphore>,
     metrics: Arc<Metrics>,
@@ -87,7 +87,7 @@ pub async fn run(
         store,
         inline_max: config.blobs.inline_max_bytes,
         max_message: config.broker.max_message_bytes,
-        slots: stages.iter().map(|s| (s.clone(), tokio::sync::Semaphore::new(config.worker.concurrency.max(1)))).collect(),
+        slots: stages.iter().map(|s| (s.clone(), tokio::sync::Semaphore::new(config.stage_jobs(s)))).collect(),
         metrics: Arc::new(Metrics::default()),
     });
     if !config.worker.metrics_bind.is_empty() {
@@ -167,7 +167,9 @@ async fn session(
     let mut streams = Vec::new();
     for stage in stages {
         let channel = confirm_channel(connection).await?;
-        channel.basic_qos(config.broker.prefetch, BasicQosOptions::default()).await?;
+        // Enough deliveries to fill the stage's job slots.
+        let prefetch = u16::try_from(config.stage_jobs(stage)).unwrap_or(u16::MAX).max(config.broker.prefetch);
+        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
         let consumer = channel
             .basic_consume(short(&ctx.names.stage_queue(stage)), short(""), BasicConsumeOptions::default(), FieldTable::default())
             .await?;
@@ -244,7 +246,7 @@ async fn handle(ctx: &Ctx, stage: &str, channel: &Channel, delivery: Delivery, b
     let span = tracing::info_span!("job", stage, attempt, job_id = tracing::field::Empty);
     async {
         let _in_flight = ctx.metrics.delivery(stage);
-        // Jobs beyond `worker.concurrency` wait here, already prefetched, for a free slot.
+        // Jobs beyond the stage's job count wait here, already prefetched, for a free slot.
         let _slot = match ctx.slots.get(stage) {
             Some(slots) => slots.acquire().await.ok(),
             None => None,

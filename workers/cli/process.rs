@@ -173,8 +173,11 @@ pub async fn run_embedded(
     let progress = inputs::Progress::new(work.len() as u64, "process");
     let mut pending = work;
     let mut running = FuturesUnordered::new();
+    // A document goes through the stages one after another: as many in flight as the busiest
+    // stage works on at once keeps each stage's threads fed.
+    let in_flight = stages.iter().map(|s| config.stage_jobs(s)).max().unwrap_or(config.worker.concurrency);
     loop {
-        while running.len() < config.worker.concurrency {
+        while running.len() < in_flight {
             let Some(work) = pending.pop_front() else { break };
             running.push(process_one(&runner, &blobs, batch, &progress, work));
         }
