@@ -580,4 +580,14 @@ mod tests {
         assert!(err.contains("threads"), "{err}");
     }
 
+    #[test]
+    fn a_stage_works_on_at_least_as_many_jobs_as_it_has_threads() {
+        let config = load(EMBEDDED, &[]).unwrap();
+        assert_eq!(config.worker.concurrency, 4);
+        assert_eq!((config.stage_threads("translate"), config.stage_jobs("translate")), (8, 8));
+        assert_eq!((config.stage_threads("extract"), config.stage_jobs("extract")), (2, 4));
+        let config = load(EMBEDDED, &[("DOCPIPE_WORKER__CONCURRENCY", "12")]).unwrap();
+        assert_eq!(config.stage_jobs("translate"), 12);
+    }
+
 }
