@@ -167,9 +167,7 @@ async fn session(
     let mut streams = Vec::new();
     for stage in stages {
         let channel = confirm_channel(connection).await?;
-        // Enough deliveries to fill the stage's job slots.
-        let prefetch = u16::try_from(config.stage_jobs(stage)).unwrap_or(u16::MAX).max(config.broker.prefetch);
-        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        channel.basic_qos(config.broker.prefetch, BasicQosOptions::default()).await?;
         let consumer = channel
             .basic_consume(short(&ctx.names.stage_queue(stage)), short(""), BasicConsumeOptions::default(), FieldTable::default())
             .await?;

@@ -81,7 +81,8 @@ pub struct WorkerArgs {
     /// Engine threads per stage (overrides worker.threads).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Jobs in flight per stage (overrides worker.concurrency).
+    /// Jobs in flight per stage (overrides worker.concurrency; a stage still works on as many as it
+    /// has threads).
     #[arg(long)]
     pub concurrency: Option<usize>,
 }

@@ -370,16 +370,17 @@ impl Decoder {
         // file's values).
         let tied = !content.tensor_infos.contains_key("output.weight");
         let (output, embedding) = if tied {
+            let bias = reader.optional("token_embd.bias")?.map(|b| b.dequantize(device)).transpose()?;
             match reader.kernel_matrix("token_embd.weight")? {
                 Some(m) => {
                     let embedding = Embedding::shared(&m);
-                    (Linear { quantized: Product::Int8(m), dense: None, bias: None }, embedding)
+                    (Linear { quantized: Product::Int8(m), dense: None, bias }, embedding)
                 }
                 // One read of the table for both (the output product may re-quantize its copy).
                 None => {
                     let table = reader.tensor("token_embd.weight")?;
                     let embedding = Embedding::new(&table, device)?;
-                    (reader.linear_from(table, None)?, embedding)
+                    (reader.linear_from(table, bias)?, embedding)
                 }
             }
         } else {

@@ -157,6 +157,9 @@ impl Int8Matrix {
         if let Some(m) = matrices.iter().find(|m| m.k != k) {
             candle_core::bail!("{:?} product: input of {k} columns for a matrix of {}", m.packing, m.k);
         }
+        if rows == 0 {
+            return matrices.iter().map(|m| Tensor::zeros((0, m.n), candle_core::DType::F32, &Device::Cpu)).collect();
+        }
         let (xq, xs) = quantize_rows(&x.flatten_all()?.to_vec1::<f32>()?, k);
         let flipped = if level() == Some(Level::Avx512Vnni) && rows > PANEL_ROWS { Flipped::new(&xq, &xs, rows, k) } else { Flipped::default() };
         let mut outputs: Vec<Vec<f32>> = matrices.iter().map(|m| vec![0f32; rows * m.n]).collect();
@@ -807,7 +810,6 @@ mod tests {
         }
     }
 
-    /// A row gives the same bits alone, in a pair, or among seven.
     #[test]
     fn quantizing_rounds_half_away_from_zero_within_127() {
         let mut values = vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 1e30, -1e30, 127.5, -127.5, 126.5, -126.5, 0.49999997, -0.49999997];
@@ -834,6 +836,7 @@ mod tests {
         assert!(Int8Matrix::forward_many(&refs, &wrong).is_err());
     }
 
+    /// A row gives the same bits alone, in a pair, or among seven.
     #[test]
     fn a_rows_result_does_not_depend_on_the_batch() {
         for dtype in [GgmlDType::Q8_0, GgmlDType::Q5_0] {
