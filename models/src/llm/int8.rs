@@ -165,8 +165,15 @@ impl Int8Matrix {
         let mut outputs: Vec<Vec<f32>> = matrices.iter().map(|m| vec![0f32; rows * m.n]).collect();
         let bases: Vec<usize> = outputs.iter_mut().map(|o| o.as_mut_ptr() as usize).collect();
         // Task t belongs to the last matrix whose first task is at or before t.
-        let firsts: Vec<usize> = matrices.iter().scan(0, |next, m| Some(std::mem::replace(next, *next + m.n.div_ceil(TASK_COLUMNS)))).collect();
-        let tasks = matrices.iter().map(|m| m.n.div_ceil(TASK_COLUMNS)).sum();
+        let mut tasks = 0;
+        let firsts: Vec<usize> = matrices
+            .iter()
+            .map(|m| {
+                let first = tasks;
+                tasks += m.n.div_ceil(TASK_COLUMNS);
+                first
+            })
+            .collect();
         // candle's own worker pool, which its kernels in the same step use: a second pool would
         // have two sets of threads spinning against each other on the same cores.
         candle_core::utils::barrier_pool().execute_chunked(tasks, |range| {
