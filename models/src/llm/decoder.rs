@@ -1,9 +1,10 @@
 //! One decoder for the Qwen2 and Llama GGUF layouts (RMSNorm, rotary attention with grouped KV
-//! heads, SwiGLU). Matrices stay quantized as stored: Q8_0 and Q5_0 run on docpipe's kernel
-//! (`int8`), K-quants on candle's; the other 32-value block types (Q5_1, Q4_1, Q8_1) are
-//! re-quantized to Q8_0 on load (prompts included: a second rounding of their values, which none
-//! of the GGUF files docpipe installs has). Only where neither fast kernel applies (a CPU without
-//! AVX2, or Q4_0) does reading a prompt use an f32 copy of the matrix, within `[llm] prompt_f32_mib`.
+//! heads, SwiGLU). Matrices stay quantized as stored: Q8_0, Q5_0, Q4_K and Q6_K run on docpipe's
+//! kernel (`int8`), the other K-quants on candle's; the other 32-value block types (Q5_1, Q4_1,
+//! Q8_1) are re-quantized to Q8_0 on load (prompts included: a second rounding of their values,
+//! which none of the GGUF files docpipe installs has). Only where neither fast kernel applies (a
+//! CPU without AVX2, or Q4_0) does reading a prompt use an f32 copy of the matrix, within
+//! `[llm] prompt_f32_mib`.
 
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 
@@ -271,9 +272,9 @@ impl<R: std::io::Read + std::io::Seek> Reader<'_, R> {
     fn linear_from(&mut self, weight: QTensor, bias: Option<Tensor>) -> Result<Linear> {
         let (_, k) = weight.shape().dims2()?;
         let dtype = weight.dtype();
-        // Q8_0 and Q5_0 run on docpipe's kernel as stored; other 32-value block types candle has
-        // no SIMD kernel for are re-quantized to Q8_0 (for docpipe's kernel, or candle's where the
-        // CPU has no path of docpipe's).
+        // Q8_0, Q5_0, Q4_K and Q6_K run on docpipe's kernel as stored; other 32-value block types
+        // candle has no SIMD kernel for are re-quantized to Q8_0 (for docpipe's kernel, or
+        // candle's where the CPU has no path of docpipe's).
         let own = self.kernel_runs(dtype);
         let slow = matches!(dtype, GgmlDType::Q5_1 | GgmlDType::Q4_1 | GgmlDType::Q8_1) || (!own && dtype == GgmlDType::Q5_0);
         let requantize = slow && k % 32 == 0;

@@ -1,5 +1,5 @@
-//! Matrix products on the 8-bit block formats (Q8_0 and Q5_0) read as the GGUF file stores them,
-//! for one row (a decoding step) or several at once (a batched step, a prompt).
+//! Matrix products on 8-bit values unpacked from GGUF's block formats (Q8_0, Q5_0 and Q4_K) as the
+//! file stores them, for one row (a decoding step) or several at once (a batched step, a prompt).
 //!
 //! Why docpipe has its own: candle 0.11 computes each (row, column) pair on its own for these
 //! types, so eight sequences cost eight times one, and it has no SIMD kernel for Q5_0 at all (2.1-2.5
@@ -8,8 +8,13 @@
 //! once and is bound by memory bandwidth, so a Q5_0 block read as its 22 bytes instead of re-packed
 //! as 36 bytes of Q8_0 is what a token costs.
 //!
+//! Q4_K (most of a Q4_K_M file's weights from 1.5B parameters up) runs here for the same reasons:
+//! candle re-packs it at load into tiles of 6 bits per weight kept beside the file's copy (the 1.5B
+//! model's peak was 1.34x llama.cpp's), and its one-row product was half of a 1.5B token's time.
+//! Here it stays in the file's 4.5 bits, each block's 6-bit scale and min unpacked as it is read.
+//!
 //! Dispatched at run time (checked once): AVX-512 with VNNI, else AVX2 with FMA and F16C, else
-//! candle's kernel. Both SIMD paths and the portable reference below compute every output with the
+//! candle's kernel (Q4_K runs the AVX2 path on both: no AVX-512 machine was at hand to measure one). Both SIMD paths and the portable reference below compute every output with the
 //! same operations in the same order (16 lanes: even blocks in lanes 0-7, odd blocks in 8-15, each
 //! lane an exact integer sum of four products converted and fused into its own f32 accumulator,
 //! lanes summed in a fixed order), so they agree bit for bit, and a row's result never depends on
@@ -40,14 +45,51 @@ pub enum Packing {
     /// An f16 scale, 32 high bits (bit j for value j), then 16 bytes of low nibbles (value j in
     /// byte j's low half, value j + 16 in its high half); a value is its five bits minus 16.
     Q5_0,
+    /// Superblocks of eight blocks (256 values): an f16 scale d and an f16 d_min, twelve bytes
+    /// packing each block's 6-bit scale and 6-bit min (see `scale_min`), then 128 bytes of nibbles
+    /// (per 64 values, byte j holds value j in its low half and value j + 32 in its high half); a
+    /// value is d × scale × nibble − d_min × min.
+    Q4K,
+    /// Superblocks of 256 values: 128 bytes of low nibbles, 64 bytes of high bit pairs, sixteen
+    /// i8 scales (one per 16 values), then an f16 scale d; a value is d × scale × (six bits − 32).
+    /// Per 128 values: value j (of 32) of quarter q has its low four bits in byte (q % 2) × 32 + j,
+    /// the low half for quarters 0 and 1, the high half for 2 and 3, and its top two in bits
+    /// 2q, 2q + 1 of high byte j.
+    Q6K,
 }
 
+const SUPERBLOCK: usize = 256;
+
 impl Packing {
+    /// Bytes of one stored block.
     fn bytes(self) -> usize {
         match self {
             Self::Q8_0 => 2 + BLOCK,
             Self::Q5_0 => 2 + 4 + BLOCK / 2,
+            Self::Q4K => 2 + 2 + 12 + SUPERBLOCK / 2,
+            Self::Q6K => SUPERBLOCK / 2 + SUPERBLOCK / 4 + SUPERBLOCK / 16 + 2,
         }
+    }
+
+    /// Values in one stored block, and the span of activations the kernel multiplies it with (one
+    /// scale per span): K-quants come in superblocks of 256 (these run the AVX2 path on every CPU).
+    fn span(self) -> usize {
+        match self {
+            Self::Q8_0 | Self::Q5_0 => BLOCK,
+            Self::Q4K | Self::Q6K => SUPERBLOCK,
+        }
+    }
+}
+
+/// Block j's 6-bit scale and min (0-7) from a Q4_K superblock's twelve packed bytes: blocks 0-3 in
+/// the low six bits of bytes 0-3 (scales) and 4-7 (mins); blocks 4-7 with their low four bits in
+/// bytes 8-11 (scale low, min high nibble) and their top two in the top bits of bytes 0-3 and 4-7.
+#[inline]
+fn scale_min(packed: &[u8], j: usize) -> (u8, u8) {
+    if j < 4 {
+        (packed[j] & 63, packed[j + 4] & 63)
+    } else {
+        ((packed[j + 4] & 0x0F) | ((packed[j - 4] >> 6) << 4), (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4))
     }
 }
 
@@ -96,7 +138,7 @@ pub fn available() -> bool {
 }
 
 impl Int8Matrix {
-    /// The matrix of a Q8_0 or Q5_0 tensor (n, k); None for other types or shapes.
+    /// The matrix of a Q8_0, Q5_0, Q4_K or Q6_K tensor (n, k); None for other types or shapes.
     pub fn from_qtensor(t: &QTensor) -> Result<Option<Self>> {
         let (n, k) = t.shape().dims2()?;
         Self::from_bytes(t.dtype(), n, k, t.data()?.into_owned())
@@ -108,12 +150,14 @@ impl Int8Matrix {
         let packing = match dtype {
             GgmlDType::Q8_0 => Packing::Q8_0,
             GgmlDType::Q5_0 => Packing::Q5_0,
+            GgmlDType::Q4K => Packing::Q4K,
+            GgmlDType::Q6K => Packing::Q6K,
             _ => return Ok(None),
         };
-        if k % BLOCK != 0 {
+        if k % packing.span() != 0 {
             return Ok(None);
         }
-        let blocks = n * k / BLOCK;
+        let blocks = n * k / packing.span();
         if data.len() != blocks * packing.bytes() {
             candle_core::bail!("{packing:?} data of {} bytes for {blocks} blocks", data.len());
         }
@@ -122,7 +166,7 @@ impl Int8Matrix {
 
     /// Whether matrices of this type run on this kernel on this CPU.
     pub fn runs(dtype: GgmlDType) -> bool {
-        available() && matches!(dtype, GgmlDType::Q8_0 | GgmlDType::Q5_0)
+        available() && matches!(dtype, GgmlDType::Q8_0 | GgmlDType::Q5_0 | GgmlDType::Q4K | GgmlDType::Q6K)
     }
 
     /// The stored bytes (per output, k / 32 blocks in a row).
@@ -140,6 +184,8 @@ impl Int8Matrix {
         match self.packing {
             Packing::Q8_0 => GgmlDType::Q8_0,
             Packing::Q5_0 => GgmlDType::Q5_0,
+            Packing::Q4K => GgmlDType::Q4K,
+            Packing::Q6K => GgmlDType::Q6K,
         }
     }
 
@@ -160,8 +206,18 @@ impl Int8Matrix {
         if rows == 0 {
             return matrices.iter().map(|m| Tensor::zeros((0, m.n), candle_core::DType::F32, &Device::Cpu)).collect();
         }
-        let (xq, xs) = quantize_rows(&x.flatten_all()?.to_vec1::<f32>()?, k);
-        let flipped = if level() == Some(Level::Avx512Vnni) && rows > PANEL_ROWS { Flipped::new(&xq, &xs, rows, k) } else { Flipped::default() };
+        // Each family of kernels gets the activations quantized its way (both when the matrices mix).
+        let values = x.flatten_all()?.to_vec1::<f32>()?;
+        let quantized = |span: usize| {
+            if matrices.iter().any(|m| m.packing.span() == span) {
+                quantize_rows(&values, span)
+            } else {
+                Activations::default()
+            }
+        };
+        let (by_block, by_superblock) = (quantized(BLOCK), quantized(SUPERBLOCK));
+        let panel = level() == Some(Level::Avx512Vnni) && rows > PANEL_ROWS && !by_block.values.is_empty();
+        let flipped = if panel { Flipped::new(&by_block.values, &by_block.scales, rows, k) } else { Flipped::default() };
         let mut outputs: Vec<Vec<f32>> = matrices.iter().map(|m| vec![0f32; rows * m.n]).collect();
         let bases: Vec<usize> = outputs.iter_mut().map(|o| o.as_mut_ptr() as usize).collect();
         // Task t belongs to the last matrix whose first task is at or before t.
@@ -187,16 +243,17 @@ impl Int8Matrix {
                 let first = (task - firsts[i]) * TASK_COLUMNS;
                 let columns = TASK_COLUMNS.min(m.n - first);
                 let base = bases[i] as *mut f32;
+                let x = if m.packing.span() == BLOCK { &by_block } else { &by_superblock };
                 if rows == 1 {
                     // SAFETY: each task owns columns first..first+columns of its matrix's output, a
                     // range no other task touches, and `outputs` outlives the pool call.
                     let out = unsafe { std::slice::from_raw_parts_mut(base.add(first), columns) };
-                    m.columns(first, columns, &xq, &xs, &flipped, rows, out);
+                    m.columns(first, columns, x, &flipped, rows, out);
                     continue;
                 }
                 by_column.clear();
                 by_column.resize(columns * rows, 0f32);
-                m.columns(first, columns, &xq, &xs, &flipped, rows, &mut by_column);
+                m.columns(first, columns, x, &flipped, rows, &mut by_column);
                 for (c, column) in by_column.chunks_exact(rows).enumerate() {
                     for (r, &v) in column.iter().enumerate() {
                         // SAFETY: as above, (r, first + c) is this task's alone and in bounds.
@@ -209,27 +266,29 @@ impl Int8Matrix {
     }
 
     /// Outputs of columns first..first+count for every row, into out[(c - first) * rows + r].
-    fn columns(&self, first: usize, count: usize, xq: &[i8], xs: &[f32], flipped: &Flipped, rows: usize, out: &mut [f32]) {
+    /// `x`: the rows quantized as this matrix's kernel takes them (spans of `Packing::span`).
+    fn columns(&self, first: usize, count: usize, x: &Activations, flipped: &Flipped, rows: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         match level() {
-            // SAFETY: the CPU has the instructions each path is compiled for (checked by `level`).
-            Some(Level::Avx512Vnni) => return unsafe { avx512::columns(self, first, count, xq, xs, flipped, rows, out) },
-            Some(Level::Avx2) => return unsafe { avx2::columns(self, first, count, xq, xs, rows, out) },
+            // SAFETY: the CPU has the instructions each path is compiled for (checked by `level`;
+            // an AVX-512 CPU has AVX2, FMA and F16C too).
+            Some(Level::Avx512Vnni) if self.packing.span() == BLOCK => return unsafe { avx512::columns(self, first, count, &x.values, &x.scales, flipped, rows, out) },
+            Some(_) => return unsafe { avx2::columns(self, first, count, x, rows, out) },
             None => {}
         }
         for c in 0..count {
             for r in 0..rows {
-                out[c * rows + r] = self.reference(first + c, xq, xs, r);
+                out[c * rows + r] = self.reference(first + c, x, r);
             }
         }
     }
 
-    /// Where block b of output `column` starts in `data`.
+    /// Where stored block b of output `column` starts in `data` (for Q4_K, superblock b).
     fn block(&self, column: usize, b: usize) -> usize {
-        (column * (self.k / BLOCK) + b) * self.packing.bytes()
+        (column * (self.k / self.packing.span()) + b) * self.packing.bytes()
     }
 
-    /// A block's scale and its 32 values, the portable way.
+    /// Block b's scale and its 32 values, the portable way (Q8_0 and Q5_0).
     fn values(&self, column: usize, b: usize) -> (f32, [i8; BLOCK]) {
         let p = &self.data[self.block(column, b)..][..self.packing.bytes()];
         let scale = half::f16::from_le_bytes([p[0], p[1]]).to_f32();
@@ -242,12 +301,52 @@ impl Int8Matrix {
                     (low as i8) + (((high >> j) & 1) as i8) * 16 - 16
                 })
             }
+            Packing::Q4K | Packing::Q6K => unreachable!("superblocks are read by `sub_block`"),
         };
         (scale, values)
     }
 
+    /// Block j (of eight, 32 values each) of superblock s of output `column`, the portable way: its
+    /// values (Q4_K: the nibbles; Q6_K: six bits less 32) and the integer scales of its first and
+    /// second 16 values (Q4_K has one per block, Q6_K one per 16).
+    fn sub_block(&self, column: usize, s: usize, j: usize) -> ([i8; BLOCK], [i32; 2]) {
+        let p = &self.data[self.block(column, s)..][..self.packing.bytes()];
+        match self.packing {
+            Packing::Q4K => {
+                let (scale, _) = scale_min(&p[4..16], j);
+                let nibbles = &p[16 + (j / 2) * BLOCK..][..BLOCK];
+                let shift = if j % 2 == 0 { 0 } else { 4 };
+                (std::array::from_fn(|i| ((nibbles[i] >> shift) & 0x0F) as i8), [scale as i32; 2])
+            }
+            Packing::Q6K => {
+                let (half, quarter) = (j / 4, j % 4);
+                let low = &p[half * 64 + (quarter % 2) * BLOCK..][..BLOCK];
+                let high = &p[128 + half * BLOCK..][..BLOCK];
+                let shift = if quarter < 2 { 0 } else { 4 };
+                let values = std::array::from_fn(|i| (((low[i] >> shift) & 0x0F) | (((high[i] >> (2 * quarter)) & 3) << 4)) as i8 - 32);
+                let at = 192 + half * 8 + quarter * 2;
+                (values, [p[at] as i8 as i32, p[at + 1] as i8 as i32])
+            }
+            Packing::Q8_0 | Packing::Q5_0 => unreachable!("blocks of 32 are read by `values`"),
+        }
+    }
+
+    /// Superblock s's d, and (Q4_K) its d_min and the eight blocks' mins.
+    fn superblock_scales(&self, column: usize, s: usize) -> (f32, f32, [i32; 8]) {
+        let p = &self.data[self.block(column, s)..][..self.packing.bytes()];
+        let f16 = |at: usize| half::f16::from_le_bytes([p[at], p[at + 1]]).to_f32();
+        match self.packing {
+            Packing::Q4K => (f16(0), f16(2), std::array::from_fn(|j| scale_min(&p[4..16], j).1 as i32)),
+            _ => (f16(208), 0.0, [0; 8]),
+        }
+    }
+
     /// One output computed the portable way, with the fast paths' order of operations.
-    fn reference(&self, column: usize, xq: &[i8], xs: &[f32], row: usize) -> f32 {
+    fn reference(&self, column: usize, x: &Activations, row: usize) -> f32 {
+        if self.packing.span() == SUPERBLOCK {
+            return self.reference_k(column, x, row);
+        }
+        let (xq, xs) = (&x.values, &x.scales);
         let blocks = self.k / BLOCK;
         let mut lanes = [0f32; 16];
         for b in 0..blocks {
@@ -261,6 +360,38 @@ impl Int8Matrix {
             }
         }
         sum_lanes(&lanes)
+    }
+
+    /// A K-quant output: per superblock, eight integer lanes (lane l holds every block's values
+    /// 4l-4l+3 times their activations, times the scale of those values) are exact whatever the
+    /// order; each then goes into its float lane with d times the activations' scale. A Q4_K
+    /// superblock's mins times the activation blocks' sums, also an exact integer, go into one
+    /// float of their own with d_min, taken off at the end.
+    fn reference_k(&self, column: usize, x: &Activations, row: usize) -> f32 {
+        let supers = self.k / SUPERBLOCK;
+        let mut lanes = [0f32; 8];
+        let mut offset = 0f32;
+        for s in 0..supers {
+            let mut sums = [0i32; 8];
+            for j in 0..8 {
+                let (w, scales) = self.sub_block(column, s, j);
+                let at = row * self.k + s * SUPERBLOCK + j * BLOCK;
+                let xv = &x.values[at..][..BLOCK];
+                for (l, sum) in sums.iter_mut().enumerate() {
+                    *sum += scales[l / 4] * (0..4).map(|i| w[4 * l + i] as i32 * xv[4 * l + i] as i32).sum::<i32>();
+                }
+            }
+            let (d, dmin, mins) = self.superblock_scales(column, s);
+            let xs = x.scales[row * supers + s];
+            for (lane, &sum) in lanes.iter_mut().zip(&sums) {
+                *lane = (sum as f32).mul_add(d * xs, *lane);
+            }
+            if self.packing == Packing::Q4K {
+                let taken: i32 = (0..8).map(|j| mins[j] * x.sums[(row * supers + s) * 8 + j]).sum();
+                offset = (taken as f32).mul_add(dmin * xs, offset);
+            }
+        }
+        sum_eight(&lanes) - offset
     }
 }
 
@@ -293,20 +424,38 @@ fn sum_lanes(l: &[f32; 16]) -> f32 {
     ((h[0] + h[4]) + (h[2] + h[6])) + ((h[1] + h[5]) + (h[3] + h[7]))
 }
 
-/// Each row cut into blocks of 32 quantized to i8 with one scale (max |x| / 127), as GGML's Q8_0
-/// (whose scale is an f16; here an f32).
-fn quantize_rows(x: &[f32], k: usize) -> (Vec<i8>, Vec<f32>) {
-    let mut quants = Vec::with_capacity(x.len());
-    let mut scales = Vec::with_capacity(x.len() / BLOCK);
-    for block in x.chunks_exact(BLOCK) {
-        let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+/// The fixed order a K-quant product's eight lanes are added in, on every path.
+fn sum_eight(l: &[f32; 8]) -> f32 {
+    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+}
+
+/// Rows of activations quantized for one family of kernels.
+#[derive(Default)]
+struct Activations {
+    /// i8, row after row.
+    values: Vec<i8>,
+    /// One per span of each row.
+    scales: Vec<f32>,
+    /// Each 32 values' integer sum (what a Q4_K block's min multiplies).
+    sums: Vec<i32>,
+}
+
+/// Each row cut into spans of `span` values quantized to i8 with one scale (max |x| / 127): spans
+/// of 32 as GGML's Q8_0 (whose scale is an f16; here an f32) for the 32-value formats, of 256 as
+/// its Q8_K for the K-quants, whose per-block scales are small integers that fold into exact
+/// integer sums over a whole superblock before one float step.
+fn quantize_rows(x: &[f32], span: usize) -> Activations {
+    let mut values = Vec::with_capacity(x.len());
+    let mut scales = Vec::with_capacity(x.len() / span);
+    for part in x.chunks_exact(span) {
+        let max = part.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = max / 127.0;
         let inverse = if d > 0.0 { 1.0 / d } else { 0.0 };
         scales.push(d);
-        quants.extend(block.iter().map(|v| quantize(v * inverse)));
+        values.extend(part.iter().map(|v| quantize(v * inverse)));
     }
-    debug_assert_eq!(quants.len() % k, 0);
-    (quants, scales)
+    let sums = values.chunks_exact(BLOCK).map(|b| b.iter().map(|&q| q as i32).sum()).collect();
+    Activations { values, scales, sums }
 }
 
 /// `x` rounded half away from zero, within ±127. Clamped first: a block of subnormal values has an
@@ -369,16 +518,120 @@ mod load {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{load, sum_lanes, Int8Matrix, Packing, BLOCK};
+    use super::{load, scale_min, sum_eight, sum_lanes, Activations, Int8Matrix, Packing, BLOCK, SUPERBLOCK};
     use std::arch::x86_64::*;
 
     /// Two columns against two rows at a time, even and odd blocks in their own accumulators:
     /// each weight block is loaded once for both rows (and from cache for the next pair).
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn columns(m: &Int8Matrix, first: usize, count: usize, xq: &[i8], xs: &[f32], rows: usize, out: &mut [f32]) {
+    pub(super) unsafe fn columns(m: &Int8Matrix, first: usize, count: usize, x: &Activations, rows: usize, out: &mut [f32]) {
+        let (xq, xs) = (&x.values, &x.scales);
         match m.packing {
             Packing::Q8_0 => columns_of::<false>(m, first, count, xq, xs, rows, out),
             Packing::Q5_0 => columns_of::<true>(m, first, count, xq, xs, rows, out),
+            Packing::Q4K => superblocks::<false>(m, first, count, x, rows, out),
+            Packing::Q6K => superblocks::<true>(m, first, count, x, rows, out),
+        }
+    }
+
+    /// K-quants (Q6_K when `SIX`, else Q4_K), two columns against two rows at a time: a block's
+    /// integer products are multiplied by its (small integer) scale in the same instruction that
+    /// sums them, so a superblock's 256 products end in eight exact i32 lanes and take one float
+    /// step. Q4_K's nibbles are unsigned and multiply the signed activations directly, its mins
+    /// meet the activation blocks' sums in one integer per superblock; Q6_K's values are made
+    /// signed (six bits less 32) and multiplied as Q8_0's are. Q4_K's packed scales and mins are
+    /// unpacked once per pair of columns, not once per pair of rows.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn superblocks<const SIX: bool>(m: &Int8Matrix, first: usize, count: usize, x: &Activations, rows: usize, out: &mut [f32]) {
+        let supers = m.k / SUPERBLOCK;
+        let low = _mm256_set1_epi8(0x0F);
+        // Per column and superblock: the eight blocks' scales, then their mins.
+        let mut unpacked = vec![[0i16; 16]; if SIX { 0 } else { 2 * supers }];
+        let mut c = 0;
+        while c < count {
+            let cols = (count - c).min(2);
+            if !SIX {
+                for j in 0..cols {
+                    for s in 0..supers {
+                        let packed = std::slice::from_raw_parts(load::at(m, first + c + j, s).add(4), 12);
+                        let into = &mut unpacked[j * supers + s];
+                        for b in 0..8 {
+                            let (scale, min) = scale_min(packed, b);
+                            (into[b], into[8 + b]) = (scale as i16, min as i16);
+                        }
+                    }
+                }
+            }
+            let mut r = 0;
+            while r < rows {
+                let pair = (rows - r).min(2);
+                // [row][column]
+                let mut acc = [[_mm256_setzero_ps(); 2]; 2];
+                let mut offsets = [[0f32; 2]; 2];
+                for s in 0..supers {
+                    let xv = |i: usize, at: usize| _mm256_loadu_si256(x.values.as_ptr().add((r + i) * m.k + s * SUPERBLOCK + at) as *const __m256i);
+                    for j in 0..cols {
+                        let p = load::at(m, first + c + j, s);
+                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(super::PREFETCH) as *const i8);
+                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(super::PREFETCH + 64) as *const i8);
+                        let mut sums = [_mm256_setzero_si256(); 2];
+                        let d;
+                        if SIX {
+                            d = load::scale(p.add(208));
+                            let scales = p.add(192) as *const i8;
+                            for half in 0..2 {
+                                let high = _mm256_loadu_si256(p.add(128 + half * BLOCK) as *const __m256i);
+                                for quarter in 0..4 {
+                                    let bits = _mm256_loadu_si256(p.add(half * 64 + (quarter % 2) * BLOCK) as *const __m256i);
+                                    let nibbles = if quarter < 2 { _mm256_and_si256(bits, low) } else { _mm256_and_si256(_mm256_srli_epi16(bits, 4), low) };
+                                    let top = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(high, _mm_cvtsi32_si128(2 * quarter as i32)), _mm256_set1_epi8(3)), 4);
+                                    let w = _mm256_sub_epi8(_mm256_or_si256(nibbles, top), _mm256_set1_epi8(32));
+                                    let aw = _mm256_sign_epi8(w, w);
+                                    let at = half * 8 + quarter * 2;
+                                    let scale = _mm256_set_m128i(_mm_set1_epi16(*scales.add(at + 1) as i16), _mm_set1_epi16(*scales.add(at) as i16));
+                                    for i in 0..pair {
+                                        let product = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv(i, (half * 4 + quarter) * BLOCK), w));
+                                        sums[i] = _mm256_add_epi32(sums[i], _mm256_madd_epi16(product, scale));
+                                    }
+                                }
+                            }
+                        } else {
+                            d = load::scale(p);
+                            let scales = &unpacked[j * supers + s];
+                            for chunk in 0..4 {
+                                let q = _mm256_loadu_si256(p.add(16 + chunk * BLOCK) as *const __m256i);
+                                let (lo, hi) = (_mm256_and_si256(q, low), _mm256_and_si256(_mm256_srli_epi16(q, 4), low));
+                                let (even, odd) = (_mm256_set1_epi16(scales[2 * chunk]), _mm256_set1_epi16(scales[2 * chunk + 1]));
+                                for i in 0..pair {
+                                    let a = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xv(i, 2 * chunk * BLOCK)), even);
+                                    let b = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xv(i, (2 * chunk + 1) * BLOCK)), odd);
+                                    sums[i] = _mm256_add_epi32(sums[i], _mm256_add_epi32(a, b));
+                                }
+                            }
+                            let dmin = load::scale(p.add(2));
+                            for i in 0..pair {
+                                let block_sums = &x.sums[((r + i) * supers + s) * 8..][..8];
+                                let taken: i32 = scales[8..].iter().zip(block_sums).map(|(&m, b)| m as i32 * b).sum();
+                                let xs = *x.scales.get_unchecked((r + i) * supers + s);
+                                offsets[i][j] = (taken as f32).mul_add(dmin * xs, offsets[i][j]);
+                            }
+                        }
+                        for i in 0..pair {
+                            let xs = *x.scales.get_unchecked((r + i) * supers + s);
+                            acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[i]), _mm256_set1_ps(d * xs), acc[i][j]);
+                        }
+                    }
+                }
+                for i in 0..pair {
+                    for j in 0..cols {
+                        let mut lanes = [0f32; 8];
+                        _mm256_storeu_ps(lanes.as_mut_ptr(), acc[i][j]);
+                        out[(c + j) * rows + r + i] = sum_eight(&lanes) - offsets[i][j];
+                    }
+                }
+                r += pair;
+            }
+            c += cols;
         }
     }
 
@@ -484,6 +737,7 @@ mod avx512 {
         match m.packing {
             Packing::Q8_0 => columns_of::<false>(m, first, count, xq, xs, flipped, rows, out),
             Packing::Q5_0 => columns_of::<true>(m, first, count, xq, xs, flipped, rows, out),
+            Packing::Q4K | Packing::Q6K => unreachable!("K-quants run the AVX2 path"),
         }
     }
 
@@ -715,16 +969,25 @@ mod tests {
     /// gives: the layouts are read right.
     #[test]
     fn blocks_hold_the_stored_values() {
-        for dtype in [GgmlDType::Q8_0, GgmlDType::Q5_0] {
-            let q = matrix(3, 96, dtype);
+        for (dtype, k) in [(GgmlDType::Q8_0, 96), (GgmlDType::Q5_0, 96), (GgmlDType::Q4K, 512), (GgmlDType::Q6K, 512)] {
+            let q = matrix(3, k, dtype);
             let m = Int8Matrix::from_qtensor(&q).unwrap().unwrap();
             let stored = q.dequantize(&Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
             for (c, row) in stored.iter().enumerate() {
-                for b in 0..3 {
-                    let (scale, values) = m.values(c, b);
-                    for j in 0..BLOCK {
-                        assert_eq!(values[j] as f32 * scale, row[b * BLOCK + j], "{dtype:?} column {c} value {}", b * BLOCK + j);
-                    }
+                for b in 0..k / BLOCK {
+                    let got: Vec<f32> = match dtype {
+                        GgmlDType::Q4K | GgmlDType::Q6K => {
+                            let (values, scales) = m.sub_block(c, b / 8, b % 8);
+                            let (d, dmin, mins) = m.superblock_scales(c, b / 8);
+                            // In candle's order: the block's scale times the value, less its offset.
+                            (0..BLOCK).map(|j| d * scales[j / 16] as f32 * values[j] as f32 - dmin * mins[b % 8] as f32).collect()
+                        }
+                        _ => {
+                            let (scale, values) = m.values(c, b);
+                            values.iter().map(|&v| v as f32 * scale).collect()
+                        }
+                    };
+                    assert_eq!(got, row[b * BLOCK..][..BLOCK], "{dtype:?} column {c} block {b}");
                 }
             }
         }
@@ -744,6 +1007,11 @@ mod tests {
                 check_paths(dtype, rows, k);
             }
         }
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+            for (rows, k) in [(1, 256), (3, 512), (5, 256), (9, 768)] {
+                check_paths(dtype, rows, k);
+            }
+        }
     }
 
     fn check_paths(dtype: GgmlDType, rows: usize, k: usize) {
@@ -752,19 +1020,19 @@ mod tests {
             let m = Int8Matrix::from_qtensor(&q).unwrap().unwrap();
             let x = input(rows, k, 3);
             let fast = m.forward(&x).unwrap().to_vec2::<f32>().unwrap();
-            let (xq, xs) = quantize_rows(&x.to_vec2::<f32>().unwrap().concat(), k);
+            let xq = quantize_rows(&x.to_vec2::<f32>().unwrap().concat(), m.packing.span());
             for (r, row) in fast.iter().enumerate() {
                 for (c, &v) in row.iter().enumerate() {
-                    assert_eq!(v.to_bits(), m.reference(c, &xq, &xs, r).to_bits(), "{dtype:?} row {r} column {c}");
+                    assert_eq!(v.to_bits(), m.reference(c, &xq, r).to_bits(), "{dtype:?} row {r} column {c}");
                 }
             }
             #[cfg(target_arch = "x86_64")]
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
                 let mut out = vec![0f32; 70 * rows];
                 // SAFETY: checked just above.
-                unsafe { avx2::columns(&m, 0, 70, &xq, &xs, rows, &mut out) };
+                unsafe { avx2::columns(&m, 0, 70, &xq, rows, &mut out) };
                 for (i, v) in out.iter().enumerate() {
-                    assert_eq!(v.to_bits(), m.reference(i / rows, &xq, &xs, i % rows).to_bits(), "{dtype:?} AVX2, output {i}");
+                    assert_eq!(v.to_bits(), m.reference(i / rows, &xq, i % rows).to_bits(), "{dtype:?} AVX2, output {i}");
                 }
             }
             if dtype == GgmlDType::Q5_0 && (k / BLOCK) % 2 == 1 {
@@ -799,20 +1067,69 @@ mod tests {
         }
         let x = Tensor::new(x, &Device::Cpu).unwrap();
         let fast = m.forward(&x).unwrap().to_vec2::<f32>().unwrap();
-        let (xq, xs) = quantize_rows(&x.to_vec2::<f32>().unwrap().concat(), k);
-        assert!(xq.iter().all(|&v| v != i8::MIN));
+        let xq = quantize_rows(&x.to_vec2::<f32>().unwrap().concat(), BLOCK);
+        assert!(xq.values.iter().all(|&v| v != i8::MIN));
         for (r, row) in fast.iter().enumerate() {
             for (c, &v) in row.iter().enumerate() {
-                assert_eq!(v.to_bits(), m.reference(c, &xq, &xs, r).to_bits(), "row {r} column {c}");
+                assert_eq!(v.to_bits(), m.reference(c, &xq, r).to_bits(), "row {r} column {c}");
             }
         }
         #[cfg(target_arch = "x86_64")]
         if level().is_some() {
             let mut out = vec![0f32; n * 6];
             // SAFETY: `level` found AVX2, FMA and F16C (the AVX-512 path requires them too).
-            unsafe { avx2::columns(&m, 0, n, &xq, &xs, 6, &mut out) };
+            unsafe { avx2::columns(&m, 0, n, &xq, 6, &mut out) };
             for (i, v) in out.iter().enumerate() {
-                assert_eq!(v.to_bits(), m.reference(i / 6, &xq, &xs, i % 6).to_bits(), "AVX2, output {i}");
+                assert_eq!(v.to_bits(), m.reference(i / 6, &xq, i % 6).to_bits(), "AVX2, output {i}");
+            }
+        }
+    }
+
+    /// K-quant superblocks of arbitrary bytes (every scale, min and value pattern, negative Q6_K
+    /// scales of -128 among them) give the same bits on every path, within rounding of the exact
+    /// product of their dequantized values.
+    #[test]
+    fn arbitrary_superblocks_agree_on_every_path() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut byte = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        };
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+            let (n, k) = (5, 512);
+            let size = dtype.type_size();
+            let mut raw: Vec<u8> = (0..n * k / SUPERBLOCK * size).map(|_| byte()).collect();
+            for (i, block) in raw.chunks_exact_mut(size).enumerate() {
+                // Finite scales: d (and Q4_K's d_min) where each type keeps them.
+                let scale = half::f16::from_f32(0.01 + i as f32 / 300.0).to_le_bytes();
+                let at = if dtype == GgmlDType::Q6K { size - 2 } else { 0 };
+                block[at..at + 2].copy_from_slice(&scale);
+                if dtype == GgmlDType::Q4K {
+                    block[2..4].copy_from_slice(&half::f16::from_f32(0.003 * i as f32).to_le_bytes());
+                }
+                if dtype == GgmlDType::Q6K && i == 0 {
+                    block[192] = 0x80;
+                }
+            }
+            let q = candle_core::quantized::ggml_file::qtensor_from_ggml(dtype, &raw, vec![n, k], &Device::Cpu).unwrap();
+            let m = Int8Matrix::from_qtensor(&q).unwrap().unwrap();
+            let x = input(3, k, 7);
+            let fast = m.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+            let xq = quantize_rows(&x.to_vec2::<f32>().unwrap().concat(), SUPERBLOCK);
+            let weights = q.dequantize(&Device::Cpu).unwrap();
+            let exact = x.matmul(&weights.t().unwrap()).unwrap().to_vec2::<f32>().unwrap();
+            // Rounding each activation to within half its span's step (max |x| / 254) moves an
+            // output by at most that times the column's sum of |weights|.
+            let weight_sums = weights.abs().unwrap().sum(1).unwrap().to_vec1::<f32>().unwrap();
+            let largest = x.abs().unwrap().max(1).unwrap().to_vec1::<f32>().unwrap();
+            for (r, row) in fast.iter().enumerate() {
+                for (c, &v) in row.iter().enumerate() {
+                    assert_eq!(v.to_bits(), m.reference(c, &xq, r).to_bits(), "{dtype:?} row {r} column {c}");
+                    let bound = weight_sums[c] * largest[r] / 254.0 * 1.01 + 1e-3;
+                    assert!((v - exact[r][c]).abs() <= bound, "{dtype:?} row {r} column {c}: {v} against {}, bound {bound}", exact[r][c]);
+                }
             }
         }
     }
@@ -829,12 +1146,12 @@ mod tests {
 
     #[test]
     fn products_in_one_region_equal_products_alone() {
-        let matrices = [(130, GgmlDType::Q5_0), (64, GgmlDType::Q8_0), (200, GgmlDType::Q5_0)].map(|(n, dtype)| Int8Matrix::from_qtensor(&matrix(n, 96, dtype)).unwrap().unwrap());
+        let matrices = [(130, GgmlDType::Q5_0), (64, GgmlDType::Q8_0), (200, GgmlDType::Q4K), (70, GgmlDType::Q6K), (30, GgmlDType::Q5_0)].map(|(n, dtype)| Int8Matrix::from_qtensor(&matrix(n, 256, dtype)).unwrap().unwrap());
         let refs: Vec<&Int8Matrix> = matrices.iter().collect();
         for rows in [1, 7] {
-            let x = input(rows, 96, 5);
+            let x = input(rows, 256, 5);
             let together = Int8Matrix::forward_many(&refs, &x).unwrap();
-            assert_eq!(together.len(), 3);
+            assert_eq!(together.len(), 5);
             for (m, y) in matrices.iter().zip(&together) {
                 assert_eq!(y.to_vec2::<f32>().unwrap(), m.forward(&x).unwrap().to_vec2::<f32>().unwrap(), "{rows} rows, {} outputs", m.n);
             }
@@ -846,9 +1163,9 @@ mod tests {
     /// A row gives the same bits alone, in a pair, or among seven.
     #[test]
     fn a_rows_result_does_not_depend_on_the_batch() {
-        for dtype in [GgmlDType::Q8_0, GgmlDType::Q5_0] {
-            let m = Int8Matrix::from_qtensor(&matrix(130, 64, dtype)).unwrap().unwrap();
-            let x = input(7, 64, 11);
+        for (dtype, k) in [(GgmlDType::Q8_0, 64), (GgmlDType::Q5_0, 64), (GgmlDType::Q4K, 256), (GgmlDType::Q6K, 256)] {
+            let m = Int8Matrix::from_qtensor(&matrix(130, k, dtype)).unwrap().unwrap();
+            let x = input(7, k, 11);
             let all = m.forward(&x).unwrap().to_vec2::<f32>().unwrap();
             for r in 0..7 {
                 let alone = m.forward(&x.narrow(0, r, 1).unwrap()).unwrap().to_vec2::<f32>().unwrap();

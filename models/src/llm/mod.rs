@@ -7,7 +7,8 @@ pub mod decoder;
 mod int8;
 pub use batcher::Batching;
 pub use decoder::{Decoder, KvCache};
-/// Whether this CPU runs docpipe's kernel for Q8_0 and Q5_0 matrices (AVX-512 VNNI or AVX2).
+/// Whether this CPU runs docpipe's kernel for Q8_0, Q5_0, Q4_K and Q6_K matrices (AVX-512 VNNI or
+/// AVX2).
 pub use int8::available as int8_kernel_runs;
 pub use int8::Int8Matrix;
 pub mod tasks;
