@@ -46,7 +46,7 @@ pub enum Packing {
     /// byte j's low half, value j + 16 in its high half); a value is its five bits minus 16.
     Q5_0,
     /// Superblocks of eight blocks (256 values): an f16 scale d and an f16 d_min, twelve bytes
-    /// packing each block's 6-bit scale and 6-bit min (see `scale_min`), then 128 bytes of nibbles
+    /// packing each block's 6-bit scale and 6-bit min (see `scales_mins`), then 128 bytes of nibbles
     /// (per 64 values, byte j holds value j in its low half and value j + 32 in its high half); a
     /// value is d × scale × nibble − d_min × min.
     Q4K,
@@ -81,16 +81,21 @@ impl Packing {
     }
 }
 
-/// Block j's 6-bit scale and min (0-7) from a Q4_K superblock's twelve packed bytes: blocks 0-3 in
-/// the low six bits of bytes 0-3 (scales) and 4-7 (mins); blocks 4-7 with their low four bits in
-/// bytes 8-11 (scale low, min high nibble) and their top two in the top bits of bytes 0-3 and 4-7.
+/// The eight blocks' 6-bit scales, then their eight mins, from a Q4_K superblock's twelve packed
+/// bytes: blocks 0-3 in the low six bits of bytes 0-3 (scales) and 4-7 (mins); blocks 4-7 with
+/// their low four bits in bytes 8-11 (scale in the low nibble, min in the high) and their top two
+/// in the top bits of bytes 0-3 (scales) and 4-7 (mins). Four bytes at a time, as u32 lanes.
 #[inline]
-fn scale_min(packed: &[u8], j: usize) -> (u8, u8) {
-    if j < 4 {
-        (packed[j] & 63, packed[j + 4] & 63)
-    } else {
-        ((packed[j + 4] & 0x0F) | ((packed[j - 4] >> 6) << 4), (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4))
+fn scales_mins(packed: &[u8]) -> [u8; 16] {
+    let word = |i: usize| u32::from_le_bytes([packed[4 * i], packed[4 * i + 1], packed[4 * i + 2], packed[4 * i + 3]]);
+    let (a, b, c) = (word(0), word(1), word(2));
+    let (six, four, two) = (0x3F3F_3F3Fu32, 0x0F0F_0F0Fu32, 0x0303_0303u32);
+    let parts = [a & six, (c & four) | ((a >> 6) & two) << 4, b & six, ((c >> 4) & four) | ((b >> 6) & two) << 4];
+    let mut out = [0u8; 16];
+    for (i, part) in parts.iter().enumerate() {
+        out[4 * i..4 * i + 4].copy_from_slice(&part.to_le_bytes());
     }
+    out
 }
 
 /// A matrix (n outputs × k inputs) in its file's blocks: per output, k / 32 blocks in a row. The
@@ -313,7 +318,7 @@ impl Int8Matrix {
         let p = &self.data[self.block(column, s)..][..self.packing.bytes()];
         match self.packing {
             Packing::Q4K => {
-                let (scale, _) = scale_min(&p[4..16], j);
+                let scale = scales_mins(&p[4..16])[j];
                 let nibbles = &p[16 + (j / 2) * BLOCK..][..BLOCK];
                 let shift = if j % 2 == 0 { 0 } else { 4 };
                 (std::array::from_fn(|i| ((nibbles[i] >> shift) & 0x0F) as i8), [scale as i32; 2])
@@ -336,7 +341,7 @@ impl Int8Matrix {
         let p = &self.data[self.block(column, s)..][..self.packing.bytes()];
         let f16 = |at: usize| half::f16::from_le_bytes([p[at], p[at + 1]]).to_f32();
         match self.packing {
-            Packing::Q4K => (f16(0), f16(2), std::array::from_fn(|j| scale_min(&p[4..16], j).1 as i32)),
+            Packing::Q4K => (f16(0), f16(2), std::array::from_fn(|j| scales_mins(&p[4..16])[8 + j] as i32)),
             _ => (f16(208), 0.0, [0; 8]),
         }
     }
@@ -362,36 +367,30 @@ impl Int8Matrix {
         sum_lanes(&lanes)
     }
 
-    /// A K-quant output: per superblock, eight integer lanes (lane l holds every block's values
-    /// 4l-4l+3 times their activations, times the scale of those values) are exact whatever the
-    /// order; each then goes into its float lane with d times the activations' scale. A Q4_K
-    /// superblock's mins times the activation blocks' sums, also an exact integer, go into one
-    /// float of their own with d_min, taken off at the end.
+    /// A K-quant output: per superblock, the products of its 256 values with their activations,
+    /// each block's (or 16 values') scale applied, are one exact integer whatever the order of the
+    /// sums; it takes one float step with d times the activations' scale. A Q4_K superblock's mins
+    /// times the activation blocks' sums, also an exact integer, take theirs with d_min, into a sum
+    /// of their own taken off at the end.
     fn reference_k(&self, column: usize, x: &Activations, row: usize) -> f32 {
         let supers = self.k / SUPERBLOCK;
-        let mut lanes = [0f32; 8];
-        let mut offset = 0f32;
+        let (mut products, mut offsets) = (0f32, 0f32);
         for s in 0..supers {
-            let mut sums = [0i32; 8];
+            let mut total = 0i32;
             for j in 0..8 {
                 let (w, scales) = self.sub_block(column, s, j);
-                let at = row * self.k + s * SUPERBLOCK + j * BLOCK;
-                let xv = &x.values[at..][..BLOCK];
-                for (l, sum) in sums.iter_mut().enumerate() {
-                    *sum += scales[l / 4] * (0..4).map(|i| w[4 * l + i] as i32 * xv[4 * l + i] as i32).sum::<i32>();
-                }
+                let xv = &x.values[row * self.k + s * SUPERBLOCK + j * BLOCK..][..BLOCK];
+                total += (0..BLOCK).map(|i| scales[i / 16] * w[i] as i32 * xv[i] as i32).sum::<i32>();
             }
             let (d, dmin, mins) = self.superblock_scales(column, s);
             let xs = x.scales[row * supers + s];
-            for (lane, &sum) in lanes.iter_mut().zip(&sums) {
-                *lane = (sum as f32).mul_add(d * xs, *lane);
-            }
+            products = (total as f32).mul_add(d * xs, products);
             if self.packing == Packing::Q4K {
-                let taken: i32 = (0..8).map(|j| mins[j] * x.sums[(row * supers + s) * 8 + j]).sum();
-                offset = (taken as f32).mul_add(dmin * xs, offset);
+                let taken: i32 = (0..8).map(|j| mins[j] * x.block_sums[(row * supers + s) * 8 + j] as i32).sum();
+                offsets = (taken as f32).mul_add(dmin * xs, offsets);
             }
         }
-        sum_eight(&lanes) - offset
+        products - offsets
     }
 }
 
@@ -424,10 +423,6 @@ fn sum_lanes(l: &[f32; 16]) -> f32 {
     ((h[0] + h[4]) + (h[2] + h[6])) + ((h[1] + h[5]) + (h[3] + h[7]))
 }
 
-/// The fixed order a K-quant product's eight lanes are added in, on every path.
-fn sum_eight(l: &[f32; 8]) -> f32 {
-    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
-}
 
 /// Rows of activations quantized for one family of kernels.
 #[derive(Default)]
@@ -436,8 +431,10 @@ struct Activations {
     values: Vec<i8>,
     /// One per span of each row.
     scales: Vec<f32>,
-    /// Each 32 values' integer sum (what a Q4_K block's min multiplies).
-    sums: Vec<i32>,
+    /// Each 32 values' integer sum (what a Q4_K block's min multiplies), and each 16 values' (what
+    /// Q6_K's offset of 32 times a scale multiplies); at most 32 × 127, exact in i16.
+    block_sums: Vec<i16>,
+    half_sums: Vec<i16>,
 }
 
 /// Each row cut into spans of `span` values quantized to i8 with one scale (max |x| / 127): spans
@@ -454,8 +451,9 @@ fn quantize_rows(x: &[f32], span: usize) -> Activations {
         scales.push(d);
         values.extend(part.iter().map(|v| quantize(v * inverse)));
     }
-    let sums = values.chunks_exact(BLOCK).map(|b| b.iter().map(|&q| q as i32).sum()).collect();
-    Activations { values, scales, sums }
+    let sums = |size: usize| if span == SUPERBLOCK { values.chunks_exact(size).map(|b| b.iter().map(|&q| q as i16).sum()).collect() } else { Vec::new() };
+    let (block_sums, half_sums) = (sums(BLOCK), sums(BLOCK / 2));
+    Activations { values, scales, block_sums, half_sums }
 }
 
 /// `x` rounded half away from zero, within ±127. Clamped first: a block of subnormal values has an
@@ -518,7 +516,7 @@ mod load {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{load, scale_min, sum_eight, sum_lanes, Activations, Int8Matrix, Packing, BLOCK, SUPERBLOCK};
+    use super::{load, sum_lanes, Activations, Int8Matrix, Packing, BLOCK, SUPERBLOCK};
     use std::arch::x86_64::*;
 
     /// Two columns against two rows at a time, even and odd blocks in their own accumulators:
@@ -534,17 +532,15 @@ mod avx2 {
         }
     }
 
-    /// K-quants (Q6_K when `SIX`, else Q4_K), two columns against two rows at a time: a block's
-    /// integer products are multiplied by its (small integer) scale in the same instruction that
-    /// sums them, so a superblock's 256 products end in eight exact i32 lanes and take one float
-    /// step. Q4_K's nibbles are unsigned and multiply the signed activations directly, its mins
-    /// meet the activation blocks' sums in one integer per superblock; Q6_K's values are made
-    /// signed (six bits less 32) and multiplied as Q8_0's are. Q4_K's packed scales and mins are
-    /// unpacked once per pair of columns, not once per pair of rows.
+    /// K-quants (Q6_K when `SIX`, else Q4_K), two columns against up to four rows at a time. The
+    /// weights are unsigned (Q4_K's nibbles; Q6_K's six bits, whose offset of 32 is taken off once
+    /// per superblock with the activations' sums of 16) and multiply the signed activations
+    /// directly; each block's small integer scale is applied by the instruction that sums the
+    /// products, so a superblock ends in exact i32 lanes, added up and taken into one float step.
+    /// Q4_K's packed scales and mins are unpacked once per pair of columns, not per row tile.
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn superblocks<const SIX: bool>(m: &Int8Matrix, first: usize, count: usize, x: &Activations, rows: usize, out: &mut [f32]) {
         let supers = m.k / SUPERBLOCK;
-        let low = _mm256_set1_epi8(0x0F);
         // Per column and superblock: the eight blocks' scales, then their mins.
         let mut unpacked = vec![[0i16; 16]; if SIX { 0 } else { 2 * supers }];
         let mut c = 0;
@@ -554,85 +550,125 @@ mod avx2 {
                 for j in 0..cols {
                     for s in 0..supers {
                         let packed = std::slice::from_raw_parts(load::at(m, first + c + j, s).add(4), 12);
-                        let into = &mut unpacked[j * supers + s];
-                        for b in 0..8 {
-                            let (scale, min) = scale_min(packed, b);
-                            (into[b], into[8 + b]) = (scale as i16, min as i16);
-                        }
+                        let bytes = _mm_loadu_si128(super::scales_mins(packed).as_ptr() as *const __m128i);
+                        _mm256_storeu_si256(unpacked[j * supers + s].as_mut_ptr() as *mut __m256i, _mm256_cvtepu8_epi16(bytes));
                     }
                 }
             }
+            let tile = Tile { m, x, unpacked: &unpacked, supers, first: first + c, cols };
             let mut r = 0;
             while r < rows {
-                let pair = (rows - r).min(2);
-                // [row][column]
-                let mut acc = [[_mm256_setzero_ps(); 2]; 2];
-                let mut offsets = [[0f32; 2]; 2];
-                for s in 0..supers {
-                    let xv = |i: usize, at: usize| _mm256_loadu_si256(x.values.as_ptr().add((r + i) * m.k + s * SUPERBLOCK + at) as *const __m256i);
-                    for j in 0..cols {
-                        let p = load::at(m, first + c + j, s);
-                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(super::PREFETCH) as *const i8);
-                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(super::PREFETCH + 64) as *const i8);
-                        let mut sums = [_mm256_setzero_si256(); 2];
-                        let d;
-                        if SIX {
-                            d = load::scale(p.add(208));
-                            let scales = p.add(192) as *const i8;
-                            for half in 0..2 {
-                                let high = _mm256_loadu_si256(p.add(128 + half * BLOCK) as *const __m256i);
-                                for quarter in 0..4 {
-                                    let bits = _mm256_loadu_si256(p.add(half * 64 + (quarter % 2) * BLOCK) as *const __m256i);
-                                    let nibbles = if quarter < 2 { _mm256_and_si256(bits, low) } else { _mm256_and_si256(_mm256_srli_epi16(bits, 4), low) };
-                                    let top = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(high, _mm_cvtsi32_si128(2 * quarter as i32)), _mm256_set1_epi8(3)), 4);
-                                    let w = _mm256_sub_epi8(_mm256_or_si256(nibbles, top), _mm256_set1_epi8(32));
-                                    let aw = _mm256_sign_epi8(w, w);
-                                    let at = half * 8 + quarter * 2;
-                                    let scale = _mm256_set_m128i(_mm_set1_epi16(*scales.add(at + 1) as i16), _mm_set1_epi16(*scales.add(at) as i16));
-                                    for i in 0..pair {
-                                        let product = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv(i, (half * 4 + quarter) * BLOCK), w));
-                                        sums[i] = _mm256_add_epi32(sums[i], _mm256_madd_epi16(product, scale));
-                                    }
-                                }
-                            }
-                        } else {
-                            d = load::scale(p);
-                            let scales = &unpacked[j * supers + s];
-                            for chunk in 0..4 {
-                                let q = _mm256_loadu_si256(p.add(16 + chunk * BLOCK) as *const __m256i);
-                                let (lo, hi) = (_mm256_and_si256(q, low), _mm256_and_si256(_mm256_srli_epi16(q, 4), low));
-                                let (even, odd) = (_mm256_set1_epi16(scales[2 * chunk]), _mm256_set1_epi16(scales[2 * chunk + 1]));
-                                for i in 0..pair {
-                                    let a = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xv(i, 2 * chunk * BLOCK)), even);
-                                    let b = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xv(i, (2 * chunk + 1) * BLOCK)), odd);
-                                    sums[i] = _mm256_add_epi32(sums[i], _mm256_add_epi32(a, b));
-                                }
-                            }
-                            let dmin = load::scale(p.add(2));
-                            for i in 0..pair {
-                                let block_sums = &x.sums[((r + i) * supers + s) * 8..][..8];
-                                let taken: i32 = scales[8..].iter().zip(block_sums).map(|(&m, b)| m as i32 * b).sum();
-                                let xs = *x.scales.get_unchecked((r + i) * supers + s);
-                                offsets[i][j] = (taken as f32).mul_add(dmin * xs, offsets[i][j]);
-                            }
-                        }
-                        for i in 0..pair {
-                            let xs = *x.scales.get_unchecked((r + i) * supers + s);
-                            acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[i]), _mm256_set1_ps(d * xs), acc[i][j]);
-                        }
-                    }
-                }
-                for i in 0..pair {
-                    for j in 0..cols {
-                        let mut lanes = [0f32; 8];
-                        _mm256_storeu_ps(lanes.as_mut_ptr(), acc[i][j]);
-                        out[(c + j) * rows + r + i] = sum_eight(&lanes) - offsets[i][j];
-                    }
-                }
-                r += pair;
+                r += match rows - r {
+                    1 => tile.rows::<SIX, 1>(r, c, rows, out),
+                    2 | 3 => tile.rows::<SIX, 2>(r, c, rows, out),
+                    _ => tile.rows::<SIX, 4>(r, c, rows, out),
+                };
             }
             c += cols;
         }
+    }
+
+    struct Tile<'a> {
+        m: &'a Int8Matrix,
+        x: &'a Activations,
+        unpacked: &'a [[i16; 16]],
+        supers: usize,
+        /// The tile's first column in the matrix, and how many (1 or 2).
+        first: usize,
+        cols: usize,
+    }
+
+    impl Tile<'_> {
+        /// R rows from `r` against the tile's columns (the task's columns c, c + 1), into
+        /// out[(c + j) * rows + r + i]; returns R.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn rows<const SIX: bool, const R: usize>(&self, r: usize, c: usize, rows: usize, out: &mut [f32]) -> usize {
+            let (m, x, supers) = (self.m, self.x, self.supers);
+            let low = _mm256_set1_epi8(0x0F);
+            let mut products = [[0f32; 2]; R];
+            let mut offsets = [[0f32; 2]; R];
+            for s in 0..supers {
+                let xv = |i: usize, at: usize| _mm256_loadu_si256(x.values.as_ptr().add((r + i) * m.k + s * SUPERBLOCK + at) as *const __m256i);
+                for j in 0..self.cols {
+                    let p = load::at(m, self.first + j, s);
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(super::PREFETCH) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(super::PREFETCH + 64) as *const i8);
+                    let mut sums = [_mm256_setzero_si256(); R];
+                    let d;
+                    if SIX {
+                        d = load::scale(p.add(208));
+                        let scales = p.add(192) as *const i8;
+                        for half in 0..2 {
+                            let high = _mm256_loadu_si256(p.add(128 + half * BLOCK) as *const __m256i);
+                            for quarter in 0..4 {
+                                let bits = _mm256_loadu_si256(p.add(half * 64 + (quarter % 2) * BLOCK) as *const __m256i);
+                                let nibbles = if quarter < 2 { _mm256_and_si256(bits, low) } else { _mm256_and_si256(_mm256_srli_epi16(bits, 4), low) };
+                                // Bits 2q, 2q + 1 of the high byte moved to bits 4 and 5.
+                                let top = match quarter {
+                                    0 => _mm256_slli_epi16(high, 4),
+                                    1 => _mm256_slli_epi16(high, 2),
+                                    2 => high,
+                                    _ => _mm256_srli_epi16(high, 2),
+                                };
+                                let w = _mm256_or_si256(nibbles, _mm256_and_si256(top, _mm256_set1_epi8(0x30)));
+                                let at = half * 8 + quarter * 2;
+                                let scale = _mm256_set_m128i(_mm_set1_epi16(*scales.add(at + 1) as i16), _mm_set1_epi16(*scales.add(at) as i16));
+                                for i in 0..R {
+                                    let product = _mm256_maddubs_epi16(w, xv(i, (half * 4 + quarter) * BLOCK));
+                                    sums[i] = _mm256_add_epi32(sums[i], _mm256_madd_epi16(product, scale));
+                                }
+                            }
+                        }
+                        // 32 × Σ scale × (its 16 activations' sum), off every row's sums.
+                        let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales as *const __m128i));
+                        for i in 0..R {
+                            let half_sums = _mm256_loadu_si256(x.half_sums.as_ptr().add(((r + i) * supers + s) * 16) as *const __m256i);
+                            sums[i] = _mm256_sub_epi32(sums[i], _mm256_slli_epi32(_mm256_madd_epi16(scales, half_sums), 5));
+                        }
+                    } else {
+                        d = load::scale(p);
+                        let scales = &self.unpacked[j * supers + s];
+                        for chunk in 0..4 {
+                            let q = _mm256_loadu_si256(p.add(16 + chunk * BLOCK) as *const __m256i);
+                            let (lo, hi) = (_mm256_and_si256(q, low), _mm256_and_si256(_mm256_srli_epi16(q, 4), low));
+                            let (even, odd) = (_mm256_set1_epi16(scales[2 * chunk]), _mm256_set1_epi16(scales[2 * chunk + 1]));
+                            for i in 0..R {
+                                let a = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xv(i, 2 * chunk * BLOCK)), even);
+                                let b = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xv(i, (2 * chunk + 1) * BLOCK)), odd);
+                                sums[i] = _mm256_add_epi32(sums[i], _mm256_add_epi32(a, b));
+                            }
+                        }
+                        let dmin = load::scale(p.add(2));
+                        let mins = _mm_loadu_si128(scales.as_ptr().add(8) as *const __m128i);
+                        for i in 0..R {
+                            let block_sums = _mm_loadu_si128(x.block_sums.as_ptr().add(((r + i) * supers + s) * 8) as *const __m128i);
+                            let taken = total4(_mm_madd_epi16(mins, block_sums));
+                            let xs = *x.scales.get_unchecked((r + i) * supers + s);
+                            offsets[i][j] = (taken as f32).mul_add(dmin * xs, offsets[i][j]);
+                        }
+                    }
+                    for i in 0..R {
+                        let total = total4(_mm_add_epi32(_mm256_castsi256_si128(sums[i]), _mm256_extracti128_si256(sums[i], 1)));
+                        let xs = *x.scales.get_unchecked((r + i) * supers + s);
+                        products[i][j] = (total as f32).mul_add(d * xs, products[i][j]);
+                    }
+                }
+            }
+            for i in 0..R {
+                for j in 0..self.cols {
+                    out[(c + j) * rows + r + i] = products[i][j] - offsets[i][j];
+                }
+            }
+            R
+        }
+    }
+
+    /// The sum of four i32 lanes (exact, in any order).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn total4(v: __m128i) -> i32 {
+        let v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0b01_00_11_10));
+        _mm_cvtsi128_si32(_mm_add_epi32(v, _mm_shuffle_epi32(v, 0b10_11_00_01)))
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
