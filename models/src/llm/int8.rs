@@ -1,5 +1,6 @@
-//! Matrix products on 8-bit values unpacked from GGUF's block formats (Q8_0, Q5_0 and Q4_K) as the
-//! file stores them, for one row (a decoding step) or several at once (a batched step, a prompt).
+//! Matrix products on 8-bit values unpacked from GGUF's block formats (Q8_0, Q5_0, Q4_K and Q6_K)
+//! as the file stores them, for one row (a decoding step) or several at once (a batched step, a
+//! prompt).
 //!
 //! Why docpipe has its own: candle 0.11 computes each (row, column) pair on its own for these
 //! types, so eight sequences cost eight times one, and it has no SIMD kernel for Q5_0 at all (2.1-2.5
@@ -8,17 +9,18 @@
 //! once and is bound by memory bandwidth, so a Q5_0 block read as its 22 bytes instead of re-packed
 //! as 36 bytes of Q8_0 is what a token costs.
 //!
-//! Q4_K (most of a Q4_K_M file's weights from 1.5B parameters up) runs here for the same reasons:
-//! candle re-packs it at load into tiles of 6 bits per weight kept beside the file's copy (the 1.5B
-//! model's peak was 1.34x llama.cpp's), and its one-row product was half of a 1.5B token's time.
-//! Here it stays in the file's 4.5 bits, each block's 6-bit scale and min unpacked as it is read.
+//! The K-quants (most of a Q4_K_M file's weights from 1.5B parameters up) run here too where the
+//! CPU has AVX2 but not AVX-512 VNNI: candle re-packs them at load into tiles of 6 (Q4_K) and 10
+//! (Q6_K) bits per weight kept beside the file's copy, which made the 1.5B model's peak twice the
+//! file. Here they stay in the file's 4.5 and 6.6 bits, Q4_K's packed scales unpacked per tile.
 //!
 //! Dispatched at run time (checked once): AVX-512 with VNNI, else AVX2 with FMA and F16C, else
-//! candle's kernel (Q4_K runs the AVX2 path on both: no AVX-512 machine was at hand to measure one). Both SIMD paths and the portable reference below compute every output with the
-//! same operations in the same order (16 lanes: even blocks in lanes 0-7, odd blocks in 8-15, each
-//! lane an exact integer sum of four products converted and fused into its own f32 accumulator,
-//! lanes summed in a fixed order), so they agree bit for bit, and a row's result never depends on
-//! the other rows of the batch.
+//! candle's kernel; K-quants have the AVX2 path only (see `Int8Matrix::runs`). The 32-value
+//! formats' SIMD paths and the portable reference below compute every output with the same
+//! operations in the same order (16 lanes: even blocks in lanes 0-7, odd blocks in 8-15, each lane
+//! an exact integer sum of four products converted and fused into its own f32 accumulator, lanes
+//! summed in a fixed order; the K-quants' lanes are described at `reference_k`), so they agree bit
+//! for bit, and a row's result never depends on the other rows of the batch.
 
 // The kernels index several tile arrays (accumulators, rows, columns) with one counter each.
 #![allow(clippy::needless_range_loop)]
@@ -169,9 +171,15 @@ impl Int8Matrix {
         Ok(Some(Self { n, k, packing, data: Arc::new(data) }))
     }
 
-    /// Whether matrices of this type run on this kernel on this CPU.
+    /// Whether the decoder runs matrices of this type on this kernel on this CPU. K-quants only
+    /// where the CPU lacks AVX-512 VNNI: there candle multiplies them with VNNI tiles, measured
+    /// faster than a kernel of docpipe's (README), and this kernel has only its AVX2 path for them.
     pub fn runs(dtype: GgmlDType) -> bool {
-        available() && matches!(dtype, GgmlDType::Q8_0 | GgmlDType::Q5_0 | GgmlDType::Q4K | GgmlDType::Q6K)
+        match dtype {
+            GgmlDType::Q8_0 | GgmlDType::Q5_0 => available(),
+            GgmlDType::Q4K | GgmlDType::Q6K => level() == Some(Level::Avx2),
+            _ => false,
+        }
     }
 
     /// The stored bytes (per output, k / 32 blocks in a row).
@@ -312,8 +320,8 @@ impl Int8Matrix {
     }
 
     /// Block j (of eight, 32 values each) of superblock s of output `column`, the portable way: its
-    /// values (Q4_K: the nibbles; Q6_K: six bits less 32) and the integer scales of its first and
-    /// second 16 values (Q4_K has one per block, Q6_K one per 16).
+    /// values (Q4_K: the nibbles; Q6_K: the six bits, 32 more than the value they stand for) and
+    /// the integer scales of its first and second 16 values (Q4_K has one per block, Q6_K one per 16).
     fn sub_block(&self, column: usize, s: usize, j: usize) -> ([i8; BLOCK], [i32; 2]) {
         let p = &self.data[self.block(column, s)..][..self.packing.bytes()];
         match self.packing {
@@ -328,7 +336,7 @@ impl Int8Matrix {
                 let low = &p[half * 64 + (quarter % 2) * BLOCK..][..BLOCK];
                 let high = &p[128 + half * BLOCK..][..BLOCK];
                 let shift = if quarter < 2 { 0 } else { 4 };
-                let values = std::array::from_fn(|i| (((low[i] >> shift) & 0x0F) | (((high[i] >> (2 * quarter)) & 3) << 4)) as i8 - 32);
+                let values = std::array::from_fn(|i| (((low[i] >> shift) & 0x0F) | (((high[i] >> (2 * quarter)) & 3) << 4)) as i8);
                 let at = 192 + half * 8 + quarter * 2;
                 (values, [p[at] as i8 as i32, p[at + 1] as i8 as i32])
             }
@@ -367,30 +375,46 @@ impl Int8Matrix {
         sum_lanes(&lanes)
     }
 
-    /// A K-quant output: per superblock, the products of its 256 values with their activations,
-    /// each block's (or 16 values') scale applied, are one exact integer whatever the order of the
-    /// sums; it takes one float step with d times the activations' scale. A Q4_K superblock's mins
-    /// times the activation blocks' sums, also an exact integer, take theirs with d_min, into a sum
-    /// of their own taken off at the end.
+    /// A K-quant output, with the fast path's lanes: per superblock, eight exact integer lanes
+    /// (lane l: values 4l to 4l + 3 of every block times their activations and their scale; for
+    /// Q6_K less 32 × the scales of 16-value groups 2l and 2l + 1 times those groups' activation
+    /// sums), each taken into its float lane with d times the activations' scale; a Q4_K
+    /// superblock's mins times the activation blocks' sums in four lanes of their own (blocks 2l
+    /// and 2l + 1) with d_min, taken off at the end.
     fn reference_k(&self, column: usize, x: &Activations, row: usize) -> f32 {
         let supers = self.k / SUPERBLOCK;
-        let (mut products, mut offsets) = (0f32, 0f32);
+        let (mut products, mut offsets) = ([0f32; 8], [0f32; 4]);
         for s in 0..supers {
-            let mut total = 0i32;
+            let mut lanes = [0i32; 8];
             for j in 0..8 {
                 let (w, scales) = self.sub_block(column, s, j);
                 let xv = &x.values[row * self.k + s * SUPERBLOCK + j * BLOCK..][..BLOCK];
-                total += (0..BLOCK).map(|i| scales[i / 16] * w[i] as i32 * xv[i] as i32).sum::<i32>();
+                for (l, lane) in lanes.iter_mut().enumerate() {
+                    *lane += scales[l / 4] * (4 * l..4 * l + 4).map(|i| w[i] as i32 * xv[i] as i32).sum::<i32>();
+                }
             }
+            let at = row * supers + s;
             let (d, dmin, mins) = self.superblock_scales(column, s);
-            let xs = x.scales[row * supers + s];
-            products = (total as f32).mul_add(d * xs, products);
+            if self.packing == Packing::Q6K {
+                let p = &self.data[self.block(column, s)..][..self.packing.bytes()];
+                let group = |g: usize| p[192 + g] as i8 as i32 * x.half_sums[at * 16 + g] as i32;
+                for (l, lane) in lanes.iter_mut().enumerate() {
+                    *lane -= 32 * (group(2 * l) + group(2 * l + 1));
+                }
+            }
+            let xs = x.scales[at];
+            for (product, &lane) in products.iter_mut().zip(&lanes) {
+                *product = (lane as f32).mul_add(d * xs, *product);
+            }
             if self.packing == Packing::Q4K {
-                let taken: i32 = (0..8).map(|j| mins[j] * x.block_sums[(row * supers + s) * 8 + j] as i32).sum();
-                offsets = (taken as f32).mul_add(dmin * xs, offsets);
+                let block = |j: usize| mins[j] * x.block_sums[at * 8 + j] as i32;
+                for (l, offset) in offsets.iter_mut().enumerate() {
+                    *offset = ((block(2 * l) + block(2 * l + 1)) as f32).mul_add(dmin * xs, *offset);
+                }
             }
         }
-        products - offsets
+        let o = offsets;
+        sum_eight(&products) - ((o[0] + o[2]) + (o[1] + o[3]))
     }
 }
 
@@ -423,6 +447,11 @@ fn sum_lanes(l: &[f32; 16]) -> f32 {
     ((h[0] + h[4]) + (h[2] + h[6])) + ((h[1] + h[5]) + (h[3] + h[7]))
 }
 
+
+/// The fixed order a K-quant product's eight lanes are added in, on every path.
+fn sum_eight(l: &[f32; 8]) -> f32 {
+    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+}
 
 /// Rows of activations quantized for one family of kernels.
 #[derive(Default)]
@@ -516,7 +545,7 @@ mod load {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{load, sum_lanes, Activations, Int8Matrix, Packing, BLOCK, SUPERBLOCK};
+    use super::{load, sum_eight, sum_lanes, Activations, Int8Matrix, Packing, BLOCK, SUPERBLOCK};
     use std::arch::x86_64::*;
 
     /// Two columns against two rows at a time, even and odd blocks in their own accumulators:
@@ -536,7 +565,7 @@ mod avx2 {
     /// weights are unsigned (Q4_K's nibbles; Q6_K's six bits, whose offset of 32 is taken off once
     /// per superblock with the activations' sums of 16) and multiply the signed activations
     /// directly; each block's small integer scale is applied by the instruction that sums the
-    /// products, so a superblock ends in exact i32 lanes, added up and taken into one float step.
+    /// products, so a superblock ends in eight exact i32 lanes, each taken into its float lane.
     /// Q4_K's packed scales and mins are unpacked once per pair of columns, not per row tile.
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn superblocks<const SIX: bool>(m: &Int8Matrix, first: usize, count: usize, x: &Activations, rows: usize, out: &mut [f32]) {
@@ -585,8 +614,8 @@ mod avx2 {
         unsafe fn rows<const SIX: bool, const R: usize>(&self, r: usize, c: usize, rows: usize, out: &mut [f32]) -> usize {
             let (m, x, supers) = (self.m, self.x, self.supers);
             let low = _mm256_set1_epi8(0x0F);
-            let mut products = [[0f32; 2]; R];
-            let mut offsets = [[0f32; 2]; R];
+            let mut products = [[_mm256_setzero_ps(); 2]; R];
+            let mut offsets = [[_mm_setzero_ps(); 2]; R];
             for s in 0..supers {
                 let xv = |i: usize, at: usize| _mm256_loadu_si256(x.values.as_ptr().add((r + i) * m.k + s * SUPERBLOCK + at) as *const __m256i);
                 for j in 0..self.cols {
@@ -642,33 +671,27 @@ mod avx2 {
                         let mins = _mm_loadu_si128(scales.as_ptr().add(8) as *const __m128i);
                         for i in 0..R {
                             let block_sums = _mm_loadu_si128(x.block_sums.as_ptr().add(((r + i) * supers + s) * 8) as *const __m128i);
-                            let taken = total4(_mm_madd_epi16(mins, block_sums));
+                            let taken = _mm_cvtepi32_ps(_mm_madd_epi16(mins, block_sums));
                             let xs = *x.scales.get_unchecked((r + i) * supers + s);
-                            offsets[i][j] = (taken as f32).mul_add(dmin * xs, offsets[i][j]);
+                            offsets[i][j] = _mm_fmadd_ps(taken, _mm_set1_ps(dmin * xs), offsets[i][j]);
                         }
                     }
                     for i in 0..R {
-                        let total = total4(_mm_add_epi32(_mm256_castsi256_si128(sums[i]), _mm256_extracti128_si256(sums[i], 1)));
                         let xs = *x.scales.get_unchecked((r + i) * supers + s);
-                        products[i][j] = (total as f32).mul_add(d * xs, products[i][j]);
+                        products[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[i]), _mm256_set1_ps(d * xs), products[i][j]);
                     }
                 }
             }
             for i in 0..R {
                 for j in 0..self.cols {
-                    out[(c + j) * rows + r + i] = products[i][j] - offsets[i][j];
+                    let (mut lanes, mut o) = ([0f32; 8], [0f32; 4]);
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), products[i][j]);
+                    _mm_storeu_ps(o.as_mut_ptr(), offsets[i][j]);
+                    out[(c + j) * rows + r + i] = sum_eight(&lanes) - ((o[0] + o[2]) + (o[1] + o[3]));
                 }
             }
             R
         }
-    }
-
-    /// The sum of four i32 lanes (exact, in any order).
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn total4(v: __m128i) -> i32 {
-        let v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0b01_00_11_10));
-        _mm_cvtsi128_si32(_mm_add_epi32(v, _mm_shuffle_epi32(v, 0b10_11_00_01)))
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -1016,7 +1039,8 @@ mod tests {
                             let (values, scales) = m.sub_block(c, b / 8, b % 8);
                             let (d, dmin, mins) = m.superblock_scales(c, b / 8);
                             // In candle's order: the block's scale times the value, less its offset.
-                            (0..BLOCK).map(|j| d * scales[j / 16] as f32 * values[j] as f32 - dmin * mins[b % 8] as f32).collect()
+                            let zero = if dtype == GgmlDType::Q6K { 32.0 } else { 0.0 };
+                            (0..BLOCK).map(|j| d * scales[j / 16] as f32 * (values[j] as f32 - zero) - dmin * mins[b % 8] as f32).collect()
                         }
                         _ => {
                             let (scale, values) = m.values(c, b);
