@@ -100,7 +100,7 @@ fn scales_mins(packed: &[u8]) -> [u8; 16] {
     out
 }
 
-/// A matrix (n outputs × k inputs) in its file's blocks: per output, k / 32 blocks in a row. The
+/// A matrix (n outputs × k inputs) in its file's blocks, each output's in a row. The
 /// bytes are shared: a model whose output matrix is its token table looks tokens up in them.
 pub struct Int8Matrix {
     n: usize,
@@ -182,7 +182,7 @@ impl Int8Matrix {
         }
     }
 
-    /// The stored bytes (per output, k / 32 blocks in a row).
+    /// The stored bytes (per output, its blocks in a row).
     pub fn bytes(&self) -> &Arc<Vec<u8>> {
         &self.data
     }
@@ -548,8 +548,8 @@ mod avx2 {
     use super::{load, sum_eight, sum_lanes, Activations, Int8Matrix, Packing, BLOCK, SUPERBLOCK};
     use std::arch::x86_64::*;
 
-    /// Two columns against two rows at a time, even and odd blocks in their own accumulators:
-    /// each weight block is loaded once for both rows (and from cache for the next pair).
+    /// Tiles of columns against rows, even and odd blocks in their own accumulators: each weight
+    /// block is loaded and unpacked once for the tile's rows (and read from cache for the next).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn columns(m: &Int8Matrix, first: usize, count: usize, x: &Activations, rows: usize, out: &mut [f32]) {
         let (xq, xs) = (&x.values, &x.scales);
@@ -584,7 +584,7 @@ mod avx2 {
                     }
                 }
             }
-            let tile = Tile { m, x, unpacked: &unpacked, supers, first: first + c, cols };
+            let tile = SuperblockTile { m, x, unpacked: &unpacked, supers, first: first + c, cols };
             let mut r = 0;
             while r < rows {
                 r += match rows - r {
@@ -597,7 +597,7 @@ mod avx2 {
         }
     }
 
-    struct Tile<'a> {
+    struct SuperblockTile<'a> {
         m: &'a Int8Matrix,
         x: &'a Activations,
         unpacked: &'a [[i16; 16]],
@@ -607,7 +607,7 @@ mod avx2 {
         cols: usize,
     }
 
-    impl Tile<'_> {
+    impl SuperblockTile<'_> {
         /// R rows from `r` against the tile's columns (the task's columns c, c + 1), into
         /// out[(c + j) * rows + r + i]; returns R.
         #[target_feature(enable = "avx2,fma,f16c")]
@@ -696,47 +696,76 @@ mod avx2 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn columns_of<const FIVE: bool>(m: &Int8Matrix, first: usize, count: usize, xq: &[i8], xs: &[f32], rows: usize, out: &mut [f32]) {
-        let blocks = m.k / BLOCK;
-        let ones = _mm256_set1_epi16(1);
+        // Four rows or more (a prompt, a batch): one column against four rows at a time, a block's
+        // unpacking shared by four (two columns of four rows would not fit the sixteen registers);
+        // fewer: two columns against two rows.
         let mut c = 0;
         while c < count {
-            let cols = (count - c).min(2);
+            let cols = if rows >= 4 { 1 } else { (count - c).min(2) };
+            let tile = BlockTile { m, first: first + c, xq, xs, rows, c };
             let mut r = 0;
             while r < rows {
-                let pair = (rows - r).min(2);
-                // [row][column][even, odd]
-                let mut acc = [[[_mm256_setzero_ps(); 2]; 2]; 2];
-                for b in 0..blocks {
-                    let mut xv = [_mm256_setzero_si256(); 2];
-                    for (i, v) in xv.iter_mut().enumerate().take(pair) {
-                        *v = _mm256_loadu_si256(xq.as_ptr().add((r + i) * m.k + b * BLOCK) as *const __m256i);
-                    }
-                    for j in 0..cols {
-                        let p = load::at(m, first + c + j, b);
-                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(super::PREFETCH) as *const i8);
-                        let w = load::values::<FIVE>(p);
-                        let ws = load::scale(p);
-                        let aw = _mm256_sign_epi8(w, w);
-                        for i in 0..pair {
-                            let sx = _mm256_sign_epi8(xv[i], w);
-                            let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
-                            let scale = _mm256_set1_ps(ws * *xs.get_unchecked((r + i) * blocks + b));
-                            let a = &mut acc[i][j][b % 2];
-                            *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, *a);
-                        }
-                    }
-                }
-                for i in 0..pair {
-                    for j in 0..cols {
-                        let mut lanes = [0f32; 16];
-                        _mm256_storeu_ps(lanes.as_mut_ptr(), acc[i][j][0]);
-                        _mm256_storeu_ps(lanes.as_mut_ptr().add(8), acc[i][j][1]);
-                        out[(c + j) * rows + r + i] = sum_lanes(&lanes);
-                    }
-                }
-                r += pair;
+                r += match (rows - r, cols) {
+                    (4.., _) => tile.rows::<FIVE, 4, 1>(r, out),
+                    (2..=3, 2) => tile.rows::<FIVE, 2, 2>(r, out),
+                    (2..=3, _) => tile.rows::<FIVE, 2, 1>(r, out),
+                    (_, 2) => tile.rows::<FIVE, 1, 2>(r, out),
+                    _ => tile.rows::<FIVE, 1, 1>(r, out),
+                };
             }
             c += cols;
+        }
+    }
+
+    /// Columns `first`.. (the task's c..) of a Q8_0/Q5_0 matrix against rows of `xq`.
+    struct BlockTile<'a> {
+        m: &'a Int8Matrix,
+        first: usize,
+        xq: &'a [i8],
+        xs: &'a [f32],
+        rows: usize,
+        c: usize,
+    }
+
+    impl BlockTile<'_> {
+        /// R rows from `r` against C columns, into out[(c + j) * rows + r + i]; returns R. Each
+        /// output's operations are the same whatever the tile's shape.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn rows<const FIVE: bool, const R: usize, const C: usize>(&self, r: usize, out: &mut [f32]) -> usize {
+            let (m, xq, xs) = (self.m, self.xq, self.xs);
+            let blocks = m.k / BLOCK;
+            let ones = _mm256_set1_epi16(1);
+            // [row][column][even, odd]
+            let mut acc = [[[_mm256_setzero_ps(); 2]; C]; R];
+            for b in 0..blocks {
+                let mut xv = [_mm256_setzero_si256(); R];
+                for (i, v) in xv.iter_mut().enumerate() {
+                    *v = _mm256_loadu_si256(xq.as_ptr().add((r + i) * m.k + b * BLOCK) as *const __m256i);
+                }
+                for j in 0..C {
+                    let p = load::at(m, self.first + j, b);
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(super::PREFETCH) as *const i8);
+                    let w = load::values::<FIVE>(p);
+                    let ws = load::scale(p);
+                    let aw = _mm256_sign_epi8(w, w);
+                    for i in 0..R {
+                        let sx = _mm256_sign_epi8(xv[i], w);
+                        let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
+                        let scale = _mm256_set1_ps(ws * *xs.get_unchecked((r + i) * blocks + b));
+                        let a = &mut acc[i][j][b % 2];
+                        *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, *a);
+                    }
+                }
+            }
+            for i in 0..R {
+                for j in 0..C {
+                    let mut lanes = [0f32; 16];
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), acc[i][j][0]);
+                    _mm256_storeu_ps(lanes.as_mut_ptr().add(8), acc[i][j][1]);
+                    out[(self.c + j) * self.rows + r + i] = sum_lanes(&lanes);
+                }
+            }
+            R
         }
     }
 }
