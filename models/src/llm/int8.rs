@@ -584,13 +584,17 @@ mod avx2 {
                     }
                 }
             }
-            let tile = SuperblockTile { m, x, unpacked: &unpacked, supers, first: first + c, cols };
+            let tile = SuperblockTile { m, x, unpacked: &unpacked, supers, first: first + c };
             let mut r = 0;
             while r < rows {
-                r += match rows - r {
-                    1 => tile.rows::<SIX, 1>(r, c, rows, out),
-                    2 | 3 => tile.rows::<SIX, 2>(r, c, rows, out),
-                    _ => tile.rows::<SIX, 4>(r, c, rows, out),
+                // Each shape its own compiled loop (fixed counts keep the accumulators in registers).
+                r += match (rows - r, cols) {
+                    (1, 2) => tile.rows::<SIX, 1, 2>(r, c, rows, out),
+                    (1, _) => tile.rows::<SIX, 1, 1>(r, c, rows, out),
+                    (2 | 3, 2) => tile.rows::<SIX, 2, 2>(r, c, rows, out),
+                    (2 | 3, _) => tile.rows::<SIX, 2, 1>(r, c, rows, out),
+                    (_, 2) => tile.rows::<SIX, 4, 2>(r, c, rows, out),
+                    _ => tile.rows::<SIX, 4, 1>(r, c, rows, out),
                 };
             }
             c += cols;
@@ -602,23 +606,22 @@ mod avx2 {
         x: &'a Activations,
         unpacked: &'a [[i16; 16]],
         supers: usize,
-        /// The tile's first column in the matrix, and how many (1 or 2).
+        /// The tile's first column in the matrix.
         first: usize,
-        cols: usize,
     }
 
     impl SuperblockTile<'_> {
-        /// R rows from `r` against the tile's columns (the task's columns c, c + 1), into
+        /// R rows from `r` against C columns (the task's columns c..c + C), into
         /// out[(c + j) * rows + r + i]; returns R.
         #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn rows<const SIX: bool, const R: usize>(&self, r: usize, c: usize, rows: usize, out: &mut [f32]) -> usize {
+        unsafe fn rows<const SIX: bool, const R: usize, const C: usize>(&self, r: usize, c: usize, rows: usize, out: &mut [f32]) -> usize {
             let (m, x, supers) = (self.m, self.x, self.supers);
             let low = _mm256_set1_epi8(0x0F);
-            let mut products = [[_mm256_setzero_ps(); 2]; R];
-            let mut offsets = [[_mm_setzero_ps(); 2]; R];
+            let mut products = [[_mm256_setzero_ps(); C]; R];
+            let mut offsets = [[_mm_setzero_ps(); C]; R];
             for s in 0..supers {
                 let xv = |i: usize, at: usize| _mm256_loadu_si256(x.values.as_ptr().add((r + i) * m.k + s * SUPERBLOCK + at) as *const __m256i);
-                for j in 0..self.cols {
+                for j in 0..C {
                     let p = load::at(m, self.first + j, s);
                     _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(super::PREFETCH) as *const i8);
                     _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(super::PREFETCH + 64) as *const i8);
@@ -683,7 +686,7 @@ mod avx2 {
                 }
             }
             for i in 0..R {
-                for j in 0..self.cols {
+                for j in 0..C {
                     let (mut lanes, mut o) = ([0f32; 8], [0f32; 4]);
                     _mm256_storeu_ps(lanes.as_mut_ptr(), products[i][j]);
                     _mm_storeu_ps(o.as_mut_ptr(), offsets[i][j]);
