@@ -413,8 +413,7 @@ impl Int8Matrix {
                 }
             }
         }
-        let o = offsets;
-        sum_eight(&products) - ((o[0] + o[2]) + (o[1] + o[3]))
+        sum_eight(&products) - sum_four(&offsets)
     }
 }
 
@@ -451,6 +450,11 @@ fn sum_lanes(l: &[f32; 16]) -> f32 {
 /// The fixed order a K-quant product's eight lanes are added in, on every path.
 fn sum_eight(l: &[f32; 8]) -> f32 {
     ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+}
+
+/// The fixed order a Q4_K product's four offset lanes are added in, on every path.
+fn sum_four(o: &[f32; 4]) -> f32 {
+    (o[0] + o[2]) + (o[1] + o[3])
 }
 
 /// Rows of activations quantized for one family of kernels.
@@ -545,7 +549,7 @@ mod load {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{load, sum_eight, sum_lanes, Activations, Int8Matrix, Packing, BLOCK, SUPERBLOCK};
+    use super::{load, sum_eight, sum_four, sum_lanes, Activations, Int8Matrix, Packing, BLOCK, SUPERBLOCK};
     use std::arch::x86_64::*;
 
     /// Tiles of columns against rows, even and odd blocks in their own accumulators: each weight
@@ -687,10 +691,10 @@ mod avx2 {
             }
             for i in 0..R {
                 for j in 0..C {
-                    let (mut lanes, mut o) = ([0f32; 8], [0f32; 4]);
+                    let (mut lanes, mut taken) = ([0f32; 8], [0f32; 4]);
                     _mm256_storeu_ps(lanes.as_mut_ptr(), products[i][j]);
-                    _mm_storeu_ps(o.as_mut_ptr(), offsets[i][j]);
-                    out[(c + j) * rows + r + i] = sum_eight(&lanes) - ((o[0] + o[2]) + (o[1] + o[3]));
+                    _mm_storeu_ps(taken.as_mut_ptr(), offsets[i][j]);
+                    out[(c + j) * rows + r + i] = sum_eight(&lanes) - sum_four(&taken);
                 }
             }
             R
