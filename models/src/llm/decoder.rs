@@ -8,20 +8,13 @@
 
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 
+use super::attention::{self, Cached, Heads, Rope, Rotary, Rows};
 use super::int8::Int8Matrix;
 use candle_core::{DType, Device, Module, Result, Tensor};
 use std::sync::Arc;
 
 /// Prompts of at least this many tokens use the f32 weights, when kept.
 const F32_ROWS: usize = 8;
-
-/// How the rotary embedding pairs dimensions: llama.cpp permutes Llama's q/k rows so that pairs
-/// are adjacent; Qwen2 keeps the two halves of the head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rope {
-    Adjacent,
-    Halves,
-}
 
 /// The quantized product: docpipe's kernel for the 8-bit block formats where it applies (see
 /// `int8`), else candle's.
@@ -183,12 +176,12 @@ struct Layer {
     down: Linear,
 }
 
-/// One sequence's keys and values, every layer, for the positions read so far. Cloning is cheap
-/// (tensors are shared, and reading on only ever replaces them with longer ones), so a clone of a
-/// prompt head's cache stays valid while other sequences continue from it.
+/// One sequence's keys and values, every layer, for the positions read so far. A clone (a prompt
+/// head's cache, copied for each segment that continues from it) is a copy: about 24 KiB per
+/// position for the 0.5B model, 56 KiB for the 1.5B.
 #[derive(Clone, Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Cached>,
     len: usize,
 }
 
@@ -209,13 +202,9 @@ pub struct Decoder {
     layers: Vec<Layer>,
     norm: Tensor,
     output: Linear,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
+    heads: Heads,
     eps: f64,
-    rope: Rope,
-    cos: Tensor,
-    sin: Tensor,
+    rotary: Rotary,
     /// Bytes of f32 weight copies kept for prompt reading.
     pub dense_bytes: usize,
 }
@@ -347,7 +336,7 @@ impl Decoder {
         let mut reader = Reader { content, file, device, dense_budget, dense_bytes: 0 };
         // Llama 3.1 and later scale the rotary frequencies by a stored per-pair factor.
         let factors = reader.optional("rope_freqs.weight")?.map(|t| t.dequantize(device)?.to_vec1::<f32>()).transpose()?;
-        let (cos, sin) = rotary_tables(head_dim, base, factors.as_deref(), context, device)?;
+        let rotary = Rotary::new(rope, head_dim, base, factors.as_deref(), context);
         let mut layers = Vec::with_capacity(layers_n);
         for i in 0..layers_n {
             let p = format!("blk.{i}");
@@ -388,7 +377,8 @@ impl Decoder {
             (reader.linear("output")?, Embedding::new(&reader.tensor("token_embd.weight")?, device)?)
         };
         let dense_bytes = reader.dense_bytes;
-        Ok(Self { embedding, device: device.clone(), layers, norm, output, heads, kv_heads, head_dim, eps, rope, cos, sin, dense_bytes })
+        let heads = Heads { heads, kv_heads, dim: head_dim };
+        Ok(Self { embedding, device: device.clone(), layers, norm, output, heads, eps, rotary, dense_bytes })
     }
 
     /// Logits (vocabulary) for the last of `ids`, read after the positions `cache` holds.
@@ -419,44 +409,22 @@ impl Decoder {
         let dense = rows >= F32_ROWS;
         for cache in caches.iter_mut() {
             if cache.layers.is_empty() {
-                cache.layers = vec![None; self.layers.len()];
+                cache.layers = vec![Cached::default(); self.layers.len()];
             }
-            if cache.len + rows > self.cos.dim(0)? {
-                candle_core::bail!("position {} is past the {}-token context", cache.len + rows, self.cos.dim(0)?);
+            if cache.len + rows > self.rotary.context() {
+                candle_core::bail!("position {} is past the {}-token context", cache.len + rows, self.rotary.context());
             }
         }
         let mut x = self.embedding.lookup(ids, &device)?;
-        let (heads, kv_heads, head_dim, eps, rope) = (self.heads, self.kv_heads, self.head_dim, self.eps, self.rope);
-        let masks: Vec<Option<Tensor>> = caches.iter().map(|c| (rows > 1).then(|| causal_mask(rows, c.len, &device)).transpose()).collect::<Result<_>>()?;
+        let eps = self.eps;
+        let width = self.heads.heads * self.heads.dim;
         for (l, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps as f32)?;
-            let [q_all, k_all, v_all]: [Tensor; 3] = Linear::forward_all(&[&layer.q, &layer.k, &layer.v], &h, dense)?.try_into().expect("three products");
-            let mut outputs = Vec::with_capacity(n);
-            for (s, cache) in caches.iter_mut().enumerate() {
-                let position = cache.len;
-                let cos = self.cos.narrow(0, position, rows)?;
-                let sin = self.sin.narrow(0, position, rows)?;
-                let split = |t: &Tensor, heads: usize| t.narrow(0, s * rows, rows)?.reshape((1, rows, heads, head_dim))?.transpose(1, 2)?.contiguous();
-                let q = apply_rope(&split(&q_all, heads)?, &cos, &sin, rope)?;
-                let k = apply_rope(&split(&k_all, kv_heads)?, &cos, &sin, rope)?;
-                let v = split(&v_all, kv_heads)?;
-                let (k, v) = match cache.layers[l].take() {
-                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-                    None => (k, v),
-                };
-                cache.layers[l] = Some((k.clone(), v.clone()));
-                // Grouped heads: each KV head serves heads / kv_heads query heads, folded into rows.
-                let group = heads / kv_heads;
-                let q = q.reshape((1, kv_heads, group * rows, head_dim))?;
-                let mut scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?;
-                if let Some(m) = &masks[s] {
-                    let total = k.dim(2)?;
-                    scores = scores.reshape((1, kv_heads, group, rows, total))?.broadcast_add(m)?.reshape((1, kv_heads, group * rows, total))?;
-                }
-                let attn = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?;
-                outputs.push(attn.reshape((1, heads, rows, head_dim))?.transpose(1, 2)?.reshape((rows, heads * head_dim))?);
-            }
-            let attn = if n == 1 { outputs.pop().expect("one sequence") } else { Tensor::cat(&outputs, 0)? };
+            let [q, k, v]: [Tensor; 3] = Linear::forward_all(&[&layer.q, &layer.k, &layer.v], &h, dense)?.try_into().expect("three products");
+            let (mut q, mut k, v) = (q.flatten_all()?.to_vec1::<f32>()?, k.flatten_all()?.to_vec1::<f32>()?, v.flatten_all()?.to_vec1::<f32>()?);
+            let mut sequences: Vec<Rows> = caches.iter_mut().map(|c| Rows { position: c.len, cache: &mut c.layers[l] }).collect();
+            let attn = attention::attend(self.heads, &self.rotary, &mut sequences, rows, &mut q, &mut k, &v);
+            let attn = Tensor::from_vec(attn, (n * rows, width), &device)?;
             x = (x + layer.o.forward(&attn, dense)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps as f32)?;
             let [gate, up]: [Tensor; 2] = Linear::forward_all(&[&layer.gate, &layer.up], &h, dense)?.try_into().expect("two products");
@@ -470,44 +438,5 @@ impl Decoder {
         let last = x.index_select(&Tensor::new(last.as_slice(), &device)?, 0)?;
         let last = candle_nn::ops::rms_norm(&last, &self.norm, self.eps as f32)?;
         self.output.forward(&last, false)?.to_dtype(DType::F32)
-    }
-}
-
-fn rotary_tables(head_dim: usize, base: f32, factors: Option<&[f32]>, context: usize, device: &Device) -> Result<(Tensor, Tensor)> {
-    let inv: Vec<f32> = (0..head_dim / 2)
-        .map(|i| {
-            let f = 1.0 / base.powf(2.0 * i as f32 / head_dim as f32);
-            f / factors.and_then(|s| s.get(i)).copied().unwrap_or(1.0)
-        })
-        .collect();
-    let inv = Tensor::new(inv.as_slice(), device)?.reshape((1, head_dim / 2))?;
-    let positions = Tensor::arange(0u32, context as u32, device)?.to_dtype(DType::F32)?.reshape((context, 1))?;
-    let angles = positions.broadcast_mul(&inv)?;
-    Ok((angles.cos()?, angles.sin()?))
-}
-
-fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, rope: Rope) -> Result<Tensor> {
-    match rope {
-        Rope::Adjacent => candle_nn::rotary_emb::rope_i(x, cos, sin),
-        Rope::Halves => candle_nn::rotary_emb::rope(x, cos, sin),
-    }
-}
-
-/// (seq, position + seq) additive mask: row i sees columns up to position + i.
-fn causal_mask(seq: usize, position: usize, device: &Device) -> Result<Tensor> {
-    let total = position + seq;
-    let values: Vec<f32> = (0..seq).flat_map(|i| (0..total).map(move |j| if j > position + i { f32::NEG_INFINITY } else { 0.0 })).collect();
-    Tensor::from_vec(values, (seq, total), device)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mask_lets_each_row_see_the_cache_and_itself() {
-        let m = causal_mask(2, 3, &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
-        assert_eq!(m[0].iter().filter(|v| v.is_finite()).count(), 4);
-        assert_eq!(m[1].iter().filter(|v| v.is_finite()).count(), 5);
     }
 }

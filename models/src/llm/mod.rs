@@ -2,6 +2,7 @@
 //! Llama architecture): tokenizer from the file's metadata, the family's chat template, greedy
 //! decoding that stops at the end of the turn. Used for translation and abstractive summaries.
 
+mod attention;
 mod batcher;
 pub mod decoder;
 mod int8;
