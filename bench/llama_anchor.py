@@ -12,10 +12,17 @@ Prints one RESULT line (JSON) and writes the hypotheses beside PROMPTS (.llama.h
 import argparse
 import ctypes
 import json
+import os
 import resource
 import time
 
-import llama_cpp as L
+# llama.cpp's threads are OpenMP's: OMP_THREAD_LIMIT=1, which docpipe's runs set for Tesseract,
+# would leave it one thread whatever --threads says (seen: every figure about halved). Dropped
+# before the library loads, when OpenMP reads it.
+if os.environ.pop("OMP_THREAD_LIMIT", None) is not None:
+    print("llama_anchor: OMP_THREAD_LIMIT unset for llama.cpp's OpenMP threads")
+
+import llama_cpp as L  # noqa: E402
 import numpy as np
 
 
