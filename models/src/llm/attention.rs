@@ -73,8 +73,16 @@ pub(super) struct Cached {
     values: Vec<f32>,
 }
 
-/// The new rows of one sequence: `rows` tokens from position `position`, q (rows, heads × dim) and
-/// k, v (rows, kv_heads × dim), and where that sequence's layer cache is.
+impl Cached {
+    /// Drops what lies past `positions` (rows `width` wide): what a step that failed after this
+    /// layer appended to it left behind.
+    pub fn keep(&mut self, positions: usize, width: usize) {
+        self.keys.truncate(positions * width);
+        self.values.truncate(positions * width);
+    }
+}
+
+/// One sequence in a layer's attention: the position its new rows start at, and its layer cache.
 pub(super) struct Rows<'a> {
     pub position: usize,
     pub cache: &'a mut Cached,
@@ -82,7 +90,8 @@ pub(super) struct Rows<'a> {
 
 /// Attention for every sequence's new rows. `q`, `k` and `v` hold `rows` rows per sequence, in the
 /// order of `sequences`; q and k are rotated in place, k and v appended to each cache. Returns
-/// (sequences × rows, heads × dim): each row attends to its cache and to the rows before it.
+/// (sequences × rows, heads × dim): each row attends to its cache, the rows before it and itself.
+/// `heads` must be a multiple of `kv_heads` (the decoder checks on load).
 pub(super) fn attend(heads: Heads, rotary: &Rotary, sequences: &mut [Rows], rows: usize, q: &mut [f32], k: &mut [f32], v: &[f32]) -> Vec<f32> {
     let Heads { heads: h_n, kv_heads, dim } = heads;
     let (q_width, kv_width) = (h_n * dim, kv_heads * dim);
@@ -207,8 +216,31 @@ mod tests {
                 }
             }
             let want = with_tensors(heads, &q_rot, &rotated, &vals, rows, position);
+            assert_eq!(got.len(), want.len());
+            assert!(got.iter().all(|v| v.is_finite()), "{heads:?} at {position}");
             let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(diff < 1e-5, "{heads:?} at {position}: {diff}");
+        }
+    }
+
+    #[test]
+    fn each_sequence_of_a_batch_gets_what_it_gets_alone() {
+        let heads = Heads { heads: 4, kv_heads: 2, dim: 8 };
+        let (q_width, kv_width) = (heads.heads * heads.dim, heads.kv_heads * heads.dim);
+        let rotary = Rotary::new(Rope::Adjacent, heads.dim, 10_000.0, None, 32);
+        // Two sequences at different positions (3 and 9 cached), two new rows each.
+        let caches: Vec<Cached> = [3, 9].iter().map(|&n| Cached { keys: values(n * kv_width, n as u32), values: values(n * kv_width, 10 + n as u32) }).collect();
+        let (q, k, v) = (values(4 * q_width, 5), values(4 * kv_width, 6), values(4 * kv_width, 7));
+        let mut batched = caches.clone();
+        let (mut q_all, mut k_all) = (q.clone(), k.clone());
+        let mut rows: Vec<Rows> = batched.iter_mut().zip([3, 9]).map(|(cache, position)| Rows { position, cache }).collect();
+        let together = attend(heads, &rotary, &mut rows, 2, &mut q_all, &mut k_all, &v);
+        for (s, position) in [3usize, 9].into_iter().enumerate() {
+            let mut cache = caches[s].clone();
+            let (mut q1, mut k1) = (q[2 * s * q_width..2 * (s + 1) * q_width].to_vec(), k[2 * s * kv_width..2 * (s + 1) * kv_width].to_vec());
+            let alone = attend(heads, &rotary, &mut [Rows { position, cache: &mut cache }], 2, &mut q1, &mut k1, &v[2 * s * kv_width..2 * (s + 1) * kv_width]);
+            assert_eq!(&together[2 * s * q_width..2 * (s + 1) * q_width], &alone[..], "sequence {s}");
+            assert_eq!(batched[s].keys, cache.keys);
         }
     }
 

@@ -329,6 +329,9 @@ impl Decoder {
         let heads = need("attention.head_count")?;
         let kv_heads = metadata_u32(content, &format!("{arch}.attention.head_count_kv"))?.unwrap_or(heads);
         let hidden = need("embedding_length")?;
+        if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
+            candle_core::bail!("{heads} attention heads cannot share {kv_heads} key/value heads");
+        }
         let head_dim = metadata_u32(content, &format!("{arch}.attention.key_length"))?.unwrap_or(hidden / heads);
         let eps = content.metadata.get(&format!("{arch}.attention.layer_norm_rms_epsilon")).map(|v| v.to_f32()).transpose()?.unwrap_or(1e-6) as f64;
         let base = content.metadata.get(&format!("{arch}.rope.freq_base")).map(|v| v.to_f32()).transpose()?.unwrap_or(10_000.0);
@@ -407,9 +410,14 @@ impl Decoder {
         // f32 copies pay on prompts; a decoding step (one row per sequence) stays quantized,
         // whatever the number of sequences, so that batching never changes a result.
         let dense = rows >= F32_ROWS;
+        let kv_width = self.heads.kv_heads * self.heads.dim;
         for cache in caches.iter_mut() {
             if cache.layers.is_empty() {
                 cache.layers = vec![Cached::default(); self.layers.len()];
+            }
+            // A step that failed part-way left rows in the layers it passed; `len` never counted them.
+            for layer in &mut cache.layers {
+                layer.keep(cache.len, kv_width);
             }
             if cache.len + rows > self.rotary.context() {
                 candle_core::bail!("position {} is past the {}-token context", cache.len + rows, self.rotary.context());
