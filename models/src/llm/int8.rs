@@ -459,7 +459,7 @@ fn sum_lanes(l: &[f32; 16]) -> f32 {
 
 
 /// The fixed order a K-quant product's eight lanes are added in, on every path.
-fn sum_eight(l: &[f32; 8]) -> f32 {
+pub(super) fn sum_eight(l: &[f32; 8]) -> f32 {
     ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
 }
 
