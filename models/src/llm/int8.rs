@@ -1240,20 +1240,23 @@ mod tests {
             }
             let q = candle_core::quantized::ggml_file::qtensor_from_ggml(dtype, &raw, vec![n, k], &Device::Cpu).unwrap();
             let m = Int8Matrix::from_qtensor(&q).unwrap().unwrap();
-            let x = input(3, k, 7);
-            let fast = m.forward(&x).unwrap().to_vec2::<f32>().unwrap();
-            let xq = quantize_rows(&x.to_vec2::<f32>().unwrap().concat(), SUPERBLOCK);
             let weights = q.dequantize(&Device::Cpu).unwrap();
-            let exact = x.matmul(&weights.t().unwrap()).unwrap().to_vec2::<f32>().unwrap();
             // Rounding each activation to within half its span's step (max |x| / 254) moves an
             // output by at most that times the column's sum of |weights|.
             let weight_sums = weights.abs().unwrap().sum(1).unwrap().to_vec1::<f32>().unwrap();
-            let largest = x.abs().unwrap().max(1).unwrap().to_vec1::<f32>().unwrap();
-            for (r, row) in fast.iter().enumerate() {
-                for (c, &v) in row.iter().enumerate() {
-                    assert_eq!(v.to_bits(), m.reference(c, &xq, r).to_bits(), "{dtype:?} row {r} column {c}");
-                    let bound = weight_sums[c] * largest[r] / 254.0 * 1.01 + 1e-3;
-                    assert!((v - exact[r][c]).abs() <= bound, "{dtype:?} row {r} column {c}: {v} against {}, bound {bound}", exact[r][c]);
+            // One row (a decoding step's tiles) and three.
+            for rows in [1, 3] {
+                let x = input(rows, k, 7);
+                let fast = m.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+                let xq = quantize_rows(&x.to_vec2::<f32>().unwrap().concat(), SUPERBLOCK);
+                let exact = x.matmul(&weights.t().unwrap()).unwrap().to_vec2::<f32>().unwrap();
+                let largest = x.abs().unwrap().max(1).unwrap().to_vec1::<f32>().unwrap();
+                for (r, row) in fast.iter().enumerate() {
+                    for (c, &v) in row.iter().enumerate() {
+                        assert_eq!(v.to_bits(), m.reference(c, &xq, r).to_bits(), "{dtype:?} {rows} rows: row {r} column {c}");
+                        let bound = weight_sums[c] * largest[r] / 254.0 * 1.01 + 1e-3;
+                        assert!((v - exact[r][c]).abs() <= bound, "{dtype:?} row {r} column {c}: {v} against {}, bound {bound}", exact[r][c]);
+                    }
                 }
             }
         }
