@@ -457,8 +457,8 @@ fn sum_lanes(l: &[f32; 16]) -> f32 {
     ((h[0] + h[4]) + (h[2] + h[6])) + ((h[1] + h[5]) + (h[3] + h[7]))
 }
 
-
-/// The fixed order a K-quant product's eight lanes are added in, on every path.
+/// The fixed order eight lanes are added in: a K-quant product's on every path, and attention's
+/// dot products.
 pub(super) fn sum_eight(l: &[f32; 8]) -> f32 {
     ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
 }
