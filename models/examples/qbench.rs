@@ -25,7 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let Ok(tensor) = content.tensor(&mut file, &name, &cpu) else { continue };
         let (n, k) = tensor.shape().dims2()?;
         let dtype = tensor.dtype();
-        let Some(ours) = Int8Matrix::from_qtensor(&tensor)? else {
+        let Some(ours) = Int8Matrix::from_qtensor(&tensor)?.map(Int8Matrix::relaid) else {
             println!("| {name} | {dtype:?} | {n} × {k} | | | not on docpipe's kernel | |");
             continue;
         };

@@ -43,8 +43,9 @@ impl Embedding {
 
     /// The table in the bytes of the output matrix it also is (a model with tied embeddings, such
     /// as the qwen2-tiny test model), not a second copy of them.
-    fn shared(m: &Int8Matrix) -> Self {
-        Self::stored(m.dtype(), m.bytes().clone(), m.k())
+    fn shared(m: &Int8Matrix) -> Result<Self> {
+        let Some(bytes) = m.bytes() else { candle_core::bail!("the token table's matrix was re-laid") };
+        Ok(Self::stored(m.dtype(), bytes.clone(), m.k()))
     }
 
     /// Rows of `width` values in `dtype`'s blocks, one after the other.
@@ -289,7 +290,7 @@ impl<R: std::io::Read + std::io::Seek> Reader<'_, R> {
             None
         };
         let quantized = match self.kernel_runs(weight.dtype()).then(|| Int8Matrix::from_qtensor(&weight)).transpose()?.flatten() {
-            Some(m) => Product::Int8(m),
+            Some(m) => Product::Int8(m.relaid()),
             None => Product::Candle(QMatMul::from_qtensor(weight)?),
         };
         Ok(Linear { quantized, dense, bias })
@@ -304,7 +305,7 @@ impl<R: std::io::Read + std::io::Seek> Reader<'_, R> {
     fn linear(&mut self, name: &str) -> Result<Linear> {
         let bias = self.optional(&format!("{name}.bias"))?.map(|b| b.dequantize(self.device)).transpose()?;
         if let Some(m) = self.kernel_matrix(&format!("{name}.weight"))? {
-            return Ok(Linear { quantized: Product::Int8(m), dense: None, bias });
+            return Ok(Linear { quantized: Product::Int8(m.relaid()), dense: None, bias });
         }
         let weight = self.tensor(&format!("{name}.weight"))?;
         self.linear_from(weight, bias)
@@ -366,7 +367,7 @@ impl Decoder {
             let bias = reader.optional("token_embd.bias")?.map(|b| b.dequantize(device)).transpose()?;
             match reader.kernel_matrix("token_embd.weight")? {
                 Some(m) => {
-                    let embedding = Embedding::shared(&m);
+                    let embedding = Embedding::shared(&m)?;
                     (Linear { quantized: Product::Int8(m), dense: None, bias }, embedding)
                 }
                 // One read of the table for both (the output product may re-quantize its copy).

@@ -29,9 +29,12 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Result, Tensor};
 use std::sync::Arc;
 
+mod tiles;
+
 const BLOCK: usize = 32;
 /// Columns per parallel task (a multiple of 4).
 const TASK_COLUMNS: usize = 64;
+const _: () = assert!(TASK_COLUMNS % tiles::WIDTH == 0);
 /// How far ahead of a block its column's stream is fetched into cache. A tile reads several
 /// columns side by side, each a stream of a few hundred bytes, too short for the hardware
 /// prefetcher to pick up before it ends: asking for the bytes 2 KiB ahead (in the tiles that
@@ -113,7 +116,17 @@ pub struct Int8Matrix {
     n: usize,
     k: usize,
     packing: Packing,
+    layout: Layout,
     data: Arc<Vec<u8>>,
+}
+
+/// The order of the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// The file's: each output's blocks in a row.
+    File,
+    /// K-quants in tiles of sixteen outputs (`tiles`), for the AVX-512 path.
+    Tiles,
 }
 
 /// The instruction set the kernel runs with on this CPU.
@@ -175,7 +188,28 @@ impl Int8Matrix {
         if data.len() != blocks * packing.bytes() {
             candle_core::bail!("{packing:?} data of {} bytes for {blocks} blocks", data.len());
         }
-        Ok(Some(Self { n, k, packing, data: Arc::new(data) }))
+        Ok(Some(Self { n, k, packing, layout: Layout::File, data: Arc::new(data) }))
+    }
+
+    /// The matrix in the order this CPU's fastest path reads: K-quants in tiles of sixteen outputs
+    /// where the CPU has AVX-512 VNNI (the file's copy is dropped, not kept beside), everything
+    /// else as it is. Not for a matrix whose bytes a token table shares (`bytes`).
+    pub fn relaid(self) -> Self {
+        if level() == Some(Level::Avx512Vnni) {
+            self.tiled()
+        } else {
+            self
+        }
+    }
+
+    /// K-quants with a whole number of tiles in tiles, whatever the CPU (the portable reference
+    /// reads them too); other matrices as they are.
+    fn tiled(self) -> Self {
+        if self.packing.span() != SUPERBLOCK || self.n % tiles::WIDTH != 0 || self.layout == Layout::Tiles {
+            return self;
+        }
+        let data = tiles::relay(&self);
+        Self { layout: Layout::Tiles, data: Arc::new(data), ..self }
     }
 
     /// Whether the decoder runs matrices of this type on this kernel on this CPU. K-quants only
@@ -184,14 +218,14 @@ impl Int8Matrix {
     pub fn runs(dtype: GgmlDType) -> bool {
         match dtype {
             GgmlDType::Q8_0 | GgmlDType::Q5_0 => available(),
-            GgmlDType::Q4K | GgmlDType::Q6K => level() == Some(Level::Avx2),
+            GgmlDType::Q4K | GgmlDType::Q6K => available(),
             _ => false,
         }
     }
 
-    /// The stored bytes (per output, its blocks in a row).
-    pub fn bytes(&self) -> &Arc<Vec<u8>> {
-        &self.data
+    /// The stored bytes in the file's order (per output, its blocks in a row); None once re-laid.
+    pub fn bytes(&self) -> Option<&Arc<Vec<u8>>> {
+        (self.layout == Layout::File).then_some(&self.data)
     }
 
     /// Inputs per output.
@@ -294,9 +328,14 @@ impl Int8Matrix {
     fn columns(&self, first: usize, count: usize, x: &Activations, flipped: &Flipped, rows: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         match level() {
+            // SAFETY: as below; whole tiles, as every task's columns start at a multiple of
+            // TASK_COLUMNS (of 16) and n is a multiple of 16 in tiles.
+            Some(Level::Avx512Vnni) if self.layout == Layout::Tiles => return unsafe { tiles::columns(self, &self.data, first, count, x, rows, out) },
+            _ if self.layout == Layout::Tiles => {}
             // SAFETY: the CPU has the instructions each path is compiled for (checked by `level`;
             // an AVX-512 CPU has AVX2, FMA and F16C too).
             Some(Level::Avx512Vnni) if self.packing.span() == BLOCK => return unsafe { avx512::columns(self, first, count, &x.values, &x.scales, flipped, rows, out) },
+            Some(Level::Avx512Vnni) => return unsafe { avx512::superblocks(self, first, count, x, rows, out) },
             Some(_) => return unsafe { avx2::columns(self, first, count, x, rows, out) },
             None => {}
         }
@@ -367,6 +406,9 @@ impl Int8Matrix {
 
     /// One output computed the portable way, with the fast paths' order of operations.
     fn reference(&self, column: usize, x: &Activations, row: usize) -> f32 {
+        if self.layout == Layout::Tiles {
+            return tiles::reference(self, &self.data, column, x, row);
+        }
         if self.packing.span() == SUPERBLOCK {
             return self.reference_k(column, x, row);
         }
@@ -571,8 +613,8 @@ mod avx2 {
         match m.packing {
             Packing::Q8_0 => columns_of::<false>(m, first, count, xq, xs, rows, out),
             Packing::Q5_0 => columns_of::<true>(m, first, count, xq, xs, rows, out),
-            Packing::Q4K => superblocks::<false>(m, first, count, x, rows, out),
-            Packing::Q6K => superblocks::<true>(m, first, count, x, rows, out),
+            Packing::Q4K => superblocks::<false, false>(m, first, count, x, rows, out),
+            Packing::Q6K => superblocks::<true, false>(m, first, count, x, rows, out),
         }
     }
 
@@ -582,8 +624,10 @@ mod avx2 {
     /// directly; each block's small integer scale is applied by the instruction that sums the
     /// products, so a superblock ends in eight exact i32 lanes, each taken into its float lane.
     /// Q4_K's packed scales and mins are unpacked once per pair of columns, not per row tile.
+    /// With `WIDE` (the CPU has AVX-512 VNNI), the tiles run `wide_rows`: the same integer lanes, two
+    /// blocks per instruction.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn superblocks<const SIX: bool>(m: &Int8Matrix, first: usize, count: usize, x: &Activations, rows: usize, out: &mut [f32]) {
+    pub(super) unsafe fn superblocks<const SIX: bool, const WIDE: bool>(m: &Int8Matrix, first: usize, count: usize, x: &Activations, rows: usize, out: &mut [f32]) {
         let supers = m.k / SUPERBLOCK;
         // Per column and superblock: the eight blocks' scales, then their mins.
         let mut unpacked = vec![[0i16; 16]; if SIX { 0 } else { 2 * supers }];
@@ -604,28 +648,40 @@ mod avx2 {
             while r < rows {
                 // Each shape its own compiled loop (fixed counts keep the accumulators in registers).
                 r += match (rows - r, cols) {
-                    (1, 2) => tile.rows::<SIX, 1, 2>(r, c, rows, out),
-                    (1, _) => tile.rows::<SIX, 1, 1>(r, c, rows, out),
-                    (2 | 3, 2) => tile.rows::<SIX, 2, 2>(r, c, rows, out),
-                    (2 | 3, _) => tile.rows::<SIX, 2, 1>(r, c, rows, out),
-                    (_, 2) => tile.rows::<SIX, 4, 2>(r, c, rows, out),
-                    _ => tile.rows::<SIX, 4, 1>(r, c, rows, out),
+                    (1, 2) => tile.shape::<SIX, WIDE, 1, 2>(r, c, rows, out),
+                    (1, _) => tile.shape::<SIX, WIDE, 1, 1>(r, c, rows, out),
+                    (2 | 3, 2) => tile.shape::<SIX, WIDE, 2, 2>(r, c, rows, out),
+                    (2 | 3, _) => tile.shape::<SIX, WIDE, 2, 1>(r, c, rows, out),
+                    (_, 2) => tile.shape::<SIX, WIDE, 4, 2>(r, c, rows, out),
+                    _ => tile.shape::<SIX, WIDE, 4, 1>(r, c, rows, out),
                 };
             }
             c += cols;
         }
     }
 
-    struct SuperblockTile<'a> {
-        m: &'a Int8Matrix,
-        x: &'a Activations,
-        unpacked: &'a [[i16; 16]],
-        supers: usize,
+    pub(super) struct SuperblockTile<'a> {
+        pub(super) m: &'a Int8Matrix,
+        pub(super) x: &'a Activations,
+        /// Q4_K: per column and superblock, the eight blocks' scales, then their mins.
+        pub(super) unpacked: &'a [[i16; 16]],
+        pub(super) supers: usize,
         /// The tile's first column in the matrix.
-        first: usize,
+        pub(super) first: usize,
     }
 
     impl SuperblockTile<'_> {
+        /// R rows × C columns on the path `WIDE` names.
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn shape<const SIX: bool, const WIDE: bool, const R: usize, const C: usize>(&self, r: usize, c: usize, rows: usize, out: &mut [f32]) -> usize {
+            if WIDE {
+                self.wide_rows::<SIX, R, C>(r, c, rows, out)
+            } else {
+                self.rows::<SIX, R, C>(r, c, rows, out)
+            }
+        }
+
         /// R rows from `r` against C columns (the task's columns c..c + C), into
         /// out[(c + j) * rows + r + i]; returns R.
         #[target_feature(enable = "avx2,fma,f16c")]
@@ -808,8 +864,129 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{load, sum_lanes, Flipped, Int8Matrix, Packing, BLOCK, PANEL_ROWS as ROWS};
+    use super::avx2::SuperblockTile;
+    use super::{load, sum_eight, sum_four, sum_lanes, Activations, Flipped, Int8Matrix, Packing, BLOCK, PANEL_ROWS as ROWS, SUPERBLOCK};
     use std::arch::x86_64::*;
+
+    /// K-quant matrices: the AVX2 path's tiles with `wide_rows` inside.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn superblocks(m: &Int8Matrix, first: usize, count: usize, x: &Activations, rows: usize, out: &mut [f32]) {
+        match m.packing {
+            Packing::Q4K => super::avx2::superblocks::<false, true>(m, first, count, x, rows, out),
+            Packing::Q6K => super::avx2::superblocks::<true, true>(m, first, count, x, rows, out),
+            Packing::Q8_0 | Packing::Q5_0 => unreachable!("32-value blocks run `columns`"),
+        }
+    }
+
+    /// Each of the four 16-bit words of every 64-bit lane set to one value.
+    const WORDS: i64 = 0x0001_0001_0001_0001;
+
+    /// A 512-bit vector whose 64-bit lanes 0-3 (the even block's 32 bytes) hold `even` and 4-7 (the
+    /// odd block's) `odd`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn halves(even: i64, odd: i64) -> __m512i {
+        _mm512_set_epi64(odd, odd, odd, odd, even, even, even, even)
+    }
+
+    impl SuperblockTile<'_> {
+        /// The AVX2 path's `rows` two blocks at a time: a block pair's 64 weights multiply its 64
+        /// activations in one instruction (unsigned weights by signed activations, into 16-bit pair
+        /// sums), and VNNI's 16-bit dot product applies the blocks' scales and adds into 16 i32
+        /// lanes, the even block's in 0-7 and the odd block's in 8-15. Folded at the superblock's
+        /// end, lane l + 8 onto lane l, they are the AVX2 path's eight exact integer lanes, and the
+        /// float steps after are its own: the same bits.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+        pub(super) unsafe fn wide_rows<const SIX: bool, const R: usize, const C: usize>(&self, r: usize, c: usize, rows: usize, out: &mut [f32]) -> usize {
+            let (m, x, supers) = (self.m, self.x, self.supers);
+            let lines = m.packing.bytes().div_ceil(64);
+            let low = _mm512_set1_epi8(0x0F);
+            let mut products = [[_mm256_setzero_ps(); C]; R];
+            let mut offsets = [[_mm_setzero_ps(); C]; R];
+            for s in 0..supers {
+                // The activations of blocks b and b + 1 (at = 32 b).
+                let xv = |i: usize, at: usize| _mm512_loadu_si512(x.values.as_ptr().add((r + i) * m.k + s * SUPERBLOCK + at) as *const __m512i);
+                for j in 0..C {
+                    let p = load::at(m, self.first + j, s);
+                    for line in 0..lines {
+                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(super::SUPERBLOCK_PREFETCH + 64 * line) as *const i8);
+                    }
+                    let mut sums = [_mm512_setzero_si512(); R];
+                    let d;
+                    if SIX {
+                        d = load::scale(p.add(208));
+                        // The sixteen scales as words; a block pair takes four, one per 128-bit lane.
+                        let scales = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i)));
+                        let spread = _mm512_set_epi64(3 * WORDS, 3 * WORDS, 2 * WORDS, 2 * WORDS, WORDS, WORDS, 0, 0);
+                        for half in 0..2 {
+                            // Quarters 0 and 1 (blocks 4 half, + 1) in the low nibbles of these 64
+                            // bytes, 2 and 3 in the high ones.
+                            let bits = _mm512_loadu_si512(p.add(half * 64) as *const __m512i);
+                            let high = _mm512_broadcast_i64x4(_mm256_loadu_si256(p.add(128 + half * BLOCK) as *const __m256i));
+                            for pair in 0..2 {
+                                let nibbles = if pair == 0 { _mm512_and_si512(bits, low) } else { _mm512_and_si512(_mm512_srli_epi16(bits, 4), low) };
+                                // Quarter q's top bits (2q, 2q + 1 of each high byte) moved to bits 4
+                                // and 5: left by 4 and 2 for quarters 0 and 1, by 0 and right by 2
+                                // for 2 and 3 (within each byte; what crosses from the next byte is
+                                // masked off).
+                                let top = if pair == 0 { _mm512_sllv_epi64(high, halves(4, 2)) } else { _mm512_srlv_epi64(high, halves(0, 2)) };
+                                let w = _mm512_or_si512(nibbles, _mm512_and_si512(top, _mm512_set1_epi8(0x30)));
+                                let at = (half * 8 + pair * 4) as i16;
+                                let scale = _mm512_permutexvar_epi16(_mm512_add_epi16(spread, _mm512_set1_epi16(at)), scales);
+                                for i in 0..R {
+                                    let product = _mm512_maddubs_epi16(w, xv(i, (half * 4 + pair * 2) * BLOCK));
+                                    sums[i] = _mm512_dpwssd_epi32(sums[i], product, scale);
+                                }
+                            }
+                        }
+                    } else {
+                        d = load::scale(p);
+                        let unpacked = &self.unpacked[j * supers + s];
+                        let scales = _mm512_castsi256_si512(_mm256_loadu_si256(unpacked.as_ptr() as *const __m256i));
+                        for chunk in 0..4 {
+                            // Block 2 chunk in the low nibbles of these 32 bytes, 2 chunk + 1 in the high.
+                            let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(p.add(16 + chunk * BLOCK) as *const __m256i));
+                            let w = _mm512_and_si512(_mm512_srlv_epi64(q, halves(0, 4)), low);
+                            let block = 2 * chunk as i64;
+                            let scale = _mm512_permutexvar_epi16(halves(block * WORDS, (block + 1) * WORDS), scales);
+                            for i in 0..R {
+                                let product = _mm512_maddubs_epi16(w, xv(i, 2 * chunk * BLOCK));
+                                sums[i] = _mm512_dpwssd_epi32(sums[i], product, scale);
+                            }
+                        }
+                        let dmin = load::scale(p.add(2));
+                        let mins = _mm_loadu_si128(unpacked.as_ptr().add(8) as *const __m128i);
+                        for i in 0..R {
+                            let block_sums = _mm_loadu_si128(x.block_sums.as_ptr().add(((r + i) * supers + s) * 8) as *const __m128i);
+                            let taken = _mm_cvtepi32_ps(_mm_madd_epi16(mins, block_sums));
+                            let xs = *x.scales.get_unchecked((r + i) * supers + s);
+                            offsets[i][j] = _mm_fmadd_ps(taken, _mm_set1_ps(dmin * xs), offsets[i][j]);
+                        }
+                    }
+                    for i in 0..R {
+                        let mut folded = _mm256_add_epi32(_mm512_castsi512_si256(sums[i]), _mm512_extracti64x4_epi64::<1>(sums[i]));
+                        if SIX {
+                            // 32 × Σ scale × (its 16 activations' sum), as on the AVX2 path.
+                            let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i));
+                            let half_sums = _mm256_loadu_si256(x.half_sums.as_ptr().add(((r + i) * supers + s) * 16) as *const __m256i);
+                            folded = _mm256_sub_epi32(folded, _mm256_slli_epi32(_mm256_madd_epi16(scales, half_sums), 5));
+                        }
+                        let xs = *x.scales.get_unchecked((r + i) * supers + s);
+                        products[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(folded), _mm256_set1_ps(d * xs), products[i][j]);
+                    }
+                }
+            }
+            for i in 0..R {
+                for j in 0..C {
+                    let (mut lanes, mut taken) = ([0f32; 8], [0f32; 4]);
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), products[i][j]);
+                    _mm_storeu_ps(taken.as_mut_ptr(), offsets[i][j]);
+                    out[(c + j) * rows + r + i] = sum_eight(&lanes) - sum_four(&taken);
+                }
+            }
+            R
+        }
+    }
 
     const COLS: usize = 4;
 
@@ -861,7 +1038,7 @@ mod avx512 {
         match m.packing {
             Packing::Q8_0 => columns_of::<false>(m, first, count, xq, xs, flipped, rows, out),
             Packing::Q5_0 => columns_of::<true>(m, first, count, xq, xs, flipped, rows, out),
-            Packing::Q4K | Packing::Q6K => unreachable!("K-quants run the AVX2 path"),
+            Packing::Q4K | Packing::Q6K => unreachable!("K-quants run `superblocks`"),
         }
     }
 
@@ -1215,6 +1392,41 @@ mod tests {
     /// product of their dequantized values.
     #[test]
     fn arbitrary_superblocks_agree_on_every_path() {
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+            let q = arbitrary_superblocks(dtype, 5, 512);
+            let m = Int8Matrix::from_qtensor(&q).unwrap().unwrap();
+            // One row (a decoding step's tiles) and three.
+            check_against_reference_and_exact(&m, &q, &[1, 3]);
+        }
+    }
+
+    /// The same in tiles of sixteen outputs (the AVX-512 path's order; where the CPU has no such
+    /// path the reference computes them): the tiles hold the file's values, and every row count
+    /// gives the reference's bits.
+    #[test]
+    fn tiles_agree_with_the_reference_and_the_exact_product() {
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+            let q = arbitrary_superblocks(dtype, 48, 768);
+            let m = Int8Matrix::from_qtensor(&q).unwrap().unwrap().tiled();
+            assert_eq!(m.layout, Layout::Tiles);
+            assert!(m.bytes().is_none(), "a re-laid matrix offers no file bytes to a token table");
+            check_against_reference_and_exact(&m, &q, &[1, 2, 3, 4, 5, 9]);
+            // A row's result is the same alone as among nine.
+            let x = input(9, 768, 2);
+            let all = m.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+            for r in [0, 4, 8] {
+                let alone = m.forward(&x.narrow(0, r, 1).unwrap()).unwrap().to_vec2::<f32>().unwrap();
+                assert_eq!(alone[0], all[r], "{dtype:?} row {r}");
+            }
+        }
+        // Other types, and a K-quant whose outputs are no whole number of tiles, stay as they are.
+        assert_eq!(Int8Matrix::from_qtensor(&matrix(32, 64, GgmlDType::Q8_0)).unwrap().unwrap().tiled().layout, Layout::File);
+        assert_eq!(Int8Matrix::from_qtensor(&arbitrary_superblocks(GgmlDType::Q4K, 5, 256)).unwrap().unwrap().tiled().layout, Layout::File);
+    }
+
+    /// An n × k K-quant tensor of arbitrary bytes (every scale, min and value pattern, negative
+    /// Q6_K scales of -128 among them) with finite superblock scales.
+    fn arbitrary_superblocks(dtype: GgmlDType, n: usize, k: usize) -> QTensor {
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let mut byte = move || {
             state ^= state << 13;
@@ -1222,41 +1434,42 @@ mod tests {
             state ^= state << 17;
             (state >> 24) as u8
         };
-        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
-            let (n, k) = (5, 512);
-            let size = dtype.type_size();
-            let mut raw: Vec<u8> = (0..n * k / SUPERBLOCK * size).map(|_| byte()).collect();
-            for (i, block) in raw.chunks_exact_mut(size).enumerate() {
-                // Finite scales: d (and Q4_K's d_min) where each type keeps them.
-                let scale = half::f16::from_f32(0.01 + i as f32 / 300.0).to_le_bytes();
-                let at = if dtype == GgmlDType::Q6K { size - 2 } else { 0 };
-                block[at..at + 2].copy_from_slice(&scale);
-                if dtype == GgmlDType::Q4K {
-                    block[2..4].copy_from_slice(&half::f16::from_f32(0.003 * i as f32).to_le_bytes());
-                }
-                if dtype == GgmlDType::Q6K && i == 0 {
-                    block[192] = 0x80;
-                }
+        let size = dtype.type_size();
+        let mut raw: Vec<u8> = (0..n * k / SUPERBLOCK * size).map(|_| byte()).collect();
+        for (i, block) in raw.chunks_exact_mut(size).enumerate() {
+            // Finite scales: d (and Q4_K's d_min) where each type keeps them.
+            let scale = half::f16::from_f32(0.01 + i as f32 / 300.0).to_le_bytes();
+            let at = if dtype == GgmlDType::Q6K { size - 2 } else { 0 };
+            block[at..at + 2].copy_from_slice(&scale);
+            if dtype == GgmlDType::Q4K {
+                block[2..4].copy_from_slice(&half::f16::from_f32(0.003 * i as f32).to_le_bytes());
             }
-            let q = candle_core::quantized::ggml_file::qtensor_from_ggml(dtype, &raw, vec![n, k], &Device::Cpu).unwrap();
-            let m = Int8Matrix::from_qtensor(&q).unwrap().unwrap();
-            let weights = q.dequantize(&Device::Cpu).unwrap();
-            // Rounding each activation to within half its span's step (max |x| / 254) moves an
-            // output by at most that times the column's sum of |weights|.
-            let weight_sums = weights.abs().unwrap().sum(1).unwrap().to_vec1::<f32>().unwrap();
-            // One row (a decoding step's tiles) and three.
-            for rows in [1, 3] {
-                let x = input(rows, k, 7);
-                let fast = m.forward(&x).unwrap().to_vec2::<f32>().unwrap();
-                let xq = quantize_rows(&x.to_vec2::<f32>().unwrap().concat(), SUPERBLOCK);
-                let exact = x.matmul(&weights.t().unwrap()).unwrap().to_vec2::<f32>().unwrap();
-                let largest = x.abs().unwrap().max(1).unwrap().to_vec1::<f32>().unwrap();
-                for (r, row) in fast.iter().enumerate() {
-                    for (c, &v) in row.iter().enumerate() {
-                        assert_eq!(v.to_bits(), m.reference(c, &xq, r).to_bits(), "{dtype:?} {rows} rows: row {r} column {c}");
-                        let bound = weight_sums[c] * largest[r] / 254.0 * 1.01 + 1e-3;
-                        assert!((v - exact[r][c]).abs() <= bound, "{dtype:?} row {r} column {c}: {v} against {}, bound {bound}", exact[r][c]);
-                    }
+            if dtype == GgmlDType::Q6K && i == 0 {
+                block[192] = 0x80;
+            }
+        }
+        candle_core::quantized::ggml_file::qtensor_from_ggml(dtype, &raw, vec![n, k], &Device::Cpu).unwrap()
+    }
+
+    /// `m` (holding `q`'s values) on each row count: the reference's bits, within rounding of the
+    /// exact product of the dequantized values.
+    fn check_against_reference_and_exact(m: &Int8Matrix, q: &QTensor, row_counts: &[usize]) {
+        let k = m.k;
+        let weights = q.dequantize(&Device::Cpu).unwrap();
+        // Rounding each activation to within half its span's step (max |x| / 254) moves an
+        // output by at most that times the column's sum of |weights|.
+        let weight_sums = weights.abs().unwrap().sum(1).unwrap().to_vec1::<f32>().unwrap();
+        for &rows in row_counts {
+            let x = input(rows, k, 7);
+            let fast = m.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+            let xq = quantize_rows(&x.to_vec2::<f32>().unwrap().concat(), SUPERBLOCK);
+            let exact = x.matmul(&weights.t().unwrap()).unwrap().to_vec2::<f32>().unwrap();
+            let largest = x.abs().unwrap().max(1).unwrap().to_vec1::<f32>().unwrap();
+            for (r, row) in fast.iter().enumerate() {
+                for (c, &v) in row.iter().enumerate() {
+                    assert_eq!(v.to_bits(), m.reference(c, &xq, r).to_bits(), "{:?} {:?}, {rows} rows: row {r} column {c}", m.packing, m.layout);
+                    let bound = weight_sums[c] * largest[r] / 254.0 * 1.01 + 1e-3;
+                    assert!((v - exact[r][c]).abs() <= bound, "{:?} {:?} row {r} column {c}: {v} against {}, bound {bound}", m.packing, m.layout, exact[r][c]);
                 }
             }
         }

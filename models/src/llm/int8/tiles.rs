@@ -1,0 +1,329 @@
+//! K-quant matrices re-laid for AVX-512 VNNI: sixteen outputs side by side, one per 32-bit lane.
+//!
+//! In the file's order (one output's superblocks after another) each product ends in lanes that
+//! must be summed across, and every block's integer scale costs an instruction per row. Here a
+//! tile holds sixteen outputs' values for one superblock, four consecutive values of each output
+//! in one lane: one VNNI instruction multiplies them by four activations broadcast to every lane
+//! and adds into sixteen outputs at once, and a block's scales are one vector for sixteen outputs.
+//! `qbench`, 1.5B model, layer 0, 100 rows: the file-order kernel ran Q4_K at 0.41-0.47x candle's
+//! re-packed tiles (which keep a second, larger copy beside the file's). The re-laid tiles replace
+//! the file's copy and are about as small (Q4_K 4.625 bits per weight against 4.5, Q6_K 6.5625 as
+//! stored).
+//!
+//! Each output's float steps are fixed (see `reference`): per block (Q4_K) or 16 values (Q6_K) an
+//! exact integer dot product times d × its scale, fused into the superblock's sum, which is fused
+//! times the activations' scale into the output; the offsets (Q4_K's mins, Q6_K's 32) are exact
+//! integer sums per superblock, taken off at the end. The SIMD path and the portable reference
+//! agree bit for bit, and no output depends on the other rows of the batch.
+
+use super::{Activations, Int8Matrix, Packing, BLOCK, SUPERBLOCK};
+
+/// Outputs per tile: one per 32-bit lane of a 512-bit vector.
+pub(super) const WIDTH: usize = 16;
+
+/// Where a tile's parts start (bytes), and its size. Q4_K: d and d_min (f16 per output), the eight
+/// blocks' scales ([block][output], u8), their mins by pairs of blocks ([pair][output][2], u8), then
+/// the nibbles. Q6_K: d, the sixteen scales by pairs of 16-value groups ([pair][output][2], i8), the
+/// low four bits, then the top two.
+mod at {
+    pub const D: usize = 0;
+    pub const DMIN: usize = 32;
+    pub const Q4K_SCALES: usize = 64;
+    pub const Q4K_MINS: usize = 192;
+    pub const Q4K_NIBBLES: usize = 320;
+    pub const Q4K_SIZE: usize = 320 + 2048;
+    pub const Q6K_SCALES: usize = 32;
+    pub const Q6K_LOW: usize = 288;
+    pub const Q6K_HIGH: usize = 288 + 2048;
+    pub const Q6K_SIZE: usize = 288 + 2048 + 1024;
+}
+
+/// Bytes of one tile (sixteen outputs, one superblock).
+pub(super) fn tile_bytes(packing: Packing) -> usize {
+    match packing {
+        Packing::Q4K => at::Q4K_SIZE,
+        Packing::Q6K => at::Q6K_SIZE,
+        Packing::Q8_0 | Packing::Q5_0 => unreachable!("only K-quants are re-laid"),
+    }
+}
+
+/// Where tile (t, s) starts: a tile column's superblocks one after another, so that a task reads
+/// one stream.
+fn tile(k: usize, packing: Packing, t: usize, s: usize) -> usize {
+    (t * (k / SUPERBLOCK) + s) * tile_bytes(packing)
+}
+
+/// The four bits (Q4_K) or six bits (Q6_K) of each value, 256 per superblock, as the file stores
+/// them (for Q6_K 32 more than the value they stand for).
+fn stored_values(m: &Int8Matrix, column: usize, s: usize) -> [u8; SUPERBLOCK] {
+    let mut values = [0u8; SUPERBLOCK];
+    for j in 0..8 {
+        let (block, _) = m.sub_block(column, s, j);
+        for (v, &b) in values[j * BLOCK..][..BLOCK].iter_mut().zip(&block) {
+            *v = b as u8;
+        }
+    }
+    values
+}
+
+/// Byte j of lane (g, c) for a run of eight values: value j in the low half, j + 4 in the high.
+fn nibble_pairs(values: &[u8], out: &mut [u8]) {
+    for j in 0..4 {
+        out[j] = (values[j] & 0x0F) | (values[j + 4] & 0x0F) << 4;
+    }
+}
+
+/// The tiles of a K-quant matrix `m` in the file's order (its n a multiple of `WIDTH`).
+pub(super) fn relay(m: &Int8Matrix) -> Vec<u8> {
+    let (n, k, packing) = (m.n, m.k, m.packing);
+    let supers = k / SUPERBLOCK;
+    let mut out = vec![0u8; n / WIDTH * supers * tile_bytes(packing)];
+    for t in 0..n / WIDTH {
+        for s in 0..supers {
+            let tile = &mut out[self::tile(k, packing, t, s)..][..tile_bytes(packing)];
+            for c in 0..WIDTH {
+                let column = t * WIDTH + c;
+                let values = stored_values(m, column, s);
+                let (d, dmin, mins) = m.superblock_scales(column, s);
+                tile[at::D + 2 * c..][..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+                match packing {
+                    Packing::Q4K => {
+                        tile[at::DMIN + 2 * c..][..2].copy_from_slice(&half::f16::from_f32(dmin).to_le_bytes());
+                        for j in 0..8 {
+                            tile[at::Q4K_SCALES + j * WIDTH + c] = m.sub_block(column, s, j).1[0] as u8;
+                            tile[at::Q4K_MINS + (j / 2) * 2 * WIDTH + 2 * c + j % 2] = mins[j] as u8;
+                        }
+                        for g in 0..SUPERBLOCK / 8 {
+                            nibble_pairs(&values[8 * g..], &mut tile[at::Q4K_NIBBLES + (g * WIDTH + c) * 4..][..4]);
+                        }
+                    }
+                    Packing::Q6K => {
+                        for j in 0..8 {
+                            let scales = m.sub_block(column, s, j).1;
+                            // Groups 2j and 2j + 1 are pair j.
+                            tile[at::Q6K_SCALES + j * 2 * WIDTH + 2 * c] = scales[0] as i8 as u8;
+                            tile[at::Q6K_SCALES + j * 2 * WIDTH + 2 * c + 1] = scales[1] as i8 as u8;
+                        }
+                        for g in 0..SUPERBLOCK / 8 {
+                            nibble_pairs(&values[8 * g..], &mut tile[at::Q6K_LOW + (g * WIDTH + c) * 4..][..4]);
+                        }
+                        // Per 16 values h: byte j holds the top two bits of values 16h + 4q + j in
+                        // its bits 2q and 2q + 1.
+                        for h in 0..SUPERBLOCK / 16 {
+                            for j in 0..4 {
+                                let byte = (0..4).fold(0u8, |b, q| b | (values[16 * h + 4 * q + j] >> 4) << (2 * q));
+                                tile[at::Q6K_HIGH + (h * WIDTH + c) * 4 + j] = byte;
+                            }
+                        }
+                    }
+                    Packing::Q8_0 | Packing::Q5_0 => unreachable!("only K-quants are re-laid"),
+                }
+            }
+        }
+    }
+    out
+}
+
+fn f16_at(bytes: &[u8], at: usize) -> f32 {
+    half::f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
+}
+
+/// Value i (0-255) of lane c in a tile, read back from its nibbles (and top bits).
+fn value(packing: Packing, tile: &[u8], c: usize, i: usize) -> i32 {
+    let (g, j) = (i / 8, i % 8);
+    let base = if packing == Packing::Q4K { at::Q4K_NIBBLES } else { at::Q6K_LOW };
+    let byte = tile[base + (g * WIDTH + c) * 4 + j % 4];
+    let low = if j < 4 { byte & 0x0F } else { byte >> 4 };
+    if packing == Packing::Q4K {
+        return low as i32;
+    }
+    let (h, q, j) = (i / 16, (i % 16) / 4, i % 4);
+    let top = (tile[at::Q6K_HIGH + (h * WIDTH + c) * 4 + j] >> (2 * q)) & 3;
+    (low | top << 4) as i32
+}
+
+/// One output the portable way, in the SIMD path's order of operations.
+pub(super) fn reference(m: &Int8Matrix, data: &[u8], column: usize, x: &Activations, row: usize) -> f32 {
+    let (k, packing) = (m.k, m.packing);
+    let supers = k / SUPERBLOCK;
+    let (t, c) = (column / WIDTH, column % WIDTH);
+    let (mut sum, mut offset) = (0f32, 0f32);
+    for s in 0..supers {
+        let tile = &data[tile(k, packing, t, s)..][..tile_bytes(packing)];
+        let xv = &x.values[row * k + s * SUPERBLOCK..][..SUPERBLOCK];
+        let at_x = row * supers + s;
+        let xs = x.scales[at_x];
+        let d = f16_at(tile, at::D + 2 * c);
+        let dot = |from: usize, len: usize| (from..from + len).map(|i| value(packing, tile, c, i) * xv[i] as i32).sum::<i32>();
+        let mut superblock = 0f32;
+        let taken = match packing {
+            Packing::Q4K => {
+                for b in 0..8 {
+                    let scale = d * tile[at::Q4K_SCALES + b * WIDTH + c] as f32;
+                    superblock = (dot(b * BLOCK, BLOCK) as f32).mul_add(scale, superblock);
+                }
+                let mins: i32 = (0..8).map(|b| tile[at::Q4K_MINS + (b / 2) * 2 * WIDTH + 2 * c + b % 2] as i32 * x.block_sums[at_x * 8 + b] as i32).sum();
+                (mins as f32, f16_at(tile, at::DMIN + 2 * c))
+            }
+            _ => {
+                let scale = |g: usize| tile[at::Q6K_SCALES + (g / 2) * 2 * WIDTH + 2 * c + g % 2] as i8 as i32;
+                for g in 0..16 {
+                    superblock = (dot(g * 16, 16) as f32).mul_add(d * scale(g) as f32, superblock);
+                }
+                let sums: i32 = (0..16).map(|g| scale(g) * x.half_sums[at_x * 16 + g] as i32).sum();
+                ((32 * sums) as f32, d)
+            }
+        };
+        sum = superblock.mul_add(xs, sum);
+        offset = taken.0.mul_add(taken.1 * xs, offset);
+    }
+    sum - offset
+}
+
+/// Outputs first..first + count (whole tiles) for every row, into out[(c - first) * rows + r].
+///
+/// # Safety
+/// The CPU has AVX-512 F, BW and VNNI (`Level::Avx512Vnni`), and `data` holds `m`'s tiles.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(super) unsafe fn columns(m: &Int8Matrix, data: &[u8], first: usize, count: usize, x: &Activations, rows: usize, out: &mut [f32]) {
+    debug_assert!(first % WIDTH == 0 && count % WIDTH == 0);
+    for t in 0..count / WIDTH {
+        let tiles = Tiles { m, data, t: first / WIDTH + t, x };
+        let mut r = 0;
+        while r < rows {
+            let mut sums = [[0f32; WIDTH]; 4];
+            let tile = (rows - r).min(4);
+            match (m.packing, tile) {
+                (Packing::Q4K, 4) => tiles.run::<false, 4>(r, &mut sums),
+                (Packing::Q4K, 3 | 2) => tiles.run::<false, 2>(r, &mut sums),
+                (Packing::Q4K, _) => tiles.run::<false, 1>(r, &mut sums),
+                (_, 4) => tiles.run::<true, 4>(r, &mut sums),
+                (_, 3 | 2) => tiles.run::<true, 2>(r, &mut sums),
+                (_, _) => tiles.run::<true, 1>(r, &mut sums),
+            }
+            let done = if tile == 3 { 2 } else { tile };
+            for (i, row) in sums.iter().take(done).enumerate() {
+                for (c, &v) in row.iter().enumerate() {
+                    out[(t * WIDTH + c) * rows + r + i] = v;
+                }
+            }
+            r += done;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Tiles<'a> {
+    m: &'a Int8Matrix,
+    data: &'a [u8],
+    /// The tile column (outputs 16 t..16 t + 15).
+    t: usize,
+    x: &'a Activations,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Tiles<'_> {
+    /// R rows from `r` against the tile column's sixteen outputs (Q6_K when `SIX`), into sums[i].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn run<const SIX: bool, const R: usize>(&self, r: usize, sums: &mut [[f32; WIDTH]; 4]) {
+        use std::arch::x86_64::*;
+        let (m, x) = (self.m, self.x);
+        let (k, packing) = (m.k, m.packing);
+        let supers = k / SUPERBLOCK;
+        let low = _mm512_set1_epi8(0x0F);
+        let mut sum = [_mm512_setzero_ps(); R];
+        let mut offset = [_mm512_setzero_ps(); R];
+        for s in 0..supers {
+            let p = self.data.as_ptr().add(tile(k, packing, self.t, s));
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(super::SUPERBLOCK_PREFETCH) as *const i8);
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(at::D) as *const __m256i));
+            // Four activations of row i from value `from`, in every lane.
+            let four = |i: usize, from: usize| _mm512_set1_epi32((x.values.as_ptr().add((r + i) * k + s * SUPERBLOCK + from) as *const i32).read_unaligned());
+            let mut superblock = [_mm512_setzero_ps(); R];
+            let mut taken = [_mm512_setzero_si512(); R];
+            if SIX {
+                let high_base = p.add(at::Q6K_HIGH);
+                for pair in 0..8 {
+                    // Groups 2 pair and 2 pair + 1: their scales (one lane's two i8 as i16), and each
+                    // alone as f32 times d.
+                    let scales = _mm512_cvtepi8_epi16(_mm256_loadu_si256(p.add(at::Q6K_SCALES + pair * 2 * WIDTH) as *const __m256i));
+                    let even = _mm512_srai_epi32(_mm512_slli_epi32(scales, 16), 16);
+                    let odd = _mm512_srai_epi32(scales, 16);
+                    for (h, group_scale) in [(2 * pair, even), (2 * pair + 1, odd)] {
+                        let scale = _mm512_mul_ps(d, _mm512_cvtepi32_ps(group_scale));
+                        let high = _mm512_loadu_si512(high_base.add(h * WIDTH * 4) as *const __m512i);
+                        let mut dot = [_mm512_setzero_si512(); R];
+                        // Values 16h .. 16h + 15: low bits in nibble runs 2h (j < 4: low halves, then
+                        // high halves) and 2h + 1.
+                        for half in 0..2 {
+                            let g = 2 * h + half;
+                            let bits = _mm512_loadu_si512(p.add(at::Q6K_LOW + g * WIDTH * 4) as *const __m512i);
+                            for part in 0..2 {
+                                let q = 2 * half + part;
+                                let nibbles = if part == 0 { _mm512_and_si512(bits, low) } else { _mm512_and_si512(_mm512_srli_epi16(bits, 4), low) };
+                                // Bits 2q and 2q + 1 of each high byte to bits 4 and 5.
+                                let top = match q {
+                                    0 => _mm512_slli_epi16(high, 4),
+                                    1 => _mm512_slli_epi16(high, 2),
+                                    2 => high,
+                                    _ => _mm512_srli_epi16(high, 2),
+                                };
+                                let w = _mm512_or_si512(nibbles, _mm512_and_si512(top, _mm512_set1_epi8(0x30)));
+                                for i in 0..R {
+                                    dot[i] = _mm512_dpbusd_epi32(dot[i], w, four(i, 16 * h + 4 * q));
+                                }
+                            }
+                        }
+                        for i in 0..R {
+                            superblock[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[i]), scale, superblock[i]);
+                        }
+                    }
+                    // Σ scale × (its 16 activations' sum), two groups per lane and instruction.
+                    for i in 0..R {
+                        let pair_sums = (x.half_sums.as_ptr().add(((r + i) * supers + s) * 16 + 2 * pair) as *const i32).read_unaligned();
+                        taken[i] = _mm512_dpwssd_epi32(taken[i], scales, _mm512_set1_epi32(pair_sums));
+                    }
+                }
+            } else {
+                for b in 0..8 {
+                    let scale = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(p.add(at::Q4K_SCALES + b * WIDTH) as *const __m128i))));
+                    let mut dot = [_mm512_setzero_si512(); R];
+                    for g in 4 * b..4 * b + 4 {
+                        let bits = _mm512_loadu_si512(p.add(at::Q4K_NIBBLES + g * WIDTH * 4) as *const __m512i);
+                        let (first, second) = (_mm512_and_si512(bits, low), _mm512_and_si512(_mm512_srli_epi16(bits, 4), low));
+                        for i in 0..R {
+                            dot[i] = _mm512_dpbusd_epi32(dot[i], first, four(i, 8 * g));
+                            dot[i] = _mm512_dpbusd_epi32(dot[i], second, four(i, 8 * g + 4));
+                        }
+                    }
+                    for i in 0..R {
+                        superblock[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[i]), scale, superblock[i]);
+                    }
+                }
+                // Σ min × (its block's activation sum), two blocks per lane and instruction.
+                for pair in 0..4 {
+                    let mins = _mm512_cvtepu8_epi16(_mm256_loadu_si256(p.add(at::Q4K_MINS + pair * 2 * WIDTH) as *const __m256i));
+                    for i in 0..R {
+                        let pair_sums = (x.block_sums.as_ptr().add(((r + i) * supers + s) * 8 + 2 * pair) as *const i32).read_unaligned();
+                        taken[i] = _mm512_dpwssd_epi32(taken[i], mins, _mm512_set1_epi32(pair_sums));
+                    }
+                }
+            }
+            let (taken_scale, times) = if SIX {
+                (d, 32)
+            } else {
+                (_mm512_cvtph_ps(_mm256_loadu_si256(p.add(at::DMIN) as *const __m256i)), 1)
+            };
+            for i in 0..R {
+                let xs = _mm512_set1_ps(*x.scales.get_unchecked((r + i) * supers + s));
+                sum[i] = _mm512_fmadd_ps(superblock[i], xs, sum[i]);
+                let taken = _mm512_cvtepi32_ps(_mm512_mullo_epi32(taken[i], _mm512_set1_epi32(times)));
+                offset[i] = _mm512_fmadd_ps(taken, _mm512_mul_ps(taken_scale, xs), offset[i]);
+            }
+        }
+        for i in 0..R {
+            _mm512_storeu_ps(sums[i].as_mut_ptr(), _mm512_sub_ps(sum[i], offset[i]));
+        }
+    }
+}
