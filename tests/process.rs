@@ -240,13 +240,22 @@ fn an_abstractive_summary_of_a_translated_document_is_labelled_and_checked() {
         .arg("--out")
         .arg(&out)
         .args(["--stages", "extract,langid,translate,abstractive", "--summary-sentences", "2"])
+        // The model's products pinned to the AVX2 path (a CPU with AVX-512 has it too), as a court
+        // reproducing an AVX2 machine's output would: provenance names the path that ran.
+        .env(docpipe_models::llm::KERNELS_PIN, "avx2")
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let result: JobResult = serde_json::from_str(std::fs::read_to_string(out.join("results.jsonl")).unwrap().lines().next().unwrap()).unwrap();
     assert_eq!(result.status, JobStatus::Complete, "{:?}", result.stages);
+    let kernels = if docpipe_models::llm::int8_kernel_runs() { "avx2" } else { "candle" };
+    let translation = result.annotations.iter().find(|a| matches!(a.body, AnnotationBody::Translation { .. })).expect("translation");
+    let models = translation.provenance.parameters["models"].as_object().expect("models used");
+    let gguf = models.values().find(|m| m["kind"] == "gguf").expect("the GGUF route's model");
+    assert_eq!(gguf["kernels"], kernels);
     let abstractive = result.annotations.iter().find(|a| matches!(a.body, AnnotationBody::AbstractiveSummary { .. })).expect("abstractive summary");
     assert!(abstractive.provenance.machine_generated);
+    assert_eq!(abstractive.provenance.parameters["kernels"], kernels);
     assert_eq!(abstractive.provenance.parameters["prompt"], docpipe_models::llm::tasks::SUMMARIZE_PROMPT);
     assert_eq!(abstractive.provenance.model.as_ref().unwrap().weights_sha256, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32");
     let AnnotationBody::AbstractiveSummary { source, text, faithfulness, unverified, chunks } = &abstractive.body else { unreachable!() };

@@ -77,6 +77,7 @@ impl Stage for Abstractive {
                 "context": llm.info.context,
                 "prompt_f32_mib": llm.info.prompt_f32_bytes >> 20,
                 "slots": llm.info.batching.slots,
+                "kernels": docpipe_models::llm::kernel_path(),
                 "chunks": summary.chunks,
                 "reduce_rounds": summary.rounds,
                 "output_tokens": summary.completion.tokens,

@@ -260,6 +260,8 @@ impl Stage for Translate {
                 entry["prompt_f32_mib"] = json!(llm.info.prompt_f32_bytes >> 20);
                 entry["decoding"] = json!("greedy");
                 entry["slots"] = json!(llm.info.batching.slots);
+                // The products' last bits depend on it (README, "An AVX-512 machine with AMX").
+                entry["kernels"] = json!(docpipe_models::llm::kernel_path());
             }
             used.insert(route.model.id.clone(), entry);
             // Instruction models are slow: check the clock every few sentences, not every batch;

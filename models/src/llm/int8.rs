@@ -136,7 +136,14 @@ pub enum Level {
     Avx2,
 }
 
-/// The fastest path this CPU has, if any.
+/// The environment variable that pins a slower path than the CPU's fastest: `avx2` (on a CPU with
+/// AVX-512 VNNI), or `candle` (candle's kernels for every type).
+pub const PIN: &str = "DOCPIPE_KERNELS";
+
+/// The fastest path this CPU has, if any, unless `PIN` names a slower one. K-quant products differ
+/// in their last bits between the AVX2 and AVX-512 paths (their float steps are in different
+/// orders), and so can a translation where two tokens are near a tie: pinning `avx2` on an AVX-512
+/// machine reproduces an AVX2 machine's output, bit for bit.
 pub fn level() -> Option<Level> {
     #[cfg(target_arch = "x86_64")]
     {
@@ -144,12 +151,13 @@ pub fn level() -> Option<Level> {
         *LEVEL.get_or_init(|| {
             let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
             // The AVX-512 path loads and unpacks blocks with the AVX2 code.
-            if avx2 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") {
-                Some(Level::Avx512Vnni)
-            } else if avx2 {
-                Some(Level::Avx2)
-            } else {
-                None
+            let avx512 = avx2 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni");
+            match std::env::var(PIN).as_deref() {
+                Ok("candle") => None,
+                Ok("avx2") if avx2 => Some(Level::Avx2),
+                _ if avx512 => Some(Level::Avx512Vnni),
+                _ if avx2 => Some(Level::Avx2),
+                _ => None,
             }
         })
     }
@@ -162,6 +170,15 @@ pub fn level() -> Option<Level> {
 /// Whether this CPU runs one of the fast paths.
 pub fn available() -> bool {
     level().is_some()
+}
+
+/// The path the products run on, as provenance records it: `avx512-vnni`, `avx2` or `candle`.
+pub fn path() -> &'static str {
+    match level() {
+        Some(Level::Avx512Vnni) => "avx512-vnni",
+        Some(Level::Avx2) => "avx2",
+        None => "candle",
+    }
 }
 
 impl Int8Matrix {

@@ -11,6 +11,9 @@ pub use decoder::{Decoder, KvCache};
 /// Whether this CPU runs docpipe's kernel for Q8_0, Q5_0, Q4_K and Q6_K matrices (AVX-512 VNNI or
 /// AVX2).
 pub use int8::available as int8_kernel_runs;
+/// The kernels' path on this CPU (`avx512-vnni`, `avx2`, `candle`), for provenance, and the
+/// environment variable that pins a slower one.
+pub use int8::{path as kernel_path, PIN as KERNELS_PIN};
 pub use int8::Int8Matrix;
 pub mod tasks;
 mod tokenizer;
