@@ -9,18 +9,21 @@
 //! once and is bound by memory bandwidth, so a Q5_0 block read as its 22 bytes instead of re-packed
 //! as 36 bytes of Q8_0 is what a token costs.
 //!
-//! The K-quants (most of a Q4_K_M file's weights from 1.5B parameters up) run here too where the
-//! CPU has AVX2 but not AVX-512 VNNI: candle re-packs them at load into tiles of 6 (Q4_K) and 10
-//! (Q6_K) bits per weight kept beside the file's copy, which made the 1.5B model's peak twice the
-//! file. Here they stay in the file's 4.5 and 6.6 bits, Q4_K's packed scales unpacked per tile.
+//! The K-quants (most of a Q4_K_M file's weights from 1.5B parameters up) run here too: candle
+//! re-packs them at load into tiles of 6 (Q4_K) and 10 (Q6_K) bits per weight kept beside the
+//! file's copy, which made the 1.5B model's peak twice the file (three times on an AVX-512 CPU).
+//! On AVX2 they stay in the file's 4.5 and 6.6 bits, Q4_K's packed scales unpacked per tile; with
+//! AVX-512 VNNI they are re-laid once, in about as many bits, into tiles of sixteen outputs
+//! (`tiles`), which replace the file's copy.
 //!
-//! Dispatched at run time (checked once): AVX-512 with VNNI, else AVX2 with FMA and F16C, else
-//! candle's kernel; K-quants have the AVX2 path only (see `Int8Matrix::runs`). The 32-value
-//! formats' SIMD paths and the portable reference below compute every output with the same
-//! operations in the same order (16 lanes: even blocks in lanes 0-7, odd blocks in 8-15, each lane
-//! an exact integer sum of four products converted and fused into its own f32 accumulator, lanes
-//! summed in a fixed order; the K-quants' lanes are described at `reference_k`), so they agree bit
-//! for bit, and a row's result never depends on the other rows of the batch.
+//! Dispatched at run time (checked once; `PIN` can name a slower path): AVX-512 with VNNI, else
+//! AVX2 with FMA and F16C, else candle's kernel. The 32-value formats' SIMD paths and the portable
+//! reference below compute every output with the same operations in the same order (16 lanes: even
+//! blocks in lanes 0-7, odd blocks in 8-15, each lane an exact integer sum of four products
+//! converted and fused into its own f32 accumulator, lanes summed in a fixed order; the K-quants'
+//! lanes in the file's order are described at `reference_k`, the tiles' at `tiles::reference`), so
+//! each layout's paths agree bit for bit, and a row's result never depends on the other rows of the
+//! batch.
 
 // The kernels index several tile arrays (accumulators, rows, columns) with one counter each.
 #![allow(clippy::needless_range_loop)]
@@ -229,9 +232,9 @@ impl Int8Matrix {
         Self { layout: Layout::Tiles, data: Arc::new(data), ..self }
     }
 
-    /// Whether the decoder runs matrices of this type on this kernel on this CPU. K-quants only
-    /// where the CPU lacks AVX-512 VNNI: there candle multiplies them with VNNI tiles, measured
-    /// faster than a kernel of docpipe's (README), and this kernel has only its AVX2 path for them.
+    /// Whether the decoder runs matrices of this type on this kernel on this CPU (on every CPU with
+    /// one of its paths: with AVX-512 VNNI, K-quants in tiles were measured faster than candle's
+    /// re-packed VNNI kernels, README).
     pub fn runs(dtype: GgmlDType) -> bool {
         match dtype {
             GgmlDType::Q8_0 | GgmlDType::Q5_0 => available(),
@@ -352,7 +355,6 @@ impl Int8Matrix {
             // SAFETY: the CPU has the instructions each path is compiled for (checked by `level`;
             // an AVX-512 CPU has AVX2, FMA and F16C too).
             Some(Level::Avx512Vnni) if self.packing.span() == BLOCK => return unsafe { avx512::columns(self, first, count, &x.values, &x.scales, flipped, rows, out) },
-            Some(Level::Avx512Vnni) => return unsafe { avx512::superblocks(self, first, count, x, rows, out) },
             Some(_) => return unsafe { avx2::columns(self, first, count, x, rows, out) },
             None => {}
         }
@@ -630,8 +632,8 @@ mod avx2 {
         match m.packing {
             Packing::Q8_0 => columns_of::<false>(m, first, count, xq, xs, rows, out),
             Packing::Q5_0 => columns_of::<true>(m, first, count, xq, xs, rows, out),
-            Packing::Q4K => superblocks::<false, false>(m, first, count, x, rows, out),
-            Packing::Q6K => superblocks::<true, false>(m, first, count, x, rows, out),
+            Packing::Q4K => superblocks::<false>(m, first, count, x, rows, out),
+            Packing::Q6K => superblocks::<true>(m, first, count, x, rows, out),
         }
     }
 
@@ -641,10 +643,8 @@ mod avx2 {
     /// directly; each block's small integer scale is applied by the instruction that sums the
     /// products, so a superblock ends in eight exact i32 lanes, each taken into its float lane.
     /// Q4_K's packed scales and mins are unpacked once per pair of columns, not per row tile.
-    /// With `WIDE` (the CPU has AVX-512 VNNI), the tiles run `wide_rows`: the same integer lanes, two
-    /// blocks per instruction.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn superblocks<const SIX: bool, const WIDE: bool>(m: &Int8Matrix, first: usize, count: usize, x: &Activations, rows: usize, out: &mut [f32]) {
+    unsafe fn superblocks<const SIX: bool>(m: &Int8Matrix, first: usize, count: usize, x: &Activations, rows: usize, out: &mut [f32]) {
         let supers = m.k / SUPERBLOCK;
         // Per column and superblock: the eight blocks' scales, then their mins.
         let mut unpacked = vec![[0i16; 16]; if SIX { 0 } else { 2 * supers }];
@@ -665,40 +665,29 @@ mod avx2 {
             while r < rows {
                 // Each shape its own compiled loop (fixed counts keep the accumulators in registers).
                 r += match (rows - r, cols) {
-                    (1, 2) => tile.shape::<SIX, WIDE, 1, 2>(r, c, rows, out),
-                    (1, _) => tile.shape::<SIX, WIDE, 1, 1>(r, c, rows, out),
-                    (2 | 3, 2) => tile.shape::<SIX, WIDE, 2, 2>(r, c, rows, out),
-                    (2 | 3, _) => tile.shape::<SIX, WIDE, 2, 1>(r, c, rows, out),
-                    (_, 2) => tile.shape::<SIX, WIDE, 4, 2>(r, c, rows, out),
-                    _ => tile.shape::<SIX, WIDE, 4, 1>(r, c, rows, out),
+                    (1, 2) => tile.rows::<SIX, 1, 2>(r, c, rows, out),
+                    (1, _) => tile.rows::<SIX, 1, 1>(r, c, rows, out),
+                    (2 | 3, 2) => tile.rows::<SIX, 2, 2>(r, c, rows, out),
+                    (2 | 3, _) => tile.rows::<SIX, 2, 1>(r, c, rows, out),
+                    (_, 2) => tile.rows::<SIX, 4, 2>(r, c, rows, out),
+                    _ => tile.rows::<SIX, 4, 1>(r, c, rows, out),
                 };
             }
             c += cols;
         }
     }
 
-    pub(super) struct SuperblockTile<'a> {
-        pub(super) m: &'a Int8Matrix,
-        pub(super) x: &'a Activations,
+    struct SuperblockTile<'a> {
+        m: &'a Int8Matrix,
+        x: &'a Activations,
         /// Q4_K: per column and superblock, the eight blocks' scales, then their mins.
-        pub(super) unpacked: &'a [[i16; 16]],
-        pub(super) supers: usize,
+        unpacked: &'a [[i16; 16]],
+        supers: usize,
         /// The tile's first column in the matrix.
-        pub(super) first: usize,
+        first: usize,
     }
 
     impl SuperblockTile<'_> {
-        /// R rows × C columns on the path `WIDE` names.
-        #[inline]
-        #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn shape<const SIX: bool, const WIDE: bool, const R: usize, const C: usize>(&self, r: usize, c: usize, rows: usize, out: &mut [f32]) -> usize {
-            if WIDE {
-                self.wide_rows::<SIX, R, C>(r, c, rows, out)
-            } else {
-                self.rows::<SIX, R, C>(r, c, rows, out)
-            }
-        }
-
         /// R rows from `r` against C columns (the task's columns c..c + C), into
         /// out[(c + j) * rows + r + i]; returns R.
         #[target_feature(enable = "avx2,fma,f16c")]
@@ -881,129 +870,8 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::avx2::SuperblockTile;
-    use super::{load, sum_eight, sum_four, sum_lanes, Activations, Flipped, Int8Matrix, Packing, BLOCK, PANEL_ROWS as ROWS, SUPERBLOCK};
+    use super::{load, sum_lanes, Flipped, Int8Matrix, Packing, BLOCK, PANEL_ROWS as ROWS};
     use std::arch::x86_64::*;
-
-    /// K-quant matrices: the AVX2 path's tiles with `wide_rows` inside.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    pub(super) unsafe fn superblocks(m: &Int8Matrix, first: usize, count: usize, x: &Activations, rows: usize, out: &mut [f32]) {
-        match m.packing {
-            Packing::Q4K => super::avx2::superblocks::<false, true>(m, first, count, x, rows, out),
-            Packing::Q6K => super::avx2::superblocks::<true, true>(m, first, count, x, rows, out),
-            Packing::Q8_0 | Packing::Q5_0 => unreachable!("32-value blocks run `columns`"),
-        }
-    }
-
-    /// Each of the four 16-bit words of every 64-bit lane set to one value.
-    const WORDS: i64 = 0x0001_0001_0001_0001;
-
-    /// A 512-bit vector whose 64-bit lanes 0-3 (the even block's 32 bytes) hold `even` and 4-7 (the
-    /// odd block's) `odd`.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn halves(even: i64, odd: i64) -> __m512i {
-        _mm512_set_epi64(odd, odd, odd, odd, even, even, even, even)
-    }
-
-    impl SuperblockTile<'_> {
-        /// The AVX2 path's `rows` two blocks at a time: a block pair's 64 weights multiply its 64
-        /// activations in one instruction (unsigned weights by signed activations, into 16-bit pair
-        /// sums), and VNNI's 16-bit dot product applies the blocks' scales and adds into 16 i32
-        /// lanes, the even block's in 0-7 and the odd block's in 8-15. Folded at the superblock's
-        /// end, lane l + 8 onto lane l, they are the AVX2 path's eight exact integer lanes, and the
-        /// float steps after are its own: the same bits.
-        #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-        pub(super) unsafe fn wide_rows<const SIX: bool, const R: usize, const C: usize>(&self, r: usize, c: usize, rows: usize, out: &mut [f32]) -> usize {
-            let (m, x, supers) = (self.m, self.x, self.supers);
-            let lines = m.packing.bytes().div_ceil(64);
-            let low = _mm512_set1_epi8(0x0F);
-            let mut products = [[_mm256_setzero_ps(); C]; R];
-            let mut offsets = [[_mm_setzero_ps(); C]; R];
-            for s in 0..supers {
-                // The activations of blocks b and b + 1 (at = 32 b).
-                let xv = |i: usize, at: usize| _mm512_loadu_si512(x.values.as_ptr().add((r + i) * m.k + s * SUPERBLOCK + at) as *const __m512i);
-                for j in 0..C {
-                    let p = load::at(m, self.first + j, s);
-                    for line in 0..lines {
-                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(super::SUPERBLOCK_PREFETCH + 64 * line) as *const i8);
-                    }
-                    let mut sums = [_mm512_setzero_si512(); R];
-                    let d;
-                    if SIX {
-                        d = load::scale(p.add(208));
-                        // The sixteen scales as words; a block pair takes four, one per 128-bit lane.
-                        let scales = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i)));
-                        let spread = _mm512_set_epi64(3 * WORDS, 3 * WORDS, 2 * WORDS, 2 * WORDS, WORDS, WORDS, 0, 0);
-                        for half in 0..2 {
-                            // Quarters 0 and 1 (blocks 4 half, + 1) in the low nibbles of these 64
-                            // bytes, 2 and 3 in the high ones.
-                            let bits = _mm512_loadu_si512(p.add(half * 64) as *const __m512i);
-                            let high = _mm512_broadcast_i64x4(_mm256_loadu_si256(p.add(128 + half * BLOCK) as *const __m256i));
-                            for pair in 0..2 {
-                                let nibbles = if pair == 0 { _mm512_and_si512(bits, low) } else { _mm512_and_si512(_mm512_srli_epi16(bits, 4), low) };
-                                // Quarter q's top bits (2q, 2q + 1 of each high byte) moved to bits 4
-                                // and 5: left by 4 and 2 for quarters 0 and 1, by 0 and right by 2
-                                // for 2 and 3 (within each byte; what crosses from the next byte is
-                                // masked off).
-                                let top = if pair == 0 { _mm512_sllv_epi64(high, halves(4, 2)) } else { _mm512_srlv_epi64(high, halves(0, 2)) };
-                                let w = _mm512_or_si512(nibbles, _mm512_and_si512(top, _mm512_set1_epi8(0x30)));
-                                let at = (half * 8 + pair * 4) as i16;
-                                let scale = _mm512_permutexvar_epi16(_mm512_add_epi16(spread, _mm512_set1_epi16(at)), scales);
-                                for i in 0..R {
-                                    let product = _mm512_maddubs_epi16(w, xv(i, (half * 4 + pair * 2) * BLOCK));
-                                    sums[i] = _mm512_dpwssd_epi32(sums[i], product, scale);
-                                }
-                            }
-                        }
-                    } else {
-                        d = load::scale(p);
-                        let unpacked = &self.unpacked[j * supers + s];
-                        let scales = _mm512_castsi256_si512(_mm256_loadu_si256(unpacked.as_ptr() as *const __m256i));
-                        for chunk in 0..4 {
-                            // Block 2 chunk in the low nibbles of these 32 bytes, 2 chunk + 1 in the high.
-                            let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(p.add(16 + chunk * BLOCK) as *const __m256i));
-                            let w = _mm512_and_si512(_mm512_srlv_epi64(q, halves(0, 4)), low);
-                            let block = 2 * chunk as i64;
-                            let scale = _mm512_permutexvar_epi16(halves(block * WORDS, (block + 1) * WORDS), scales);
-                            for i in 0..R {
-                                let product = _mm512_maddubs_epi16(w, xv(i, 2 * chunk * BLOCK));
-                                sums[i] = _mm512_dpwssd_epi32(sums[i], product, scale);
-                            }
-                        }
-                        let dmin = load::scale(p.add(2));
-                        let mins = _mm_loadu_si128(unpacked.as_ptr().add(8) as *const __m128i);
-                        for i in 0..R {
-                            let block_sums = _mm_loadu_si128(x.block_sums.as_ptr().add(((r + i) * supers + s) * 8) as *const __m128i);
-                            let taken = _mm_cvtepi32_ps(_mm_madd_epi16(mins, block_sums));
-                            let xs = *x.scales.get_unchecked((r + i) * supers + s);
-                            offsets[i][j] = _mm_fmadd_ps(taken, _mm_set1_ps(dmin * xs), offsets[i][j]);
-                        }
-                    }
-                    for i in 0..R {
-                        let mut folded = _mm256_add_epi32(_mm512_castsi512_si256(sums[i]), _mm512_extracti64x4_epi64::<1>(sums[i]));
-                        if SIX {
-                            // 32 × Σ scale × (its 16 activations' sum), as on the AVX2 path.
-                            let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i));
-                            let half_sums = _mm256_loadu_si256(x.half_sums.as_ptr().add(((r + i) * supers + s) * 16) as *const __m256i);
-                            folded = _mm256_sub_epi32(folded, _mm256_slli_epi32(_mm256_madd_epi16(scales, half_sums), 5));
-                        }
-                        let xs = *x.scales.get_unchecked((r + i) * supers + s);
-                        products[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(folded), _mm256_set1_ps(d * xs), products[i][j]);
-                    }
-                }
-            }
-            for i in 0..R {
-                for j in 0..C {
-                    let (mut lanes, mut taken) = ([0f32; 8], [0f32; 4]);
-                    _mm256_storeu_ps(lanes.as_mut_ptr(), products[i][j]);
-                    _mm_storeu_ps(taken.as_mut_ptr(), offsets[i][j]);
-                    out[(c + j) * rows + r + i] = sum_eight(&lanes) - sum_four(&taken);
-                }
-            }
-            R
-        }
-    }
 
     const COLS: usize = 4;
 
