@@ -354,7 +354,7 @@ impl Int8Matrix {
             _ if self.layout == Layout::Tiles => {}
             // SAFETY: the CPU has the instructions each path is compiled for (checked by `level`;
             // an AVX-512 CPU has AVX2, FMA and F16C too).
-            Some(Level::Avx512Vnni) if self.packing.span() == BLOCK => return unsafe { avx512::columns(self, first, count, &x.values, &x.scales, flipped, rows, out) },
+            Some(Level::Avx512Vnni) if self.packing.span() == BLOCK && rows > AVX2_ROWS => return unsafe { avx512::columns(self, first, count, &x.values, &x.scales, flipped, rows, out) },
             Some(_) => return unsafe { avx2::columns(self, first, count, x, rows, out) },
             None => {}
         }
@@ -491,6 +491,13 @@ impl Int8Matrix {
 
 /// Rows the AVX-512 path reads straight from the matrix; with more it unpacks a panel.
 const PANEL_ROWS: usize = 4;
+
+/// Rows up to which Q8_0 and Q5_0 products take the AVX2 path on an AVX-512 CPU too (the same bits:
+/// both paths sum in the same order). With one or two rows the AVX-512 path spends a second VNNI
+/// instruction per block pair on the x + 128 correction; the AVX2 one has none. 0.5B model, Xeon with
+/// AVX-512, step_bench alternating: one sequence 41.1-43.4 -> 49.9-50.5 tokens/s, two 61.2-66.9 ->
+/// 77.6-80.5; three or more, and the prompt, alike.
+const AVX2_ROWS: usize = 2;
 
 /// The rows' activations as the AVX-512 panel path reads them, made once per product (not once per
 /// task of 64 columns: the output matrix has 2,374 tasks): sign bits flipped (x + 128 as unsigned
@@ -928,8 +935,9 @@ mod avx512 {
     }
 
     /// With more rows than one tile holds (a prompt, a batched step), four columns' blocks are
-    /// unpacked once into a panel that every row tile then reads; with fewer (a decoding step),
-    /// read straight from the matrix.
+    /// unpacked once into a panel that every row tile then reads; with fewer (three or four: a
+    /// batched decoding step; one or two take the AVX2 path, `AVX2_ROWS`), read straight from the
+    /// matrix.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,f16c")]
     unsafe fn columns_of<const FIVE: bool>(m: &Int8Matrix, first: usize, count: usize, xq: &[i8], xs: &[f32], flipped: &Flipped, rows: usize, out: &mut [f32]) {
         let blocks = m.k / BLOCK;
@@ -960,8 +968,6 @@ mod avx512 {
                     (2, 4, true) => at.run::<2, 4, FIVE, true>(),
                     (1, 4, true) => at.run::<1, 4, FIVE, true>(),
                     (4, 4, false) => at.run::<4, 4, FIVE, false>(),
-                    (1, 4, false) => at.run::<1, 4, FIVE, false>(),
-                    (2, 4, false) => at.run::<2, 4, FIVE, false>(),
                     (3, 4, false) => at.run::<3, 4, FIVE, false>(),
                     (_, _, true) => at.each::<FIVE, true>(tile, cols),
                     (_, _, false) => at.each::<FIVE, false>(tile, cols),
@@ -1186,7 +1192,8 @@ mod tests {
     /// this kernel as f32).
     #[test]
     fn dispatched_and_portable_paths_agree_and_match_candle() {
-        // 3 rows are read straight from the matrix, 5 through an unpacked panel; 96 inputs are
+        // On an AVX-512 CPU 1 and 2 rows take the AVX2 path, 3 and 4 are read straight from the
+        // matrix, 5 and more through an unpacked panel; 96 inputs are
         // three blocks, so the odd last block is read on its own too (candle's Q5_0 product takes
         // an even number of blocks only, so it is compared on 128).
         for dtype in [GgmlDType::Q8_0, GgmlDType::Q5_0] {
