@@ -12,9 +12,9 @@
 //! The K-quants (most of a Q4_K_M file's weights from 1.5B parameters up) run here too: candle
 //! re-packs them at load into tiles of 6 (Q4_K) and 10 (Q6_K) bits per weight kept beside the
 //! file's copy, which made the 1.5B model's peak twice the file (three times on an AVX-512 CPU).
-//! On AVX2 they stay in the file's 4.5 and 6.6 bits, Q4_K's packed scales unpacked per tile; with
-//! AVX-512 VNNI they are re-laid once, in about as many bits, into tiles of sixteen outputs
-//! (`tiles`), which replace the file's copy.
+//! Here they are re-laid once, in about as many bits as the file's 4.5 and 6.6, into tiles of
+//! sixteen outputs (`tiles`) that replace the file's copy (a matrix of other shapes stays in the
+//! file's order, Q4_K's packed scales unpacked per tile).
 //!
 //! Dispatched at run time (checked once; `PIN` can name a slower path): AVX-512 with VNNI, else
 //! AVX2 with FMA and F16C, else candle's kernel. The 32-value formats' SIMD paths and the portable
@@ -128,7 +128,7 @@ pub struct Int8Matrix {
 enum Layout {
     /// The file's: each output's blocks in a row.
     File,
-    /// K-quants in tiles of sixteen outputs (`tiles`), for the AVX-512 path.
+    /// K-quants in tiles of sixteen outputs (`tiles`).
     Tiles,
 }
 
@@ -143,10 +143,10 @@ pub enum Level {
 /// AVX-512 VNNI), or `candle` (candle's kernels for every type).
 pub const PIN: &str = "DOCPIPE_KERNELS";
 
-/// The fastest path this CPU has, if any, unless `PIN` names a slower one. K-quant products differ
-/// in their last bits between the AVX2 and AVX-512 paths (their float steps are in different
-/// orders), and so can a translation where two tokens are near a tie: pinning `avx2` on an AVX-512
-/// machine reproduces an AVX2 machine's output, bit for bit.
+/// The fastest path this CPU has, if any, unless `PIN` names a slower one. docpipe's two paths give
+/// the same bits for every type; candle's kernels do not, so a translation made where they ran
+/// (a CPU without AVX2) is reproduced elsewhere by pinning `candle`, and `avx2` measures that path
+/// on an AVX-512 machine.
 pub fn level() -> Option<Level> {
     #[cfg(target_arch = "x86_64")]
     {
@@ -211,11 +211,11 @@ impl Int8Matrix {
         Ok(Some(Self { n, k, packing, layout: Layout::File, data: Arc::new(data) }))
     }
 
-    /// The matrix in the order this CPU's fastest path reads: K-quants in tiles of sixteen outputs
-    /// where the CPU has AVX-512 VNNI (the file's copy is dropped, not kept beside), everything
-    /// else as it is. Not for a matrix whose bytes a token table shares (`bytes`).
+    /// The matrix in the order docpipe's paths read fastest: K-quants in tiles of sixteen outputs
+    /// where the CPU has one of them (the file's copy is dropped, not kept beside), everything else
+    /// as it is. Not for a matrix whose bytes a token table shares (`bytes`).
     pub fn relaid(self) -> Self {
-        if level() == Some(Level::Avx512Vnni) {
+        if level().is_some() {
             self.tiled()
         } else {
             self
@@ -350,8 +350,9 @@ impl Int8Matrix {
         match level() {
             // SAFETY: as below; whole tiles, as every task's columns start at a multiple of
             // TASK_COLUMNS (of 16) and n is a multiple of 16 in tiles.
-            Some(Level::Avx512Vnni) if self.layout == Layout::Tiles => return unsafe { tiles::columns(self, &self.data, first, count, x, rows, out) },
-            _ if self.layout == Layout::Tiles => {}
+            Some(Level::Avx512Vnni) if self.layout == Layout::Tiles => return unsafe { tiles::columns::<true>(self, &self.data, first, count, x, rows, out) },
+            Some(Level::Avx2) if self.layout == Layout::Tiles => return unsafe { tiles::columns::<false>(self, &self.data, first, count, x, rows, out) },
+            None if self.layout == Layout::Tiles => {}
             // SAFETY: the CPU has the instructions each path is compiled for (checked by `level`;
             // an AVX-512 CPU has AVX2, FMA and F16C too).
             Some(Level::Avx512Vnni) if self.packing.span() == BLOCK && rows > AVX2_ROWS => return unsafe { avx512::columns(self, first, count, &x.values, &x.scales, flipped, rows, out) },
@@ -1303,6 +1304,20 @@ mod tests {
             assert_eq!(m.layout, Layout::Tiles);
             assert!(m.bytes().is_none(), "a re-laid matrix offers no file bytes to a token table");
             check_against_reference_and_exact(&m, &q, &[1, 2, 3, 4, 5, 9]);
+            // The AVX2 path on its own (the dispatched one above is AVX-512 where the CPU has it).
+            #[cfg(target_arch = "x86_64")]
+            if level().is_some() {
+                for rows in [1, 2, 3, 4, 5, 9] {
+                    let x = input(rows, 768, 7);
+                    let xq = quantize_rows(&x.to_vec2::<f32>().unwrap().concat(), SUPERBLOCK);
+                    let mut out = vec![0f32; 48 * rows];
+                    // SAFETY: `level` found AVX2, FMA and F16C; the matrix is in tiles.
+                    unsafe { tiles::columns::<false>(&m, &m.data, 0, 48, &xq, rows, &mut out) };
+                    for (i, v) in out.iter().enumerate() {
+                        assert_eq!(v.to_bits(), m.reference(i / rows, &xq, i % rows).to_bits(), "{dtype:?} AVX2 tiles, {rows} rows, output {i}");
+                    }
+                }
+            }
             // A row's result is the same alone as among nine.
             let x = input(9, 768, 2);
             let all = m.forward(&x).unwrap().to_vec2::<f32>().unwrap();
