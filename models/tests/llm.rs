@@ -208,8 +208,8 @@ fn batched_translations_match_one_at_a_time_up_to_near_ties() {
     // tie (asserted above); fewer than 4 identical would mean batching changes more than the order
     // of sums.
     assert!(identical * 10 >= lines.len() * 4, "{identical} of {}", lines.len());
-    // Where docpipe's kernel takes every matrix type of the model (K-quants included: a CPU with
-    // AVX2 but not AVX-512 VNNI), every product is row by row, so nothing may part at all.
+    // Where docpipe's kernel takes every matrix type of the model (K-quants included: every CPU
+    // with AVX2 now), every product is row by row, so nothing may part at all.
     use candle_core::quantized::GgmlDType;
     if [GgmlDType::Q8_0, GgmlDType::Q5_0, GgmlDType::Q4K, GgmlDType::Q6K].iter().all(|&t| docpipe_models::llm::Int8Matrix::runs(t)) {
         assert_eq!(identical, lines.len(), "every product is row by row here");
