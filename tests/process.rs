@@ -248,7 +248,12 @@ fn an_abstractive_summary_of_a_translated_document_is_labelled_and_checked() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let result: JobResult = serde_json::from_str(std::fs::read_to_string(out.join("results.jsonl")).unwrap().lines().next().unwrap()).unwrap();
     assert_eq!(result.status, JobStatus::Complete, "{:?}", result.stages);
-    let kernels = if docpipe_models::llm::int8_kernel_runs() { "avx2" } else { "candle" };
+    // What the pin gives the child whatever this process's own environment pins.
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx2 = false;
+    let kernels = if avx2 { "avx2" } else { "candle" };
     let translation = result.annotations.iter().find(|a| matches!(a.body, AnnotationBody::Translation { .. })).expect("translation");
     let models = translation.provenance.parameters["models"].as_object().expect("models used");
     let gguf = models.values().find(|m| m["kind"] == "gguf").expect("the GGUF route's model");

@@ -87,7 +87,7 @@ impl Packing {
     }
 
     /// Values in one stored block, and the span of activations the kernel multiplies it with (one
-    /// scale per span): K-quants come in superblocks of 256 (these run the AVX2 path on every CPU).
+    /// scale per span): K-quants come in superblocks of 256.
     fn span(self) -> usize {
         match self {
             Self::Q8_0 | Self::Q5_0 => BLOCK,
@@ -113,8 +113,9 @@ fn scales_mins(packed: &[u8]) -> [u8; 16] {
     out
 }
 
-/// A matrix (n outputs × k inputs) in its file's blocks, each output's in a row. The
-/// bytes are shared: a model whose output matrix is its token table looks tokens up in them.
+/// A matrix (n outputs × k inputs) in its file's blocks, each output's in a row, or (K-quants,
+/// `relaid`) in tiles. The file's bytes can be shared: a model whose output matrix is its token
+/// table looks tokens up in them (`bytes`).
 pub struct Int8Matrix {
     n: usize,
     k: usize,
@@ -144,9 +145,10 @@ pub enum Level {
 pub const PIN: &str = "DOCPIPE_KERNELS";
 
 /// The fastest path this CPU has, if any, unless `PIN` names a slower one. docpipe's two paths give
-/// the same bits for every type; candle's kernels do not, so a translation made where they ran
-/// (a CPU without AVX2) is reproduced elsewhere by pinning `candle`, and `avx2` measures that path
-/// on an AVX-512 machine.
+/// the same bits for each of their four types; candle's kernels do not (and pick their own SIMD
+/// level at run time, so theirs can differ between CPUs too). `candle` runs the models as a CPU
+/// without AVX2 does; `avx2` measures that path on an AVX-512 machine. Another value is ignored,
+/// with a warning.
 pub fn level() -> Option<Level> {
     #[cfg(target_arch = "x86_64")]
     {
@@ -155,9 +157,13 @@ pub fn level() -> Option<Level> {
             let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
             // The AVX-512 path loads and unpacks blocks with the AVX2 code.
             let avx512 = avx2 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni");
-            match std::env::var(PIN).as_deref() {
-                Ok("candle") => None,
-                Ok("avx2") if avx2 => Some(Level::Avx2),
+            let pin = std::env::var(PIN).ok();
+            if let Some(other) = pin.as_deref().filter(|v| !["avx2", "candle"].contains(v)) {
+                tracing::warn!(variable = PIN, value = other, "unknown kernel pin ignored (avx2, candle)");
+            }
+            match pin.as_deref() {
+                Some("candle") => None,
+                Some("avx2") if avx2 => Some(Level::Avx2),
                 _ if avx512 => Some(Level::Avx512Vnni),
                 _ if avx2 => Some(Level::Avx2),
                 _ => None,
@@ -175,7 +181,8 @@ pub fn available() -> bool {
     level().is_some()
 }
 
-/// The path the products run on, as provenance records it: `avx512-vnni`, `avx2` or `candle`.
+/// The path Q8_0, Q5_0, Q4_K and Q6_K products run on (on the CPU; other types and GPUs run on
+/// candle), as provenance records it: `avx512-vnni`, `avx2` or `candle`.
 pub fn path() -> &'static str {
     match level() {
         Some(Level::Avx512Vnni) => "avx512-vnni",
