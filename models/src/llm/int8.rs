@@ -244,8 +244,7 @@ impl Int8Matrix {
     /// re-packed VNNI kernels, README).
     pub fn runs(dtype: GgmlDType) -> bool {
         match dtype {
-            GgmlDType::Q8_0 | GgmlDType::Q5_0 => available(),
-            GgmlDType::Q4K | GgmlDType::Q6K => available(),
+            GgmlDType::Q8_0 | GgmlDType::Q5_0 | GgmlDType::Q4K | GgmlDType::Q6K => available(),
             _ => false,
         }
     }
@@ -357,9 +356,8 @@ impl Int8Matrix {
         match level() {
             // SAFETY: as below; whole tiles, as every task's columns start at a multiple of
             // TASK_COLUMNS (of 16) and n is a multiple of 16 in tiles.
-            Some(Level::Avx512Vnni) if self.layout == Layout::Tiles => return unsafe { tiles::columns::<true>(self, &self.data, first, count, x, rows, out) },
-            Some(Level::Avx2) if self.layout == Layout::Tiles => return unsafe { tiles::columns::<false>(self, &self.data, first, count, x, rows, out) },
-            None if self.layout == Layout::Tiles => {}
+            Some(Level::Avx512Vnni) if self.layout == Layout::Tiles => return unsafe { tiles::columns::<true>(self, first, count, x, rows, out) },
+            Some(Level::Avx2) if self.layout == Layout::Tiles => return unsafe { tiles::columns::<false>(self, first, count, x, rows, out) },
             // SAFETY: the CPU has the instructions each path is compiled for (checked by `level`;
             // an AVX-512 CPU has AVX2, FMA and F16C too).
             Some(Level::Avx512Vnni) if self.packing.span() == BLOCK && rows > AVX2_ROWS => return unsafe { avx512::columns(self, first, count, &x.values, &x.scales, flipped, rows, out) },
@@ -434,7 +432,7 @@ impl Int8Matrix {
     /// One output computed the portable way, with the fast paths' order of operations.
     fn reference(&self, column: usize, x: &Activations, row: usize) -> f32 {
         if self.layout == Layout::Tiles {
-            return tiles::reference(self, &self.data, column, x, row);
+            return tiles::reference(self, column, x, row);
         }
         if self.packing.span() == SUPERBLOCK {
             return self.reference_k(column, x, row);
@@ -938,7 +936,7 @@ mod avx512 {
         match m.packing {
             Packing::Q8_0 => columns_of::<false>(m, first, count, xq, xs, flipped, rows, out),
             Packing::Q5_0 => columns_of::<true>(m, first, count, xq, xs, flipped, rows, out),
-            Packing::Q4K | Packing::Q6K => unreachable!("K-quants run `superblocks`"),
+            Packing::Q4K | Packing::Q6K => unreachable!("K-quants run the tiles or the AVX2 path"),
         }
     }
 
@@ -1300,9 +1298,9 @@ mod tests {
         }
     }
 
-    /// The same in tiles of sixteen outputs (the AVX-512 path's order; where the CPU has no such
-    /// path the reference computes them): the tiles hold the file's values, and every row count
-    /// gives the reference's bits.
+    /// The same in tiles of sixteen outputs (both SIMD paths; where the CPU has neither, the
+    /// reference computes them): the tiles hold the file's values, and every row count gives the
+    /// reference's bits.
     #[test]
     fn tiles_agree_with_the_reference_and_the_exact_product() {
         for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
@@ -1319,7 +1317,7 @@ mod tests {
                     let xq = quantize_rows(&x.to_vec2::<f32>().unwrap().concat(), SUPERBLOCK);
                     let mut out = vec![0f32; 48 * rows];
                     // SAFETY: `level` found AVX2, FMA and F16C; the matrix is in tiles.
-                    unsafe { tiles::columns::<false>(&m, &m.data, 0, 48, &xq, rows, &mut out) };
+                    unsafe { tiles::columns::<false>(&m, 0, 48, &xq, rows, &mut out) };
                     for (i, v) in out.iter().enumerate() {
                         assert_eq!(v.to_bits(), m.reference(i / rows, &xq, i % rows).to_bits(), "{dtype:?} AVX2 tiles, {rows} rows, output {i}");
                     }

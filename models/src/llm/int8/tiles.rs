@@ -59,16 +59,19 @@ fn tile(k: usize, packing: Packing, t: usize, s: usize) -> usize {
 }
 
 /// The four bits (Q4_K) or six bits (Q6_K) of each value, 256 per superblock, as the file stores
-/// them (for Q6_K 32 more than the value they stand for).
-fn stored_values(m: &Int8Matrix, column: usize, s: usize) -> [u8; SUPERBLOCK] {
+/// them (for Q6_K 32 more than the value they stand for), and each block's two integer scales (of
+/// its first and second 16 values; Q4_K's are one scale twice).
+fn stored_values(m: &Int8Matrix, column: usize, s: usize) -> ([u8; SUPERBLOCK], [[i32; 2]; 8]) {
     let mut values = [0u8; SUPERBLOCK];
-    for j in 0..8 {
-        let (block, _) = m.sub_block(column, s, j);
+    let mut scales = [[0; 2]; 8];
+    for (j, scale) in scales.iter_mut().enumerate() {
+        let (block, block_scales) = m.sub_block(column, s, j);
         for (v, &b) in values[j * BLOCK..][..BLOCK].iter_mut().zip(&block) {
             *v = b as u8;
         }
+        *scale = block_scales;
     }
-    values
+    (values, scales)
 }
 
 /// Byte j of lane (g, c) for a run of eight values: value j in the low half, j + 4 in the high.
@@ -88,14 +91,14 @@ pub(super) fn relay(m: &Int8Matrix) -> Vec<u8> {
             let tile = &mut out[self::tile(k, packing, t, s)..][..tile_bytes(packing)];
             for c in 0..WIDTH {
                 let column = t * WIDTH + c;
-                let values = stored_values(m, column, s);
+                let (values, scales) = stored_values(m, column, s);
                 let (d, dmin, mins) = m.superblock_scales(column, s);
                 tile[at::D + 2 * c..][..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
                 match packing {
                     Packing::Q4K => {
                         tile[at::DMIN + 2 * c..][..2].copy_from_slice(&half::f16::from_f32(dmin).to_le_bytes());
                         for j in 0..8 {
-                            tile[at::Q4K_SCALES + j * WIDTH + c] = m.sub_block(column, s, j).1[0] as u8;
+                            tile[at::Q4K_SCALES + j * WIDTH + c] = scales[j][0] as u8;
                             tile[at::Q4K_MINS + (j / 2) * 2 * WIDTH + 2 * c + j % 2] = mins[j] as u8;
                         }
                         for g in 0..SUPERBLOCK / 8 {
@@ -103,8 +106,7 @@ pub(super) fn relay(m: &Int8Matrix) -> Vec<u8> {
                         }
                     }
                     Packing::Q6K => {
-                        for j in 0..8 {
-                            let scales = m.sub_block(column, s, j).1;
+                        for (j, scales) in scales.iter().enumerate() {
                             // Groups 2j and 2j + 1 are pair j.
                             tile[at::Q6K_SCALES + j * 2 * WIDTH + 2 * c] = scales[0] as i8 as u8;
                             tile[at::Q6K_SCALES + j * 2 * WIDTH + 2 * c + 1] = scales[1] as i8 as u8;
@@ -148,13 +150,13 @@ fn value(packing: Packing, tile: &[u8], c: usize, i: usize) -> i32 {
 }
 
 /// One output the portable way, in the SIMD path's order of operations.
-pub(super) fn reference(m: &Int8Matrix, data: &[u8], column: usize, x: &Activations, row: usize) -> f32 {
+pub(super) fn reference(m: &Int8Matrix, column: usize, x: &Activations, row: usize) -> f32 {
     let (k, packing) = (m.k, m.packing);
     let supers = k / SUPERBLOCK;
     let (t, c) = (column / WIDTH, column % WIDTH);
     let (mut sum, mut offset) = (0f32, 0f32);
     for s in 0..supers {
-        let tile = &data[tile(k, packing, t, s)..][..tile_bytes(packing)];
+        let tile = &m.data[tile(k, packing, t, s)..][..tile_bytes(packing)];
         let xv = &x.values[row * k + s * SUPERBLOCK..][..SUPERBLOCK];
         let at_x = row * supers + s;
         let xs = x.scales[at_x];
@@ -189,14 +191,13 @@ pub(super) fn reference(m: &Int8Matrix, data: &[u8], column: usize, x: &Activati
 /// with AVX-512 VNNI when `WIDE`, else with AVX2 (eight outputs at a time; the same bits).
 ///
 /// # Safety
-/// The CPU has AVX2, FMA and F16C, and with `WIDE` AVX-512 F, BW and VNNI too; `data` holds `m`'s
-/// tiles.
+/// The CPU has AVX2, FMA and F16C, and with `WIDE` AVX-512 F, BW and VNNI too; `m` is in tiles.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn columns<const WIDE: bool>(m: &Int8Matrix, data: &[u8], first: usize, count: usize, x: &Activations, rows: usize, out: &mut [f32]) {
+pub(super) unsafe fn columns<const WIDE: bool>(m: &Int8Matrix, first: usize, count: usize, x: &Activations, rows: usize, out: &mut [f32]) {
     debug_assert!(first % WIDTH == 0 && count % WIDTH == 0);
     for t in 0..count / WIDTH {
-        let tiles = Tiles { m, data, t: first / WIDTH + t, x };
+        let tiles = Tiles { m, t: first / WIDTH + t, x };
         let mut r = 0;
         while r < rows {
             let mut sums = [[0f32; WIDTH]; 4];
@@ -229,7 +230,6 @@ pub(super) unsafe fn columns<const WIDE: bool>(m: &Int8Matrix, data: &[u8], firs
 #[cfg(target_arch = "x86_64")]
 struct Tiles<'a> {
     m: &'a Int8Matrix,
-    data: &'a [u8],
     /// The tile column (outputs 16 t..16 t + 15).
     t: usize,
     x: &'a Activations,
@@ -248,7 +248,7 @@ impl Tiles<'_> {
         let mut sum = [_mm512_setzero_ps(); R];
         let mut offset = [_mm512_setzero_ps(); R];
         for s in 0..supers {
-            let p = self.data.as_ptr().add(tile(k, packing, self.t, s));
+            let p = m.data.as_ptr().add(tile(k, packing, self.t, s));
             // Every line of the tile 8 KiB ahead (2.4-3.5 tiles). 1.5B model, step_bench, alternating
             // with one line per tile: one sequence 18.0-18.2 -> 19.5-21.1 tokens/s, four 39.5-39.7
             // -> 57.7-57.8, eight 61.1-61.4 -> 77.7-78.7; the prompt alike.
@@ -361,7 +361,7 @@ impl Tiles<'_> {
         let mut sum = [[_mm256_setzero_ps(); R]; 2];
         let mut offset = [[_mm256_setzero_ps(); R]; 2];
         for s in 0..supers {
-            let p = self.data.as_ptr().add(tile(k, packing, self.t, s));
+            let p = m.data.as_ptr().add(tile(k, packing, self.t, s));
             for line in 0..tile_bytes(packing).div_ceil(64) {
                 _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(super::SUPERBLOCK_PREFETCH + 64 * line) as *const i8);
             }
