@@ -129,7 +129,7 @@ pub struct Int8Matrix {
 enum Layout {
     /// The file's: each output's blocks in a row.
     File,
-    /// K-quants in tiles of sixteen outputs (`tiles`).
+    /// K-quants and Q5_0 in tiles of sixteen outputs (`tiles`).
     Tiles,
 }
 
@@ -218,7 +218,7 @@ impl Int8Matrix {
         Ok(Some(Self { n, k, packing, layout: Layout::File, data: Arc::new(data) }))
     }
 
-    /// The matrix in the order docpipe's paths read fastest: K-quants in tiles of sixteen outputs
+    /// The matrix in the order docpipe's paths read fastest: K-quants and Q5_0 in tiles of sixteen outputs
     /// where the CPU has one of them (the file's copy is dropped, not kept beside), everything else
     /// as it is. Not for a matrix whose bytes a token table shares (`bytes`).
     pub fn relaid(self) -> Self {
@@ -229,10 +229,10 @@ impl Int8Matrix {
         }
     }
 
-    /// K-quants with a whole number of tiles in tiles, whatever the CPU (the portable reference
-    /// reads them too); other matrices as they are.
+    /// K-quants and Q5_0 with a whole number of tiles in tiles, whatever the CPU (the portable
+    /// reference reads them too); other matrices as they are.
     fn tiled(self) -> Self {
-        if self.packing.span() != SUPERBLOCK || self.n % tiles::WIDTH != 0 || self.layout == Layout::Tiles {
+        if self.packing == Packing::Q8_0 || self.n % tiles::WIDTH != 0 || self.layout == Layout::Tiles {
             return self;
         }
         let data = tiles::relay(&self);
@@ -296,7 +296,7 @@ impl Int8Matrix {
             }
         };
         let (by_block, by_superblock) = (quantized(BLOCK), quantized(SUPERBLOCK));
-        let panel = level() == Some(Level::Avx512Vnni) && rows > PANEL_ROWS && !by_block.values.is_empty();
+        let panel = level() == Some(Level::Avx512Vnni) && rows > PANEL_ROWS && matrices.iter().any(|m| m.packing.span() == BLOCK && m.layout == Layout::File);
         let flipped = if panel { Flipped::new(&by_block.values, &by_block.scales, rows, k) } else { Flipped::default() };
         let mut outputs: Vec<Vec<f32>> = matrices.iter().map(|m| vec![0f32; rows * m.n]).collect();
         let bases: Vec<usize> = outputs.iter_mut().map(|o| o.as_mut_ptr() as usize).collect();
@@ -549,8 +549,9 @@ struct Activations {
     values: Vec<i8>,
     /// One per span of each row.
     scales: Vec<f32>,
-    /// Each 32 values' integer sum (what a Q4_K block's min multiplies), and each 16 values' (what
-    /// Q6_K's offset of 32 times a scale multiplies); at most 32 × 127, exact in i16.
+    /// Each 32 values' integer sum (what a Q4_K block's min and Q5_0's offset of 16 multiply), and
+    /// each 16 values' (what Q6_K's offset of 32 times a scale multiplies); at most 32 × 127, exact
+    /// in i16. The second for superblocks only.
     block_sums: Vec<i16>,
     half_sums: Vec<i16>,
 }
@@ -569,8 +570,9 @@ fn quantize_rows(x: &[f32], span: usize) -> Activations {
         scales.push(d);
         values.extend(part.iter().map(|v| quantize(v * inverse)));
     }
-    let sums = |size: usize| if span == SUPERBLOCK { values.chunks_exact(size).map(|b| b.iter().map(|&q| q as i16).sum()).collect() } else { Vec::new() };
-    let (block_sums, half_sums) = (sums(BLOCK), sums(BLOCK / 2));
+    let sums = |size: usize| values.chunks_exact(size).map(|b| b.iter().map(|&q| q as i16).sum()).collect();
+    let block_sums = sums(BLOCK);
+    let half_sums = if span == SUPERBLOCK { sums(BLOCK / 2) } else { Vec::new() };
     Activations { values, scales, block_sums, half_sums }
 }
 
@@ -1300,10 +1302,10 @@ mod tests {
 
     /// The same in tiles of sixteen outputs (both SIMD paths; where the CPU has neither, the
     /// reference computes them): the tiles hold the file's values, and every row count gives the
-    /// reference's bits.
+    /// reference's bits. Q5_0 blocks of arbitrary bytes too (every value and fifth-bit pattern).
     #[test]
     fn tiles_agree_with_the_reference_and_the_exact_product() {
-        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q5_0] {
             let q = arbitrary_superblocks(dtype, 48, 768);
             let m = Int8Matrix::from_qtensor(&q).unwrap().unwrap().tiled();
             assert_eq!(m.layout, Layout::Tiles);
@@ -1314,7 +1316,7 @@ mod tests {
             if level().is_some() {
                 for rows in [1, 2, 3, 4, 5, 9] {
                     let x = input(rows, 768, 7);
-                    let xq = quantize_rows(&x.to_vec2::<f32>().unwrap().concat(), SUPERBLOCK);
+                    let xq = quantize_rows(&x.to_vec2::<f32>().unwrap().concat(), m.packing.span());
                     let mut out = vec![0f32; 48 * rows];
                     // SAFETY: `level` found AVX2, FMA and F16C; the matrix is in tiles.
                     unsafe { tiles::columns::<false>(&m, 0, 48, &xq, rows, &mut out) };
@@ -1331,13 +1333,14 @@ mod tests {
                 assert_eq!(alone[0], all[r], "{dtype:?} row {r}");
             }
         }
-        // Other types, and a K-quant whose outputs are no whole number of tiles, stay as they are.
+        // Q8_0, and a matrix whose outputs are no whole number of tiles, stay as they are.
         assert_eq!(Int8Matrix::from_qtensor(&matrix(32, 64, GgmlDType::Q8_0)).unwrap().unwrap().tiled().layout, Layout::File);
         assert_eq!(Int8Matrix::from_qtensor(&arbitrary_superblocks(GgmlDType::Q4K, 5, 256)).unwrap().unwrap().tiled().layout, Layout::File);
+        assert_eq!(Int8Matrix::from_qtensor(&arbitrary_superblocks(GgmlDType::Q5_0, 24, 64)).unwrap().unwrap().tiled().layout, Layout::File);
     }
 
-    /// An n × k K-quant tensor of arbitrary bytes (every scale, min and value pattern, negative
-    /// Q6_K scales of -128 among them) with finite superblock scales.
+    /// An n × k K-quant (or Q5_0) tensor of arbitrary bytes (every scale, min and value pattern,
+    /// negative Q6_K scales of -128 among them) with finite superblock (block) scales.
     fn arbitrary_superblocks(dtype: GgmlDType, n: usize, k: usize) -> QTensor {
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let mut byte = move || {
@@ -1347,7 +1350,7 @@ mod tests {
             (state >> 24) as u8
         };
         let size = dtype.type_size();
-        let mut raw: Vec<u8> = (0..n * k / SUPERBLOCK * size).map(|_| byte()).collect();
+        let mut raw: Vec<u8> = (0..n * k / dtype.block_size() * size).map(|_| byte()).collect();
         for (i, block) in raw.chunks_exact_mut(size).enumerate() {
             // Finite scales: d (and Q4_K's d_min) where each type keeps them.
             let scale = half::f16::from_f32(0.01 + i as f32 / 300.0).to_le_bytes();
@@ -1374,7 +1377,7 @@ mod tests {
         for &rows in row_counts {
             let x = input(rows, k, 7);
             let fast = m.forward(&x).unwrap().to_vec2::<f32>().unwrap();
-            let xq = quantize_rows(&x.to_vec2::<f32>().unwrap().concat(), SUPERBLOCK);
+            let xq = quantize_rows(&x.to_vec2::<f32>().unwrap().concat(), m.packing.span());
             let exact = x.matmul(&weights.t().unwrap()).unwrap().to_vec2::<f32>().unwrap();
             let largest = x.abs().unwrap().max(1).unwrap().to_vec1::<f32>().unwrap();
             for (r, row) in fast.iter().enumerate() {
