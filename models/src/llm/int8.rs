@@ -14,12 +14,15 @@
 //! file's copy, which made the 1.5B model's peak twice the file (three times on an AVX-512 CPU).
 //! Here they are re-laid once, in about as many bits as the file's 4.5 and 6.6, into tiles of
 //! sixteen outputs (`tiles`) that replace the file's copy (a matrix of other shapes stays in the
-//! file's order, Q4_K's packed scales unpacked per tile).
+//! file's order, Q4_K's packed scales unpacked per tile). Q5_0 (most of a 0.5B Q4_K_M file, whose
+//! rows of 896 are no whole number of superblocks) is re-laid the same way, in its own 5.5 bits:
+//! its prompt products ran 2.5-3x faster in tiles. Q8_0 stays in the file's order (a model's
+//! output matrix, read for one row a sequence; a token table's bytes are shared with lookups).
 //!
 //! Dispatched at run time (checked once; `PIN` can name a slower path): AVX-512 with VNNI, else
-//! AVX2 with FMA and F16C, else candle's kernel. The 32-value formats' SIMD paths and the portable
-//! reference below compute every output with the same operations in the same order (16 lanes: even
-//! blocks in lanes 0-7, odd blocks in 8-15, each lane an exact integer sum of four products
+//! AVX2 with FMA and F16C, else candle's kernel. The SIMD paths and the portable reference below
+//! compute every output with the same operations in the same order (in the file's order, 16 lanes:
+//! even blocks in lanes 0-7, odd blocks in 8-15, each lane an exact integer sum of four products
 //! converted and fused into its own f32 accumulator, lanes summed in a fixed order; the K-quants'
 //! lanes in the file's order are described at `reference_k`, the tiles' at `tiles::reference`), so
 //! each layout's paths agree bit for bit, and a row's result never depends on the other rows of the
@@ -498,11 +501,11 @@ impl Int8Matrix {
 /// Rows the AVX-512 path reads straight from the matrix; with more it unpacks a panel.
 const PANEL_ROWS: usize = 4;
 
-/// Rows up to which Q8_0 and Q5_0 products take the AVX2 path on an AVX-512 CPU too (the same bits:
-/// both paths sum in the same order). With one or two rows the AVX-512 path spends a second VNNI
-/// instruction per block pair on the x + 128 correction; the AVX2 one has none. 0.5B model, Xeon with
-/// AVX-512, step_bench alternating: one sequence 41.1-43.4 -> 49.9-50.5 tokens/s, two 61.2-66.9 ->
-/// 77.6-80.5; three or more, and the prompt, alike.
+/// Rows up to which file-order Q8_0 and Q5_0 products take the AVX2 path on an AVX-512 CPU too
+/// (the same bits: both paths sum in the same order). With one or two rows the AVX-512 path spends
+/// a second VNNI instruction per block pair on the x + 128 correction; the AVX2 one has none. 0.5B
+/// model (before its Q5_0 went into tiles), Xeon with AVX-512, step_bench alternating: one sequence
+/// 41.1-43.4 -> 49.9-50.5 tokens/s, two 61.2-66.9 -> 77.6-80.5; three or more, and the prompt, alike.
 const AVX2_ROWS: usize = 2;
 
 /// The rows' activations as the AVX-512 panel path reads them, made once per product (not once per
